@@ -1,0 +1,43 @@
+"""Command-line pieces every stage script shares: profile and folder options."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import config
+from dataset import CURATED_CSV
+
+
+def default_profile() -> str:
+    """`full` when the real data is in input/, otherwise the self-generated `demo`."""
+    full = config.PROFILES["full"].paths()
+    return "full" if (full.data / CURATED_CSV).is_file() else "demo"
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("profile and folders")
+    g.add_argument("--profile", choices=sorted(config.PROFILES), default=None,
+                   help="hyperparameter set: 'full' = the original's (default when input/train_curated.csv "
+                        "exists), 'demo' = small and fast on the generated demo data (default otherwise)")
+    g.add_argument("--data-dir", type=Path, help="competition data (default: the profile's, input/ or input/demo/)")
+    g.add_argument("--features-dir", type=Path, help="feature cache (default: <data-dir>/features)")
+    g.add_argument("--models-dir", type=Path, help="folds, weights, predictions (default: models/ or models/demo/)")
+    g.add_argument("--submissions-dir", type=Path, help="submission CSVs (default: submissions/ or submissions/demo/)")
+
+
+def resolve(args: argparse.Namespace) -> tuple[config.Profile, config.Paths]:
+    """The profile and folders the user asked for, defaults filled in."""
+    profile = config.get_profile(args.profile or default_profile())
+    paths = profile.paths()
+    data = args.data_dir or paths.data
+    return profile, config.Paths(
+        data=Path(data),
+        features=Path(args.features_dir or (Path(data) / "features" if args.data_dir else paths.features)),
+        models=Path(args.models_dir or paths.models),
+        submissions=Path(args.submissions_dir or paths.submissions),
+    )
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)))

@@ -1,0 +1,218 @@
+"""The competition's data layout: CSVs, class list, multi-hot labels, audio paths.
+
+    <data>/train_curated.csv      fname,labels   (labels: comma-separated class names)
+    <data>/train_noisy.csv        fname,labels   (optional: without it, no pretraining)
+    <data>/sample_submission.csv  fname + one column per class; defines classes and order
+    <data>/test_labels.csv        fname,labels   (optional: held-back truth, demo data only)
+    <data>/audio_train/           curated and noisy clips together
+    <data>/audio_test/            test clips
+
+Every problem found on load is collected and raised at once, one line per offender, so a
+user fixes a broken CSV in one pass instead of one error per run.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+import pandas as pd
+
+CURATED_CSV = "train_curated.csv"
+NOISY_CSV = "train_noisy.csv"
+SUBMISSION_CSV = "sample_submission.csv"
+TEST_LABELS_CSV = "test_labels.csv"
+TRAIN_AUDIO = "audio_train"
+TEST_AUDIO = "audio_test"
+MAX_LISTED = 50  # offenders printed in one error; the rest are counted
+
+
+class DatasetError(ValueError):
+    """A problem with the dataset's files; the message names every offender."""
+
+    def __init__(self, title: str, problems: list[str]):
+        self.title = title
+        self.problems = problems
+        lines = problems[:MAX_LISTED]
+        more = len(problems) - len(lines)
+        text = f"{title} ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n  "
+        text += "\n  ".join(lines)
+        if more:
+            text += f"\n  ... and {more} more"
+        super().__init__(text)
+
+
+@dataclass
+class ClipSet:
+    """The clips of one CSV: names, audio paths and (for training sets) multi-hot labels."""
+    name: str                    # curated | noisy | test
+    fnames: list[str]
+    paths: list[Path]
+    labels: np.ndarray | None    # (n, n_classes) float32 0/1, None when unknown
+
+    def __len__(self) -> int:
+        return len(self.fnames)
+
+
+@dataclass
+class Dataset:
+    data_dir: Path
+    classes: list[str]
+    curated: ClipSet
+    noisy: ClipSet
+    test: ClipSet
+
+    def sets(self) -> list[ClipSet]:
+        return [s for s in (self.curated, self.noisy, self.test) if len(s)]
+
+
+def fname_problem(fname: str) -> str | None:
+    """Why `fname` is not a plain file name, or None. Paths are never followed out of the
+    audio folders: `../x.wav`, `/etc/passwd`, `a/b.wav` and `C:\\x.wav` are all rejected."""
+    if not fname or not fname.strip():
+        return "empty file name"
+    if fname in (".", ".."):
+        return "not a file name"
+    if PurePosixPath(fname).name != fname or PureWindowsPath(fname).name != fname:
+        return "file name contains a path (only plain names are allowed)"
+    if "\x00" in fname:
+        return "file name contains a NUL byte"
+    return None
+
+
+def read_classes(path: Path) -> list[str]:
+    """Class names, in order, from sample_submission.csv's columns after `fname`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"cannot read the class list", [f"{path}: file not found"])
+    with open(path, newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f), None)
+    if not header or header[0] != "fname" or len(header) < 2:
+        raise DatasetError("bad sample submission",
+                           [f"{path}: header must be 'fname' followed by the class names, got {header!r}"])
+    classes = header[1:]
+    dup = sorted({c for c in classes if classes.count(c) > 1})
+    if dup:
+        raise DatasetError("bad sample submission", [f"{path}: repeated class column {c!r}" for c in dup])
+    return classes
+
+
+def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DatasetError(f"cannot parse {path}", [f"{path}: {e}"]) from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DatasetError(f"bad columns in {path}",
+                           [f"{path}: missing column {c!r} (has {list(df.columns)})" for c in missing])
+    return df
+
+
+def split_labels(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def multi_hot(label_lists: list[list[str]], classes: list[str]) -> np.ndarray:
+    """(n, n_classes) float32 with 1 where a clip carries the class."""
+    col = {c: i for i, c in enumerate(classes)}
+    y = np.zeros((len(label_lists), len(classes)), np.float32)
+    for row, labels in enumerate(label_lists):
+        y[row, [col[c] for c in labels]] = 1.0
+    return y
+
+
+def read_labelled_csv(path: Path, classes: list[str], audio_dir: Path, name: str) -> tuple[ClipSet, list[str]]:
+    """A `fname,labels` CSV as a ClipSet, plus the problems found in it (not raised here,
+    so that all CSVs can be checked before anything fails)."""
+    df = _read_csv(path, ["fname", "labels"])
+    known = set(classes)
+    problems, label_lists = [], []
+    for line, (fname, text) in enumerate(zip(df["fname"], df["labels"]), start=2):
+        where = f"{path.name} line {line} ({fname!r})"
+        bad_name = fname_problem(fname)
+        if bad_name:
+            problems.append(f"{where}: {bad_name}")
+        labels = split_labels(text)
+        if not labels:
+            problems.append(f"{where}: empty label field")
+        unknown = [c for c in labels if c not in known]
+        if unknown:
+            problems.append(f"{where}: unknown label(s) {unknown} (not a column of {SUBMISSION_CSV})")
+        label_lists.append([c for c in labels if c in known])
+    fnames = list(df["fname"])
+    clips = ClipSet(name, fnames, [audio_dir / f for f in fnames], multi_hot(label_lists, classes))
+    return clips, problems
+
+
+def duplicate_problems(sets: list[ClipSet], csv_names: dict[str, str]) -> list[str]:
+    """Duplicate fnames within a CSV, or between CSVs that share an audio folder."""
+    seen: dict[tuple[Path, str], str] = {}
+    problems = []
+    for clips in sets:
+        for fname, path in zip(clips.fnames, clips.paths):
+            key = (path.parent, fname)
+            if key in seen:
+                problems.append(f"{fname!r}: listed twice ({seen[key]} and {csv_names[clips.name]}); "
+                                f"both would read {path}")
+            else:
+                seen[key] = csv_names[clips.name]
+    return problems
+
+
+def missing_file_problems(clips: ClipSet) -> list[tuple[str, str]]:
+    """(fname, problem) for every listed clip whose file does not exist."""
+    return [(f, f"file not found: {p}") for f, p in zip(clips.fnames, clips.paths)
+            if not fname_problem(f) and not p.is_file()]
+
+
+def load_dataset(data_dir: Path, check_files: bool = True) -> Dataset:
+    """Read and validate the three CSVs of `data_dir`.
+
+    Raises DatasetError listing every unknown label, empty label field, path-like or
+    duplicate fname and (with `check_files`) every missing audio file.
+    """
+    data_dir = Path(data_dir)
+    classes = read_classes(data_dir / SUBMISSION_CSV)
+    train_dir, test_dir = data_dir / TRAIN_AUDIO, data_dir / TEST_AUDIO
+
+    problems: list[str] = []
+    curated, p = read_labelled_csv(data_dir / CURATED_CSV, classes, train_dir, "curated") \
+        if (data_dir / CURATED_CSV).is_file() else (None, [f"{data_dir / CURATED_CSV}: file not found"])
+    problems += p
+    if (data_dir / NOISY_CSV).is_file():
+        noisy, p = read_labelled_csv(data_dir / NOISY_CSV, classes, train_dir, "noisy")
+        problems += p
+    else:
+        noisy = ClipSet("noisy", [], [], np.zeros((0, len(classes)), np.float32))
+    sub = _read_csv(data_dir / SUBMISSION_CSV, ["fname"])
+    test_fnames = list(sub["fname"])
+    problems += [f"{SUBMISSION_CSV} line {i} ({f!r}): {fname_problem(f)}"
+                 for i, f in enumerate(test_fnames, start=2) if fname_problem(f)]
+    test = ClipSet("test", test_fnames, [test_dir / f for f in test_fnames], None)
+    if curated is None:
+        raise DatasetError(f"incomplete dataset in {data_dir}", problems)
+
+    csv_names = {"curated": CURATED_CSV, "noisy": NOISY_CSV, "test": SUBMISSION_CSV}
+    problems += duplicate_problems([curated, noisy, test], csv_names)
+    if check_files:
+        for clips in (curated, noisy, test):
+            problems += [f"{csv_names[clips.name]}: {fname!r}: {why}" for fname, why in missing_file_problems(clips)]
+    if problems:
+        raise DatasetError(f"the dataset in {data_dir} has problems", problems)
+    return Dataset(data_dir, classes, curated, noisy, test)
+
+
+def read_test_labels(data_dir: Path, dataset: Dataset) -> np.ndarray | None:
+    """Multi-hot truth for the test set, in sample_submission order, when the data has it."""
+    path = Path(data_dir) / TEST_LABELS_CSV
+    if not path.is_file():
+        return None
+    clips, problems = read_labelled_csv(path, dataset.classes, Path(data_dir) / TEST_AUDIO, "test")
+    row = {f: i for i, f in enumerate(clips.fnames)}
+    absent = [f for f in dataset.test.fnames if f not in row]
+    problems += [f"{TEST_LABELS_CSV}: no labels for test clip {f!r}" for f in absent]
+    if problems:
+        raise DatasetError(f"bad {path}", problems)
+    return clips.labels[[row[f] for f in dataset.test.fnames]]

@@ -1,0 +1,200 @@
+"""Stage 1: decode every clip once and cache what the later stages need.
+
+For each clip set (curated, noisy, test) this writes <features-dir>/<set>/ (see
+feature_cache.py): the trimmed waveform as int16, the (128, 12) global features of the
+untrimmed clip, the length feature, and notes on anything unusual. Rerunning is a no-op
+when nothing changed; changed or added files are decoded, the rest is copied from the old
+cache; an interrupted run resumes where it stopped.
+
+Files that cannot be decoded (or are missing) are collected over the whole set and listed
+in <features-dir>/<set>/bad_files.csv; the stage then fails, naming each, unless
+--skip-bad is given, which leaves them out of the cache with a warning.
+
+    python code/features.py                   # profile from the data present
+    python code/features.py --profile demo --workers 2
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+import cli
+from audio import AudioError, process_clip
+from dataset import ClipSet, DatasetError, load_dataset, missing_file_problems
+from feature_cache import (CacheWriter, FeatureCache, Source, atomic_write_text, file_signature,
+                           is_current, restore_interrupted_swap, to_int16)
+
+BAD_FILES = "bad_files.csv"
+
+
+def featurise(job: tuple[str, str]) -> tuple[str, object]:
+    """Worker: (fname, path) -> (fname, (int16 audio, scale, length, global features, notes))
+    or (fname, error message). Quantising here halves what travels back to the parent."""
+    fname, path = job
+    try:
+        clip = process_clip(path)
+    except AudioError as e:
+        return fname, str(e)
+    except Exception as e:  # a decoder bug must not end a many-hour run; report the file
+        return fname, f"unexpected error while processing ({type(e).__name__}: {e})"
+    audio, scale = to_int16(clip.trimmed)
+    return fname, (audio, scale, clip.length, clip.global_features, clip.notes)
+
+
+def read_bad_files(folder: Path) -> pd.DataFrame:
+    path = folder / BAD_FILES
+    if path.is_file():
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    return pd.DataFrame(columns=["fname", "path", "problem", "size", "mtime_ns"])
+
+
+def build_set(clips: ClipSet, folder: Path, workers: int, skip_bad: bool) -> tuple[int, list[tuple[str, str, str]]]:
+    """Bring the cache of one clip set up to date. Returns (clips decoded, bad files)."""
+    restore_interrupted_swap(folder)
+    bad: list[tuple[str, str, str]] = [(f, str(clips.paths[clips.fnames.index(f)]), why)
+                                      for f, why in missing_file_problems(clips)]
+    missing = {f for f, _, _ in bad}
+    sources = []
+    for fname, path in zip(clips.fnames, clips.paths):
+        if fname not in missing:
+            sources.append(Source(fname, path, *file_signature(path)))
+
+    # With --skip-bad, files already known to be bad (and unchanged since) stay left out.
+    known_bad = read_bad_files(folder)
+    if skip_bad and len(known_bad):
+        unchanged = {(r.fname, r.size, r.mtime_ns) for r in known_bad.itertuples()}
+        still_bad = [s for s in sources if (s.fname, str(s.size), str(s.mtime_ns)) in unchanged]
+        bad += [(s.fname, str(s.path), known_bad.set_index("fname").loc[s.fname, "problem"]) for s in still_bad]
+        sources = [s for s in sources if s not in still_bad]
+    if not bad and is_current(folder, sources):
+        return 0, []
+    if bad and skip_bad and is_current(folder, sources):
+        return 0, bad
+
+    writer = CacheWriter(folder)
+    old = FeatureCache(folder) if is_complete(folder) else None
+    todo = []
+    for s in sources:
+        if writer.has(s):
+            continue
+        i = old.row.get(s.fname) if old is not None else None
+        if i is not None and _same_file(old, i, s):  # unchanged: copy, don't decode
+            writer.add(s, old.raw(i), float(old.scales[i]), float(old.lengths[i]),
+                       old.global_features[i], _notes(old, i))
+        else:
+            todo.append(s)
+
+    by_name = {s.fname: s for s in todo}
+    jobs = [(s.fname, str(s.path)) for s in todo]
+    decoded = 0
+    with tqdm(total=len(jobs), desc=f"features {clips.name}", unit="clip", disable=not jobs) as bar:
+        for fname, result in _map(featurise, jobs, workers):
+            if isinstance(result, str):
+                bad.append((fname, str(by_name[fname].path), result))
+            else:
+                audio, scale, length, gfeat, notes = result
+                writer.add(by_name[fname], audio, scale, length, gfeat, notes)
+                decoded += 1
+            bar.update()
+    writer.close()
+
+    if not (bad and not skip_bad):  # else the partial build is kept: the next run resumes from it
+        bad_names = {f for f, _, _ in bad}
+        writer.finish([s for s in sources if s.fname not in bad_names])
+    write_bad_files(folder, bad, {s.fname: s for s in sources})
+    return decoded, bad
+
+
+def is_complete(folder: Path) -> bool:
+    try:
+        FeatureCache(folder)
+        return True
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def _same_file(cache: FeatureCache, i: int, source: Source) -> bool:
+    r = cache.index.iloc[i]
+    return int(r["size"]) == source.size and int(r["mtime_ns"]) == source.mtime_ns
+
+
+def _notes(cache: FeatureCache, i: int) -> list[str]:
+    text = cache.index.iloc[i]["notes"]
+    return text.split("; ") if text else []
+
+
+def _map(fn, jobs: list, workers: int):
+    if workers <= 1 or len(jobs) < 2:
+        yield from map(fn, jobs)
+        return
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(workers) as pool:
+        yield from pool.imap(fn, jobs, chunksize=4)
+
+
+def write_bad_files(folder: Path, bad: list[tuple[str, str, str]], sources: dict[str, Source]) -> None:
+    path = folder / BAD_FILES
+    if not bad:
+        if path.exists():
+            path.unlink()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"fname": f, "path": p, "problem": why,
+             "size": sources[f].size if f in sources else "", "mtime_ns": sources[f].mtime_ns if f in sources else ""}
+            for f, p, why in bad]
+    atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_common_args(parser)
+    parser.add_argument("--sets", nargs="+", choices=["curated", "noisy", "test"],
+                        default=["curated", "noisy", "test"], help="clip sets to process (default: all)")
+    parser.add_argument("--workers", type=int, default=cli.default_workers(),
+                        help="decoding processes (default: one per core)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave undecodable or missing files out (with a warning) instead of failing")
+    args = parser.parse_args(argv)
+    profile, paths = cli.resolve(args)
+
+    try:
+        dataset = load_dataset(paths.data, check_files=False)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"features: profile {profile.name}, data {paths.data}, cache {paths.features}")
+    failed = []
+    for clips in dataset.sets():
+        if clips.name not in args.sets:
+            continue
+        folder = paths.features / clips.name
+        start = time.perf_counter()
+        decoded, bad = build_set(clips, folder, args.workers, args.skip_bad)
+        took = time.perf_counter() - start
+        rate = f", {decoded / took:.1f} clips/s" if decoded else ""
+        state = "up to date" if not decoded and not bad else f"{decoded} decoded in {took:.1f} s{rate}"
+        print(f"  {clips.name}: {len(clips)} clips, {state}")
+        if bad:
+            listing = "\n".join(f"    {f}: {why}" for f, _, why in bad[:50])
+            more = f"\n    ... and {len(bad) - 50} more" if len(bad) > 50 else ""
+            verb = "left out (--skip-bad)" if args.skip_bad else "cannot be used"
+            print(f"  {clips.name}: {len(bad)} file(s) {verb}, listed in {folder / BAD_FILES}:\n{listing}{more}",
+                  file=sys.stderr)
+            if not args.skip_bad:
+                failed.append(clips.name)
+    if failed:
+        print(f"error: bad audio files in {', '.join(failed)}; fix or remove them, or rerun with --skip-bad "
+              f"to leave them out. Everything decoded so far is kept.", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
