@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
@@ -24,11 +25,13 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--features-dir", type=Path, help="feature cache (default: <data-dir>/features)")
     g.add_argument("--models-dir", type=Path, help="folds, weights, predictions (default: models/ or models/demo/)")
     g.add_argument("--submissions-dir", type=Path, help="submission CSVs (default: submissions/ or submissions/demo/)")
+    g.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="overrides",
+                   help="override profile fields, e.g. --set epochs=2 n_folds=3 lr_milestones=1,2")
 
 
 def resolve(args: argparse.Namespace) -> tuple[config.Profile, config.Paths]:
     """The profile and folders the user asked for, defaults filled in."""
-    profile = config.get_profile(args.profile or default_profile())
+    profile = override(config.get_profile(args.profile or default_profile()), args.overrides)
     paths = profile.paths()
     data = args.data_dir or paths.data
     return profile, config.Paths(
@@ -37,6 +40,26 @@ def resolve(args: argparse.Namespace) -> tuple[config.Profile, config.Paths]:
         models=Path(args.models_dir or paths.models),
         submissions=Path(args.submissions_dir or paths.submissions),
     )
+
+
+def override(profile: config.Profile, assignments: list[str]) -> config.Profile:
+    """The profile with FIELD=VALUE assignments applied, each parsed as the field's type."""
+    fields = {f.name: f for f in dataclasses.fields(profile)}
+    changes = {}
+    for item in assignments:
+        name, sep, text = item.partition("=")
+        if not sep or name not in fields or name in ("name", "demo_sizes"):
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
+                             f"{sorted(set(fields) - {'name', 'demo_sizes'})}")
+        current = getattr(profile, name)
+        try:
+            if isinstance(current, tuple):
+                changes[name] = tuple(int(v) for v in text.split(",") if v.strip())
+            else:
+                changes[name] = type(current)(text)
+        except ValueError:
+            raise SystemExit(f"--set {item!r}: {text!r} is not a valid {type(current).__name__}") from None
+    return dataclasses.replace(profile, **changes)
 
 
 def default_workers() -> int:

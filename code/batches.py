@@ -1,0 +1,116 @@
+"""Batches from the feature cache: random crops, label smoothing and mixup for training;
+fixed crops at three positions for test-time augmentation (3-TTA).
+
+Batches are numpy arrays built straight from the memory-mapped int16 audio: nothing is
+decoded again and RAM does not grow with the number of clips. Each batch's randomness is
+seeded by (seed, epoch, batch index), so batches are reproducible whatever thread builds
+them and a resumed run draws the same batches.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from feature_cache import FeatureCache
+
+TTA_POSITIONS = ("start", "middle", "end")
+
+
+@dataclass
+class ClipData:
+    """A subset of one cached clip set, with multi-hot labels (None for the test set)."""
+    cache: FeatureCache
+    rows: np.ndarray
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def fnames(self) -> list[str]:
+        return [self.cache.fnames[r] for r in self.rows]
+
+
+def place(cache: FeatureCache, row: int, out: np.ndarray, position: float) -> None:
+    """Write clip `row` into the zeroed crop buffer `out`.
+
+    position in [0, 1]: a longer clip is cropped starting at position * (excess), a shorter
+    one is zero-padded with the clip starting at position * (room)."""
+    raw = cache.raw(row)
+    crop = len(out)
+    if len(raw) >= crop:
+        start = int(position * (len(raw) - crop))
+        np.multiply(raw[start: start + crop], cache.scales[row], out=out, casting="unsafe")
+    else:
+        start = int(position * (crop - len(raw)))
+        np.multiply(raw, cache.scales[row], out=out[start: start + len(raw)], casting="unsafe")
+
+
+def inputs(data: ClipData, rows: np.ndarray, audio: np.ndarray) -> dict[str, np.ndarray]:
+    cache_rows = data.rows[rows]
+    return {"audio": audio,
+            "global_feat": np.asarray(data.cache.global_features[cache_rows]),
+            "other": data.cache.lengths[cache_rows, None]}
+
+
+class TrainBatches(keras.utils.PyDataset):
+    """One epoch of shuffled training batches: random crop/pad, smoothing, mixup."""
+
+    def __init__(self, data: ClipData, batch_size: int, crop_samples: int, *, seed: int, epoch: int,
+                 mixup_prob: float, mixup_weight: float, label_smoothing: float, workers: int = 1):
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
+        self.data, self.batch_size, self.crop = data, batch_size, crop_samples
+        self.seed, self.epoch = seed, epoch
+        self.mixup_prob, self.mixup_weight, self.smoothing = mixup_prob, mixup_weight, label_smoothing
+        self.order = np.random.default_rng([seed, epoch]).permutation(len(data))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.data) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self.order[index * self.batch_size: (index + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        audio = np.zeros((len(rows), self.crop), np.float32)
+        for j, r in enumerate(rows):
+            place(self.data.cache, self.data.rows[r], audio[j], rng.random())
+        x = inputs(self.data, rows, audio)
+        y = self.data.labels[rows]
+        y = self.smoothing * (1 - y) + (1 - self.smoothing) * y
+        if rng.random() < self.mixup_prob:
+            # mix the batch with a permutation of itself; global features and length stay
+            perm = rng.permutation(len(rows))
+            w = self.mixup_weight
+            x["audio"] = w * audio + (1 - w) * audio[perm]
+            y = w * y + (1 - w) * y[perm]
+        return x, y.astype(np.float32)
+
+
+class CropBatches(keras.utils.PyDataset):
+    """Every clip once, in order, cropped (or padded) at one fixed position."""
+
+    def __init__(self, data: ClipData, batch_size: int, crop_samples: int, position: str, workers: int = 1):
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
+        self.data, self.batch_size, self.crop = data, batch_size, crop_samples
+        self.position = {"start": 0.0, "middle": 0.5, "end": 1.0}[position]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.data) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = np.arange(index * self.batch_size, min((index + 1) * self.batch_size, len(self.data)))
+        audio = np.zeros((len(rows), self.crop), np.float32)
+        for j, r in enumerate(rows):
+            place(self.data.cache, self.data.rows[r], audio[j], self.position)
+        return (inputs(self.data, rows, audio),)
+
+
+def predict_tta(model: keras.Model, data: ClipData, crop_samples: int, batch_size: int,
+                workers: int = 1) -> np.ndarray:
+    """Mean prediction over crops at the start, middle and end of each clip (3-TTA)."""
+    total = np.zeros((len(data), model.outputs[0].shape[-1]), np.float64)
+    for position in TTA_POSITIONS:
+        total += model.predict(CropBatches(data, batch_size, crop_samples, position, workers), verbose=0)
+    return (total / len(TTA_POSITIONS)).astype(np.float32)

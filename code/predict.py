@@ -1,0 +1,72 @@
+"""Stage 4: out-of-fold and test predictions with 3-TTA.
+
+For each model and fold k, the fold's best weights predict the clips of fold k (never a
+clip the model trained on: both come from models/folds.csv) and the test set, each as the
+mean of crops at the start, middle and end. Per fold the rows go to
+models/<name>/fold<k>.oof.csv and fold<k>.test.csv; once every fold is there they are
+gathered into models/<name>/oof.csv (every curated clip) and test.csv (mean over folds).
+Finished folds are skipped (--force redoes them).
+
+    python code/predict.py --profile demo
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import training
+from batches import predict_tta
+from models import build_model
+from train import fold_prefix
+from workspace import Workspace, read_predictions, run_stage, stage_parser, write_predictions
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--batch-size", type=int, default=64, help="clips per prediction batch (default 64)")
+    args = parser.parse_args(argv)
+    ws = Workspace(args)
+    test = ws.clip_data(ws.dataset.test)
+    curated_fnames, test_fnames = ws.curated.fnames, test.fnames
+    incomplete = []
+    for model_cfg in ws.models:
+        model_cfg = ws.profile.scale(model_cfg)
+        folder = ws.model_dir(model_cfg.name)
+        model = None
+        for k in ws.fold_numbers():
+            prefix = fold_prefix(k)
+            oof_path, test_path = folder / f"{prefix}.oof.csv", folder / f"{prefix}.test.csv"
+            if not training.is_finished(folder, prefix):
+                continue
+            if oof_path.is_file() and test_path.is_file() and not args.force \
+                    and oof_path.stat().st_mtime_ns >= (folder / f"{prefix}.weights.h5").stat().st_mtime_ns:
+                continue
+            model = model or build_model(model_cfg, len(ws.classes))
+            model.load_weights(folder / f"{prefix}.weights.h5")
+            _, val = ws.split(k)
+            write_predictions(oof_path, val.fnames, ws.classes,
+                              predict_tta(model, val, model_cfg.crop_samples, args.batch_size, args.workers))
+            write_predictions(test_path, test_fnames, ws.classes,
+                              predict_tta(model, test, model_cfg.crop_samples, args.batch_size, args.workers))
+            print(f"{model_cfg.name} fold {k}: predicted {len(val)} out-of-fold and {len(test)} test clips")
+
+        missing = [k for k in range(ws.profile.n_folds) if not (folder / f"{fold_prefix(k)}.test.csv").is_file()]
+        if missing:
+            incomplete.append(f"{model_cfg.name}: folds {missing}")
+            continue
+        oof = np.zeros((len(curated_fnames), len(ws.classes)), np.float32)
+        test_mean = np.zeros((len(test_fnames), len(ws.classes)), np.float64)
+        for k in range(ws.profile.n_folds):
+            rows = np.flatnonzero(ws.folds == k)
+            oof[rows] = read_predictions(folder / f"{fold_prefix(k)}.oof.csv",
+                                         [curated_fnames[i] for i in rows], ws.classes)
+            test_mean += read_predictions(folder / f"{fold_prefix(k)}.test.csv", test_fnames, ws.classes)
+        write_predictions(folder / "oof.csv", curated_fnames, ws.classes, oof)
+        write_predictions(folder / "test.csv", test_fnames, ws.classes, test_mean / ws.profile.n_folds)
+        print(f"{model_cfg.name}: oof.csv and test.csv written ({ws.profile.n_folds} folds)")
+    if incomplete:
+        print("predict: not gathered yet, folds not trained or predicted: " + "; ".join(incomplete))
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,48 @@
+"""Stage 2: pretrain on the noisy set.
+
+Each zoo model that has its own pretraining (max3exam reuses v1mix's) trains on ALL noisy
+clips; after every epoch the curated set is scored with 3-TTA and the best-scoring weights
+among the late epochs are kept as models/<name>/pretrain.weights.h5. Finished models are
+skipped (--force redoes them); an interrupted one resumes at its next epoch.
+
+    python code/pretrain.py --profile demo --models v1mix
+"""
+from __future__ import annotations
+
+import config
+import training
+from models import build_model
+from workspace import Workspace, run_stage, stage_parser
+
+PREFIX = "pretrain"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = stage_parser(__doc__).parse_args(argv)
+    ws = Workspace(args)
+    if not len(ws.dataset.noisy):
+        print("pretrain: no train_noisy.csv clips; nothing to pretrain (train.py starts from scratch)")
+        return 0
+    # the models whose pretraining the selected models start from, each once
+    sources = list(dict.fromkeys(m.pretrain_source for m in ws.models))
+    noisy, curated = ws.clip_data(ws.dataset.noisy), ws.curated
+    print(f"pretrain: profile {ws.profile.name}, {len(noisy)} noisy clips, scored on {len(curated)} curated")
+    for name in sources:
+        model_cfg = ws.profile.scale(config.ZOO_BY_NAME[name])
+        folder = ws.model_dir(name)
+        if args.force:
+            training.clear(folder, PREFIX)
+        if training.is_finished(folder, PREFIX):
+            print(f"{name}: pretraining finished, skipped (--force to redo)")
+            continue
+        training.set_seed(args.seed)
+        model = build_model(model_cfg, len(ws.classes))
+        summary = training.fit(model, noisy, curated, training.Schedule.pretrain(ws.profile, model_cfg),
+                               model_cfg.crop_samples, folder, PREFIX, seed=args.seed,
+                               label=f"{name} pretrain", workers=args.workers)
+        print(f"{name}: pretrained, best epoch {summary['best_epoch']} (curated LRAP {summary['best_val_lrap']:.4f})")
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)

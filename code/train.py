@@ -1,0 +1,76 @@
+"""Stage 3: train each zoo model on the curated set, one run per fold.
+
+Fold k trains on the other folds of models/folds.csv (made here on first use) and keeps
+the epoch with the best validation LRAP (3-TTA) as models/<name>/fold<k>.weights.h5.
+Models start from their noisy pretraining (models/<source>/pretrain.weights.h5).
+Finished folds are skipped (--force redoes them); an interrupted fold resumes at its next
+epoch. models/<name>/history.csv gathers every fold's epochs.
+
+    python code/train.py --profile demo --models v1mix --folds 0 1
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+import training
+from feature_cache import atomic_write_text
+from models import build_model
+from pretrain import PREFIX as PRETRAIN
+from workspace import Workspace, run_stage, stage_parser
+
+
+def fold_prefix(fold: int) -> str:
+    return f"fold{fold}"
+
+
+def gather_history(folder, n_folds: int) -> None:
+    """models/<name>/history.csv: fold, epoch, lr, loss, val_lrap, val_lwlrap."""
+    parts = []
+    for k in range(n_folds):
+        path = folder / f"{fold_prefix(k)}.history.csv"
+        if path.is_file():
+            parts.append(pd.read_csv(path).assign(fold=k))
+    if parts:
+        table = pd.concat(parts)[["fold", *training.HISTORY_COLUMNS]]
+        atomic_write_text(folder / "history.csv", table.to_csv(index=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--from-scratch", action="store_true",
+                        help="do not start from the noisy pretraining (the default when there is no noisy set)")
+    args = parser.parse_args(argv)
+    ws = Workspace(args)
+    folds = ws.fold_numbers()
+    use_pretrained = not args.from_scratch and len(ws.dataset.noisy) > 0
+    print(f"train: profile {ws.profile.name}, {len(ws.curated)} curated clips, folds {folds}")
+    for model_cfg in ws.models:
+        model_cfg = ws.profile.scale(model_cfg)
+        folder = ws.model_dir(model_cfg.name)
+        pretrained = ws.model_dir(model_cfg.pretrain_source) / f"{PRETRAIN}.weights.h5"
+        if use_pretrained and not training.is_finished(pretrained.parent, PRETRAIN):
+            raise SystemExit(f"error: {model_cfg.name} starts from {pretrained}, which is missing or unfinished; "
+                             f"run code/pretrain.py --models {model_cfg.name} first (or pass --from-scratch)")
+        for k in folds:
+            prefix = fold_prefix(k)
+            if args.force:
+                training.clear(folder, prefix)
+            if training.is_finished(folder, prefix):
+                print(f"{model_cfg.name} fold {k}: finished, skipped (--force to redo)")
+                continue
+            training.set_seed(args.seed + k)
+            model = build_model(model_cfg, len(ws.classes))
+            if use_pretrained:
+                model.load_weights(pretrained)
+            train, val = ws.split(k)
+            summary = training.fit(model, train, val, training.Schedule.curated(ws.profile, model_cfg),
+                                   model_cfg.crop_samples, folder, prefix, seed=args.seed + k,
+                                   label=f"{model_cfg.name} fold {k}", workers=args.workers)
+            print(f"{model_cfg.name} fold {k}: best epoch {summary['best_epoch']}, "
+                  f"val LRAP {summary['best_val_lrap']:.4f}")
+            gather_history(folder, ws.profile.n_folds)
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)

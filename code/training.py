@@ -1,0 +1,157 @@
+"""The epoch loop shared by noisy pretraining and per-fold training.
+
+Per epoch: set the learning rate of the schedule, fit one pass of random crops, score the
+validation clips with 3-TTA, keep the best weights, print one line, and checkpoint the
+whole model (optimizer included) so a killed run resumes at the next epoch. Files, for a
+run called <prefix> in the model's folder:
+
+    <prefix>.weights.h5     best weights so far (atomic), final once <prefix>.json exists
+    <prefix>.history.csv    one row per epoch: epoch, lr, loss, val_lrap, val_lwlrap
+    <prefix>.json           written last: the run is finished (best epoch and score)
+    <prefix>.last.keras, <prefix>.state.json   resume point while the run is unfinished
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from batches import ClipData, TrainBatches, predict_tta
+from config import ModelConfig, Profile
+from feature_cache import atomic_write_text
+from metrics import lrap, lwlrap
+
+HISTORY_COLUMNS = ["epoch", "lr", "loss", "val_lrap", "val_lwlrap"]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Epochs are counted from 1 in files and logs. The learning rate is multiplied by
+    `lr_factor` from each milestone on (milestone m = the (m+1)-th epoch, as in Keras'
+    0-based LearningRateScheduler); mixup runs only before the first milestone."""
+    epochs: int
+    lr: float
+    lr_milestones: tuple[int, ...]
+    lr_factor: float
+    mixup_prob: float
+    mixup_weight: float
+    label_smoothing: float
+    batch_size: int
+    keep_from_epoch: int = 0          # 0-based: only epochs >= this may be kept as best
+    stop_min_epoch: int | None = None  # 0-based: stop once epoch >= this and ...
+    patience: int | None = None        # ... this many epochs passed without improvement
+
+    def lr_at(self, epoch: int) -> float:
+        return self.lr * self.lr_factor ** sum(epoch >= m for m in self.lr_milestones)
+
+    def mixup_at(self, epoch: int) -> float:
+        return self.mixup_prob if epoch < min(self.lr_milestones, default=self.epochs) else 0.0
+
+    @classmethod
+    def curated(cls, profile: Profile, model: ModelConfig) -> "Schedule":
+        return cls(profile.epochs, model.lr, profile.lr_milestones, profile.lr_factor, profile.mixup_prob,
+                   profile.mixup_weight, profile.label_smoothing, profile.batch_size,
+                   stop_min_epoch=profile.early_stop_min_epoch, patience=profile.early_stop_patience)
+
+    @classmethod
+    def pretrain(cls, profile: Profile, model: ModelConfig) -> "Schedule":
+        return cls(profile.pretrain_epochs, model.lr, profile.pretrain_lr_milestones, profile.lr_factor,
+                   profile.pretrain_mixup_prob, profile.mixup_weight, profile.label_smoothing,
+                   profile.batch_size, keep_from_epoch=profile.pretrain_keep_from_epoch)
+
+
+def is_finished(folder: Path, prefix: str) -> bool:
+    return (folder / f"{prefix}.json").is_file() and (folder / f"{prefix}.weights.h5").is_file()
+
+
+def clear(folder: Path, prefix: str) -> None:
+    """Forget a run (for --force): its marker first, so a crash midway leaves it unfinished."""
+    for suffix in (".json", ".state.json", ".last.keras", ".history.csv", ".weights.h5"):
+        path = folder / f"{prefix}{suffix}"
+        if path.exists():
+            path.unlink()
+
+
+def save_weights_atomic(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def save_model_atomic(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(path.name.replace(".keras", ".tmp.keras"))
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, crop_samples: int,
+        folder: Path, prefix: str, *, seed: int, label: str, workers: int = 2) -> dict:
+    """Train `model` by `schedule`, resuming `prefix` in `folder` if it was interrupted.
+    Returns the finished run's summary (also in <prefix>.json)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state_path, last_path = folder / f"{prefix}.state.json", folder / f"{prefix}.last.keras"
+    best_path = folder / f"{prefix}.weights.h5"
+    state = {"next_epoch": 0, "best_epoch": None, "best_score": -1.0, "history": [], "seconds": 0.0}
+    if state_path.is_file() and last_path.is_file():
+        state = json.loads(state_path.read_text())
+        model = keras.models.load_model(last_path)
+        print(f"{label}: resuming at epoch {state['next_epoch'] + 1}")
+
+    for epoch in range(state["next_epoch"], schedule.epochs):
+        start = time.perf_counter()
+        lr = schedule.lr_at(epoch)
+        model.optimizer.learning_rate.assign(lr)
+        batches = TrainBatches(train, schedule.batch_size, crop_samples, seed=seed, epoch=epoch,
+                               mixup_prob=schedule.mixup_at(epoch), mixup_weight=schedule.mixup_weight,
+                               label_smoothing=schedule.label_smoothing, workers=workers)
+        loss = model.fit(batches, epochs=1, verbose=0).history["loss"][-1]
+        scores = predict_tta(model, val, crop_samples, schedule.batch_size, workers)
+        val_lrap, val_lwlrap = lrap(val.labels, scores), lwlrap(val.labels, scores)
+
+        improved = epoch >= schedule.keep_from_epoch and val_lrap > state["best_score"]
+        if improved:
+            save_weights_atomic(model, best_path)
+            state["best_epoch"], state["best_score"] = epoch, val_lrap
+        state["history"].append({"epoch": epoch + 1, "lr": lr, "loss": loss,
+                                 "val_lrap": val_lrap, "val_lwlrap": val_lwlrap})
+        state["next_epoch"] = epoch + 1
+        took = time.perf_counter() - start
+        state["seconds"] += took
+        print(f"{label} epoch {epoch + 1:>3}/{schedule.epochs}  lr {lr:.1e}  loss {loss:.4f}  "
+              f"val LRAP {val_lrap:.4f}  lwlrap {val_lwlrap:.4f}{'  *' if improved else '   '}  {took:.0f}s",
+              flush=True)
+
+        stop = (schedule.stop_min_epoch is not None and state["best_epoch"] is not None
+                and epoch >= schedule.stop_min_epoch and epoch - state["best_epoch"] >= schedule.patience)
+        atomic_write_text(folder / f"{prefix}.history.csv",
+                          pd.DataFrame(state["history"], columns=HISTORY_COLUMNS).to_csv(index=False))
+        if stop or epoch + 1 == schedule.epochs:
+            break
+        save_model_atomic(model, last_path)
+        atomic_write_text(state_path, json.dumps(state))
+
+    if not best_path.is_file():  # no epoch reached keep_from_epoch (a schedule shorter than it)
+        save_weights_atomic(model, best_path)
+        state["best_epoch"] = state["next_epoch"] - 1
+    summary = {"best_epoch": state["best_epoch"] + 1, "best_val_lrap": state["best_score"],
+               "epochs_run": state["next_epoch"], "seconds": round(state["seconds"], 1)}
+    atomic_write_text(folder / f"{prefix}.json", json.dumps(summary, indent=1))
+    for path in (last_path, state_path):
+        if path.exists():
+            path.unlink()
+    return summary
+
+
+def set_seed(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
+
+
+def replace_schedule(schedule: Schedule, **changes) -> Schedule:
+    return dataclasses.replace(schedule, **changes)

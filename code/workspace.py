@@ -1,0 +1,124 @@
+"""What the training stages share: the parsed options, the dataset, the feature caches,
+the fold assignment and each model's folder."""
+from __future__ import annotations
+
+import argparse
+import sys
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import cli
+import config
+import folds as folds_lib
+from batches import ClipData
+from dataset import ClipSet, Dataset, DatasetError, load_dataset
+from feature_cache import FeatureCache, atomic_write_text
+
+
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    """Options every training-side stage takes: profile, folders, models, folds, force."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_common_args(parser)
+    parser.add_argument("--models", nargs="+", metavar="NAME",
+                        help=f"zoo members to process (default: all): {', '.join(config.ZOO_BY_NAME)}")
+    parser.add_argument("--folds", nargs="+", type=int, metavar="K",
+                        help="folds to process, 0-based (default: all); to shard folds across machines")
+    parser.add_argument("--force", action="store_true", help="redo work that is already finished")
+    parser.add_argument("--workers", type=int, default=2, help="threads building batches (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
+    return parser
+
+
+class Workspace:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.profile, self.paths = cli.resolve(args)
+        self.models = config.select_models(args.models)
+
+    @cached_property
+    def dataset(self) -> Dataset:
+        return load_dataset(self.paths.data, check_files=False)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset.classes
+
+    def cache(self, name: str) -> FeatureCache:
+        return FeatureCache(self.paths.features / name)
+
+    def clip_data(self, clips: ClipSet) -> ClipData:
+        """The clips of a set that the feature cache holds (clips left out by
+        `features.py --skip-bad` are left out here too, with a note)."""
+        cache = self.cache(clips.name)
+        kept = [i for i, f in enumerate(clips.fnames) if f in cache.row]
+        if len(kept) < len(clips):
+            print(f"note: {len(clips) - len(kept)} {clips.name} clip(s) are not in the feature cache "
+                  f"(left out as bad files) and are skipped")
+        labels = clips.labels[kept] if clips.labels is not None else None
+        return ClipData(cache, cache.rows([clips.fnames[i] for i in kept]), labels)
+
+    @cached_property
+    def curated(self) -> ClipData:
+        return self.clip_data(self.dataset.curated)
+
+    @cached_property
+    def folds(self) -> np.ndarray:
+        """Fold of each clip of `self.curated`, from models/folds.csv (made on first use)."""
+        fnames = self.curated.fnames
+        clips = ClipSet("curated", fnames, [], self.curated.labels)
+        table = folds_lib.load_or_create(self.paths.models, clips, self.profile.n_folds)
+        return table.set_index("fname").loc[fnames, "fold"].to_numpy()
+
+    def fold_numbers(self) -> list[int]:
+        wanted = self.args.folds if self.args.folds is not None else list(range(self.profile.n_folds))
+        bad = [k for k in wanted if not 0 <= k < self.profile.n_folds]
+        if bad:
+            raise SystemExit(f"--folds {bad}: the {self.profile.name} profile has folds 0..{self.profile.n_folds - 1}")
+        return wanted
+
+    def split(self, fold: int) -> tuple[ClipData, ClipData]:
+        """(training clips, validation clips) of one fold."""
+        data = self.curated
+        train, val = np.flatnonzero(self.folds != fold), np.flatnonzero(self.folds == fold)
+        return (ClipData(data.cache, data.rows[train], data.labels[train]),
+                ClipData(data.cache, data.rows[val], data.labels[val]))
+
+    def model_dir(self, name: str) -> Path:
+        return self.paths.models / name
+
+
+def write_predictions(path: Path, fnames: list[str], classes: list[str], scores: np.ndarray) -> None:
+    """fname + one column per class, the sample_submission format (atomic)."""
+    table = pd.DataFrame(scores, columns=classes)
+    table.insert(0, "fname", fnames)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, table.to_csv(index=False, float_format="%.6g"))
+
+
+def read_predictions(path: Path, fnames: list[str], classes: list[str]) -> np.ndarray:
+    """Scores from a predictions CSV, rows in `fnames` order; a clear error if it does not fit."""
+    table = pd.read_csv(path, dtype={"fname": str})
+    problems = []
+    if list(table.columns) != ["fname", *classes]:
+        problems.append(f"{path}: columns differ from fname + the {len(classes)} classes")
+    absent = set(fnames) - set(table["fname"])
+    if absent:
+        problems.append(f"{path}: {len(absent)} clip(s) missing, e.g. {sorted(absent)[:3]}")
+    if problems:
+        raise DatasetError("predictions do not match the dataset", problems)
+    return table.set_index("fname").loc[fnames, classes].to_numpy(np.float32)
+
+
+def run_stage(main) -> None:
+    """Run a stage's main(); dataset problems become one clear message and exit code 2."""
+    try:
+        sys.exit(main())
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
