@@ -1,0 +1,302 @@
+"""The custom Keras layers of the model and the stacker.
+
+Every class here is registered with Keras (package "fat2019") and has a `get_config`, so a
+saved `.keras` model loads with a plain `keras.models.load_model(path)` once this module has
+been imported (models.py imports it). There are no Lambda layers anywhere.
+
+- `LogMelSpectrogram`: waveform -> log-mel, built from kapre primitives (SPEC "The model").
+- `AxisSplitPool`: the pooling of the conv blocks, incl. the "avemax" modes that average
+  over one axis and max over the other.
+- `MelPairShuffle` and `TimeMaxMelMean`: the two ops of the head that Keras lacks.
+- `HighwayGate`: y = T*H + (1-T)*P of the highway block.
+- `ClasswiseWeights` (with its `LastColumnOnes` initializer) and `ShiftedTanh`: the
+  stacker's locally-connected layer and its output squashing.
+"""
+from __future__ import annotations
+
+import math
+
+import kapre
+import keras
+from keras import ops
+
+PACKAGE = "fat2019"
+
+
+# ---------------------------------------------------------------------------------------
+# Log-mel front end
+# ---------------------------------------------------------------------------------------
+
+def same_padding(n_samples: int, n_fft: int, hop: int) -> tuple[int, int]:
+    """(left, right) zero padding that frames a signal like a TF 'same' convolution.
+
+    The original ran kapre 0.1's Melspectrogram, a Conv1D with padding='same': it yields
+    ceil(N / hop) frames, padding `total = (ceil(N/hop) - 1) * hop + n_fft - N` zeros with
+    `total // 2` on the left. kapre 0.4's STFT only offers pad_begin/pad_end, which frame
+    differently, so the padding is done here.
+    """
+    n_frames = math.ceil(n_samples / hop)
+    total = max((n_frames - 1) * hop + n_fft - n_samples, 0)
+    return total // 2, total - total // 2
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LogMelSpectrogram(keras.layers.Layer):
+    """Waveform (batch, samples) -> per-clip-normalised log-mel (batch, time, n_mels, 1).
+
+    Definition (SPEC "The model"): power spectrum |STFT|^2 with a periodic Hann window,
+    frames aligned like TF 'same' padding; Slaney-normalised librosa mel filterbank;
+    dB = 10 log10(max(x, amin)); minus the per-clip maximum; floored at -top_db.
+
+    Composition: `same_padding` (ours) -> `kapre.STFT` -> power (ours; kapre only has
+    Magnitude) -> `kapre.ApplyFilterbank(type='mel')` (a librosa.filters.mel wrapper) ->
+    `kapre.MagnitudeToDecibel` (10 log10(max(x, amin)), then floored at the clip's max
+    minus dynamic_range) -> minus the clip's max (ours; kapre keeps absolute dB).
+
+    It has no weights. It always computes in float32 (tf.signal.stft has no float16
+    kernel and the dB range needs float32), whatever the global dtype policy says.
+    """
+
+    def __init__(self, sample_rate=44_100, n_fft=1024, hop_length=512, n_mels=64,
+                 f_min=0.0, f_max=None, amin=1e-10, top_db=80.0, **kwargs):
+        kwargs["dtype"] = "float32"
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        self.sample_rate = sample_rate
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.n_mels = n_mels
+        self.f_min = f_min
+        self.f_max = f_max
+        self.amin = amin
+        self.top_db = top_db
+
+        f32 = dict(dtype="float32")  # the sublayers would otherwise follow a mixed policy
+        # window_name=None is tf.signal.hann_window, periodic by default.
+        self.stft = kapre.STFT(n_fft=n_fft, hop_length=hop_length, window_name=None,
+                               pad_begin=False, pad_end=False,
+                               input_data_format="channels_last",
+                               output_data_format="channels_last", **f32)
+        self.mel = kapre.ApplyFilterbank(
+            type="mel", data_format="channels_last",
+            filterbank_kwargs=dict(sample_rate=sample_rate, n_freq=n_fft // 2 + 1,
+                                   n_mels=n_mels, f_min=f_min,
+                                   f_max=f_max if f_max is not None else sample_rate / 2,
+                                   htk=False, norm="slaney"),
+            **f32)
+        # ref_value 1.0: plain 10 log10(x). dynamic_range floors at (clip max - top_db),
+        # which after subtracting the clip max is the -top_db floor of the SPEC.
+        self.to_db = kapre.MagnitudeToDecibel(ref_value=1.0, amin=amin,
+                                              dynamic_range=top_db, **f32)
+
+    def n_frames(self, n_samples: int) -> int:
+        return math.ceil(n_samples / self.hop_length)
+
+    def build(self, input_shape):
+        # No weights anywhere; this only builds the kapre sublayers on their input shapes
+        # (Keras calls build() directly when it loads a saved model).
+        batch, n_samples = input_shape
+        left, right = same_padding(n_samples, self.n_fft, self.hop_length)
+        frames = (batch, self.n_frames(n_samples), self.n_fft // 2 + 1, 1)
+        self.stft.build((batch, n_samples + left + right, 1))
+        self.mel.build(frames)
+        self.to_db.build(frames[:2] + (self.n_mels, 1))
+
+    def call(self, audio):
+        n_samples = audio.shape[1]
+        if n_samples is None:
+            raise ValueError("LogMelSpectrogram needs a fixed number of samples per clip")
+        left, right = same_padding(n_samples, self.n_fft, self.hop_length)
+        x = ops.pad(audio, [[0, 0], [left, right]])
+        x = ops.expand_dims(x, -1)                           # (batch, samples, 1)
+        spec = self.stft(x)                                  # (batch, time, freq, 1) complex
+        power = ops.square(ops.real(spec)) + ops.square(ops.imag(spec))
+        mel = self.mel(power)                                # (batch, time, n_mels, 1)
+        db = self.to_db(mel)                                 # floored at clip max - top_db
+        return db - ops.max(db, axis=(1, 2, 3), keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        n = input_shape[1]
+        return (input_shape[0], None if n is None else self.n_frames(n), self.n_mels, 1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(sample_rate=self.sample_rate, n_fft=self.n_fft,
+                      hop_length=self.hop_length, n_mels=self.n_mels, f_min=self.f_min,
+                      f_max=self.f_max, amin=self.amin, top_db=self.top_db)
+        return config
+
+
+# ---------------------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------------------
+
+# Each mode is a sequence of (reduction, axes) steps, applied in order; "time" and "mel"
+# are axes 1 and 2 of a (batch, time, mel, channels) tensor. Order matters: averaging
+# over time then taking the max over mel (avemax1) is not max-then-average (avemax3).
+POOL_MODES = {
+    "max": (("max", "both"),),
+    "ave": (("ave", "both"),),
+    "avemax1": (("ave", "time"), ("max", "mel")),
+    "avemax2": (("ave", "mel"), ("max", "time")),
+    "avemax3": (("max", "mel"), ("ave", "time")),
+    "avemax4": (("max", "time"), ("ave", "mel")),
+    "none": (),
+}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class AxisSplitPool(keras.layers.Layer):
+    """2-D pooling over (time, mel) with 'same' padding, possibly one axis at a time.
+
+    `max` / `ave` pool a (p, p) window with stride (s, s). The `avemaxN` modes pool with a
+    (p, 1) window and stride (s, 1) along one axis and (1, p) / (1, s) along the other,
+    using average on one axis and max on the other (see POOL_MODES). `none` (or None) is
+    the identity. Averages exclude the padding, as Keras' AveragePooling2D does.
+    """
+
+    def __init__(self, pool_size=2, strides=None, mode="max", **kwargs):
+        super().__init__(**kwargs)
+        mode = "none" if mode is None else mode
+        if mode not in POOL_MODES:
+            raise ValueError(f"unknown pool mode {mode!r}; choose one of {list(POOL_MODES)}")
+        self.pool_size = int(pool_size)
+        self.strides = int(pool_size if strides is None else strides)
+        self.mode = mode
+
+    def window(self, axes: str):
+        """(pool size, strides) of one pooling step over "both" axes, "time" or "mel"."""
+        p, s = self.pool_size, self.strides
+        return {"both": ((p, p), (s, s)), "time": ((p, 1), (s, 1)), "mel": ((1, p), (1, s))}[axes]
+
+    def call(self, x):
+        for reduction, axes in POOL_MODES[self.mode]:
+            size, strides = self.window(axes)
+            pool = ops.max_pool if reduction == "max" else ops.average_pool
+            x = pool(x, pool_size=size, strides=strides, padding="same")
+        return x
+
+    def compute_output_shape(self, input_shape):
+        batch, time, mel, channels = input_shape
+        for _, axes in POOL_MODES[self.mode]:
+            _, (st, sm) = self.window(axes)
+            time = None if time is None else math.ceil(time / st)
+            mel = None if mel is None else math.ceil(mel / sm)
+        return (batch, time, mel, channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pool_size=self.pool_size, strides=self.strides, mode=self.mode)
+        return config
+
+
+# ---------------------------------------------------------------------------------------
+# Head and blocks
+# ---------------------------------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MelPairShuffle(keras.layers.Layer):
+    """"Pixel shuffle" of the head: (b, t, m, c) -> (b, t, m/2, 2c).
+
+    A row-major reshape, so mel bins 2k and 2k+1 end up side by side in the channels of
+    output bin k (channels [0, c) from bin 2k, [c, 2c) from bin 2k+1).
+    """
+
+    def call(self, x):
+        _, _, m, c = x.shape
+        if m % 2:
+            raise ValueError(f"MelPairShuffle needs an even number of mel bins, got {m}")
+        return ops.reshape(x, (-1, ops.shape(x)[1], m // 2, 2 * c))
+
+    def compute_output_shape(self, input_shape):
+        b, t, m, c = input_shape
+        return (b, t, m // 2, 2 * c)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TimeMaxMelMean(keras.layers.Layer):
+    """Global pooling of the head: max over time (axis 1), then mean over mel (axis 2)."""
+
+    def call(self, x):
+        return ops.mean(ops.max(x, axis=1), axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[3])
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class HighwayGate(keras.layers.Layer):
+    """Highway mix of three same-shaped tensors: [T, H, P] -> T * H + (1 - T) * P."""
+
+    def call(self, inputs):
+        gate, transformed, carried = inputs
+        return gate * transformed + (1.0 - gate) * carried
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[1]
+
+
+# ---------------------------------------------------------------------------------------
+# Stacker
+# ---------------------------------------------------------------------------------------
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ClasswiseWeights(keras.layers.Layer):
+    """Keras 2's LocallyConnected1D(filters=1, kernel_size=1, use_bias=False), rewritten.
+
+    Input (batch, n_classes, n_inputs) -> output (batch, n_classes, 1): each class has its
+    own weight vector over the inputs (ensemble members), `out[b, c] = sum_j x[b, c, j] *
+    w[c, j]`. The kernel starts at 1 on the last input (the weighted average of the
+    ensemble) and 0 elsewhere, so the untrained stacker passes that average through; the
+    constraint keeps each class's weight vector at unit L2 norm after every update.
+    """
+
+    def __init__(self, kernel_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+
+    def build(self, input_shape):
+        _, n_classes, n_inputs = input_shape
+        self.kernel = self.add_weight(
+            name="kernel", shape=(n_classes, n_inputs), initializer=LastColumnOnes(),
+            constraint=self.kernel_constraint, trainable=True)
+
+    def call(self, x):
+        return ops.sum(x * self.kernel, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1], 1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(kernel_constraint=keras.constraints.serialize(self.kernel_constraint))
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LastColumnOnes(keras.initializers.Initializer):
+    """A (rows, columns) kernel of zeros with ones in the last column."""
+
+    def __call__(self, shape, dtype=None):
+        column = ops.arange(shape[-1]) == shape[-1] - 1
+        return ops.broadcast_to(ops.cast(column, dtype or "float32"), shape)
+
+    def get_config(self):
+        return {}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ShiftedTanh(keras.layers.Layer):
+    """The stacker's output: (tanh(x - offset) + 1) / 2, a sigmoid-like map into (0, 1)."""
+
+    def __init__(self, offset=1.6, **kwargs):
+        super().__init__(**kwargs)
+        self.offset = float(offset)
+
+    def call(self, x):
+        return (ops.tanh(x - self.offset) + 1.0) * 0.5
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(offset=self.offset)
+        return config

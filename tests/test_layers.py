@@ -1,0 +1,245 @@
+"""The custom layers against plain numpy definitions."""
+import numpy as np
+import keras
+import librosa
+import pytest
+import scipy.signal
+
+import layers
+
+SR = 44_100
+
+
+# ---------------------------------------------------------------------------------------
+# Log-mel
+# ---------------------------------------------------------------------------------------
+
+def reference_logmel(x, sr=SR, n_fft=1024, hop=512, n_mels=64):
+    """SPEC's log-mel written out in float64 numpy: (time, n_mels)."""
+    x = np.asarray(x, np.float64)
+    n = len(x)
+    n_frames = -(-n // hop)
+    total = max((n_frames - 1) * hop + n_fft - n, 0)
+    padded = np.pad(x, (total // 2, total - total // 2))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]
+    window = scipy.signal.get_window("hann", n_fft, fftbins=True)     # periodic Hann
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+    fb = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=0, fmax=sr / 2,
+                             norm="slaney", htk=False)
+    db = 10 * np.log10(np.maximum(power @ fb.T, 1e-10))
+    return np.maximum(db - db.max(), -80.0)
+
+
+def realistic_clip(n_samples, seed, gain=1.0):
+    """Chirp + enveloped harmonic tone + noise, with a near-silent tail."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_samples) / SR
+    dur = n_samples / SR
+    f0, f1 = 80.0, 12_000.0
+    chirp = np.sin(2 * np.pi * (f0 * t + 0.5 * (f1 - f0) / dur * t ** 2))
+    envelope = np.exp(-((t - 0.5 * dur) / (0.2 * dur)) ** 2)
+    pitch = rng.uniform(200, 900)
+    tone = sum(np.sin(2 * np.pi * pitch * k * t + rng.uniform(0, 6)) / k for k in range(1, 9))
+    x = 0.3 * chirp * (t < 0.4 * dur) + 0.4 * tone * envelope
+    x += 0.002 * rng.standard_normal(n_samples)
+    x[int(0.8 * n_samples):] *= 1e-3                   # quiet tail, deep in the -80 dB range
+    return (gain * x).astype(np.float32)
+
+
+def run_logmel(batch, **kwargs):
+    layer = layers.LogMelSpectrogram(**kwargs)
+    return keras.ops.convert_to_numpy(layer(batch))
+
+
+def test_same_padding_matches_tf_same_convolution():
+    # 5 s: 431 frames, 684 zeros in all, 342 on the left.
+    assert layers.same_padding(220_500, 1024, 512) == (342, 342)
+    for n in (1, 511, 512, 513, 1024, 88_200, 220_500):
+        left, right = layers.same_padding(n, 1024, 512)
+        n_frames = -(-n // 512)
+        assert (n + left + right - 1024) // 512 + 1 == n_frames
+        assert left == (left + right) // 2
+
+
+@pytest.mark.parametrize("n_samples", [220_500, 88_200, 30_001])
+def test_logmel_matches_numpy_reference(n_samples):
+    # A loud and a very quiet clip in one batch: the max is per clip, not per batch.
+    # The loud clip's silent tail hits the -80 dB floor; the quiet clip's tail is below
+    # amin (1e-10 = -100 dB absolute), which is only about -70 dB under its maximum.
+    loud, quiet = realistic_clip(n_samples, seed=0), realistic_clip(n_samples, seed=1, gain=1e-3)
+    out = run_logmel(np.stack([loud, quiet]))
+    n_frames = -(-n_samples // 512)
+    assert out.shape == (2, n_frames, 64, 1)
+    assert out.dtype == np.float32
+    for clip, got in zip([loud, quiet], out[..., 0]):
+        want = reference_logmel(clip)
+        assert got.max() == 0.0 and got.min() >= -80.0
+        above = want > -80.0
+        assert above.mean() > 0.3
+        np.testing.assert_array_less(np.abs(got[above] - want[above]), 0.01)
+        assert np.all(got[~above] == -80.0)
+        assert np.all(want[got == -80.0] <= -80.0 + 0.01)
+        if clip is loud:
+            assert (~above).mean() > 0.05                 # the floor is exercised
+        else:
+            at_amin = np.isclose(want, want.min())
+            assert want.min() > -80.0 and at_amin.mean() > 0.05   # so is amin
+
+
+def test_logmel_five_seconds_is_431_by_64():
+    layer = layers.LogMelSpectrogram()
+    assert layer.compute_output_shape((None, 220_500)) == (None, 431, 64, 1)
+    assert run_logmel(np.zeros((1, 220_500), np.float32)).shape == (1, 431, 64, 1)
+
+
+def test_logmel_is_float32_and_weightless_under_mixed_precision():
+    clip = realistic_clip(20_000, seed=2)[None]
+    plain = run_logmel(clip)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        layer = layers.LogMelSpectrogram()
+        mixed = keras.ops.convert_to_numpy(layer(clip))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert layer.compute_dtype == "float32" and mixed.dtype == np.float32
+    np.testing.assert_array_equal(mixed, plain)
+    assert not layer.trainable and not layer.weights
+
+
+def test_logmel_config_round_trip():
+    layer = layers.LogMelSpectrogram(n_mels=32, top_db=60.0, name="lm")
+    clone = layers.LogMelSpectrogram.from_config(layer.get_config())
+    clip = realistic_clip(10_000, seed=3)[None]
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(clone(clip)),
+                                  keras.ops.convert_to_numpy(layer(clip)))
+    assert clone.n_mels == 32 and clone.top_db == 60.0
+
+
+# ---------------------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------------------
+
+def pool_1d(x, axis, size, stride, reduce):
+    """'same' pooling along one axis; the padding is left out of every window."""
+    n = x.shape[axis]
+    n_out = -(-n // stride)
+    left = max((n_out - 1) * stride + size - n, 0) // 2
+    windows = []
+    for i in range(n_out):
+        lo, hi = max(i * stride - left, 0), min(i * stride - left + size, n)
+        windows.append(reduce(np.take(x, range(lo, hi), axis=axis), axis=axis))
+    return np.stack(windows, axis=axis)
+
+
+MEAN, MAX = np.mean, np.max
+TIME, MEL = 1, 2
+REFERENCE_STEPS = {      # (reduction, axis) in order, for a (batch, time, mel, ch) tensor
+    "max": [(MAX, TIME), (MAX, MEL)],   # separable: a 2-D max = max of 1-D maxes
+    "ave": [(MEAN, TIME), (MEAN, MEL)],  # separable too, since padding is left out
+    "avemax1": [(MEAN, TIME), (MAX, MEL)],
+    "avemax2": [(MEAN, MEL), (MAX, TIME)],
+    "avemax3": [(MAX, MEL), (MEAN, TIME)],
+    "avemax4": [(MAX, TIME), (MEAN, MEL)],
+    "none": [],
+}
+
+
+def reference_pool(x, size, stride, mode):
+    for reduce, axis in REFERENCE_STEPS[mode]:
+        x = pool_1d(x, axis, size, stride, reduce)
+    return x
+
+
+@pytest.mark.parametrize("mode", list(REFERENCE_STEPS))
+@pytest.mark.parametrize("size, stride", [(3, 1), (2, 2), (3, 2), (3, 3)])
+def test_axis_split_pool_matches_numpy(mode, size, stride):
+    x = np.random.default_rng(0).normal(size=(2, 11, 8, 3)).astype(np.float32)
+    layer = layers.AxisSplitPool(size, stride, mode)
+    got = keras.ops.convert_to_numpy(layer(x))
+    want = reference_pool(x.astype(np.float64), size, stride, mode)
+    assert got.shape == want.shape == layer.compute_output_shape(x.shape)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+# One 3x3 window (pool 3, stride 3, no padding); rows are time, columns mel. The six modes
+# give six different answers, so a swapped axis or order cannot go unnoticed.
+CRAFTED = np.array([[9, 0, 3],
+                    [0, 0, 6],
+                    [0, 3, 6]], np.float32)
+CRAFTED_EXPECTED = {
+    "max": 9.0,
+    "ave": 3.0,
+    "avemax1": 5.0,   # mean over time per mel bin: [3, 1, 5] -> max
+    "avemax2": 4.0,   # mean over mel per frame: [4, 2, 3] -> max
+    "avemax3": 7.0,   # max over mel per frame: [9, 6, 6] -> mean
+    "avemax4": 6.0,   # max over time per mel bin: [9, 3, 6] -> mean
+}
+
+
+@pytest.mark.parametrize("mode", list(CRAFTED_EXPECTED))
+def test_axis_split_pool_crafted(mode):
+    x = CRAFTED[None, :, :, None]
+    got = keras.ops.convert_to_numpy(layers.AxisSplitPool(3, 3, mode)(x))
+    assert got.shape == (1, 1, 1, 1)
+    assert got.item() == pytest.approx(CRAFTED_EXPECTED[mode])
+
+
+def test_axis_split_pool_none_is_identity_and_bad_mode_fails():
+    x = np.arange(24, dtype=np.float32).reshape(1, 4, 3, 2)
+    for mode in (None, "none"):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layers.AxisSplitPool(3, 2, mode)(x)), x)
+    with pytest.raises(ValueError):
+        layers.AxisSplitPool(3, 2, "avemax5")
+
+
+def test_axis_split_pool_config_round_trip():
+    layer = layers.AxisSplitPool(3, 2, "avemax3", name="p")
+    clone = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert type(clone) is layers.AxisSplitPool
+    assert (clone.pool_size, clone.strides, clone.mode) == (3, 2, "avemax3")
+
+
+# ---------------------------------------------------------------------------------------
+# Head, highway, stacker pieces
+# ---------------------------------------------------------------------------------------
+
+def test_mel_pair_shuffle_puts_adjacent_mel_bins_into_channels():
+    x = np.random.default_rng(0).normal(size=(2, 5, 8, 3)).astype(np.float32)
+    got = keras.ops.convert_to_numpy(layers.MelPairShuffle()(x))
+    assert got.shape == (2, 5, 4, 6)
+    np.testing.assert_array_equal(got[:, :, :, :3], x[:, :, 0::2, :])
+    np.testing.assert_array_equal(got[:, :, :, 3:], x[:, :, 1::2, :])
+
+
+def test_time_max_mel_mean():
+    x = np.random.default_rng(0).normal(size=(2, 5, 4, 6)).astype(np.float32)
+    got = keras.ops.convert_to_numpy(layers.TimeMaxMelMean()(x))
+    np.testing.assert_allclose(got, x.max(axis=1).mean(axis=1), rtol=1e-6)
+
+
+def test_highway_gate():
+    rng = np.random.default_rng(0)
+    t, h, p = (rng.uniform(size=(2, 3, 4, 5)).astype(np.float32) for _ in range(3))
+    got = keras.ops.convert_to_numpy(layers.HighwayGate()([t, h, p]))
+    np.testing.assert_allclose(got, t * h + (1 - t) * p, rtol=1e-6)
+
+
+def test_classwise_weights_is_a_per_class_dot_product():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(4, 6, 3)).astype(np.float32)
+    layer = layers.ClasswiseWeights()
+    out = keras.ops.convert_to_numpy(layer(x))
+    # initial kernel: ones on the last input, zeros elsewhere
+    np.testing.assert_array_equal(layer.kernel.numpy(), np.tile([0.0, 0.0, 1.0], (6, 1)))
+    np.testing.assert_array_equal(out, x[:, :, -1:])
+    w = rng.normal(size=(6, 3)).astype(np.float32)
+    layer.kernel.assign(w)
+    out = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(out[..., 0], np.einsum("bcj,cj->bc", x, w), rtol=1e-5)
+
+
+def test_shifted_tanh():
+    x = np.linspace(-3, 5, 9, dtype=np.float32)[None]
+    got = keras.ops.convert_to_numpy(layers.ShiftedTanh(1.6)(x))
+    np.testing.assert_allclose(got, (np.tanh(x - 1.6) + 1) / 2, rtol=1e-6, atol=1e-7)
