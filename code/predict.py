@@ -22,7 +22,6 @@ from workspace import Workspace, read_predictions, run_stage, stage_parser, writ
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__)
-    parser.add_argument("--batch-size", type=int, default=64, help="clips per prediction batch (default 64)")
     args = parser.parse_args(argv)
     ws = Workspace(args)
     test = ws.clip_data(ws.dataset.test)
@@ -43,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
             model = model or build_model(model_cfg, len(ws.classes))
             model.load_weights(folder / f"{prefix}.weights.h5")
             _, val = ws.split(k)
-            write_predictions(oof_path, val.fnames, ws.classes,
-                              predict_tta(model, val, model_cfg.crop_samples, args.batch_size, args.workers))
-            write_predictions(test_path, test_fnames, ws.classes,
-                              predict_tta(model, test, model_cfg.crop_samples, args.batch_size, args.workers))
+            for path, data in ((oof_path, val), (test_path, test)):
+                scores = predict_tta(model, data, model_cfg.crop_samples, ws.profile.predict_batch_size,
+                                     args.workers)
+                write_predictions(path, data.fnames, ws.classes, scores)
             print(f"{model_cfg.name} fold {k}: predicted {len(val)} out-of-fold and {len(test)} test clips")
 
         missing = [k for k in range(ws.profile.n_folds) if not (folder / f"{fold_prefix(k)}.test.csv").is_file()]

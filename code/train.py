@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if use_pretrained and not training.is_finished(pretrained.parent, PRETRAIN):
             raise SystemExit(f"error: {model_cfg.name} starts from {pretrained}, which is missing or unfinished; "
                              f"run code/pretrain.py --models {model_cfg.name} first (or pass --from-scratch)")
+        model = start = None
         for k in folds:
             prefix = fold_prefix(k)
             if args.force:
@@ -58,10 +59,13 @@ def main(argv: list[str] | None = None) -> int:
             if training.is_finished(folder, prefix):
                 print(f"{model_cfg.name} fold {k}: finished, skipped (--force to redo)")
                 continue
-            training.set_seed(args.seed + k)
-            model = build_model(model_cfg, len(ws.classes))
-            if use_pretrained:
-                model.load_weights(pretrained)
+            if model is None:  # built once per model; every fold starts from the same state
+                training.set_seed(args.seed)
+                model = build_model(model_cfg, len(ws.classes))
+                if use_pretrained:
+                    model.load_weights(pretrained)
+                start = training.snapshot(model)
+            training.restore(model, start)
             train, val = ws.split(k)
             summary = training.fit(model, train, val, training.Schedule.curated(ws.profile, model_cfg),
                                    model_cfg.crop_samples, folder, prefix, seed=args.seed + k,

@@ -12,21 +12,25 @@ run called <prefix> in the model's folder:
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 import pandas as pd
 
+import layers  # noqa: F401  (registers the custom layers, so load_model needs no custom_objects)
 from batches import ClipData, TrainBatches, predict_tta
 from config import ModelConfig, Profile
 from feature_cache import atomic_write_text
 from metrics import lrap, lwlrap
+
+# Weight files carry the optimizer's slots; loading them into a fresh model (pretrained
+# start, prediction) rightly skips those, and Keras warns about it every time.
+warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
 
 HISTORY_COLUMNS = ["epoch", "lr", "loss", "val_lrap", "val_lwlrap"]
 
@@ -44,6 +48,7 @@ class Schedule:
     mixup_weight: float
     label_smoothing: float
     batch_size: int
+    predict_batch_size: int
     keep_from_epoch: int = 0          # 0-based: only epochs >= this may be kept as best
     stop_min_epoch: int | None = None  # 0-based: stop once epoch >= this and ...
     patience: int | None = None        # ... this many epochs passed without improvement
@@ -58,13 +63,14 @@ class Schedule:
     def curated(cls, profile: Profile, model: ModelConfig) -> "Schedule":
         return cls(profile.epochs, model.lr, profile.lr_milestones, profile.lr_factor, profile.mixup_prob,
                    profile.mixup_weight, profile.label_smoothing, profile.batch_size,
-                   stop_min_epoch=profile.early_stop_min_epoch, patience=profile.early_stop_patience)
+                   profile.predict_batch_size, stop_min_epoch=profile.early_stop_min_epoch, patience=profile.early_stop_patience)
 
     @classmethod
     def pretrain(cls, profile: Profile, model: ModelConfig) -> "Schedule":
         return cls(profile.pretrain_epochs, model.lr, profile.pretrain_lr_milestones, profile.lr_factor,
                    profile.pretrain_mixup_prob, profile.mixup_weight, profile.label_smoothing,
-                   profile.batch_size, keep_from_epoch=profile.pretrain_keep_from_epoch)
+                   profile.batch_size, profile.predict_batch_size,
+                   keep_from_epoch=profile.pretrain_keep_from_epoch)
 
 
 def is_finished(folder: Path, prefix: str) -> bool:
@@ -112,7 +118,7 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
                                mixup_prob=schedule.mixup_at(epoch), mixup_weight=schedule.mixup_weight,
                                label_smoothing=schedule.label_smoothing, workers=workers)
         loss = model.fit(batches, epochs=1, verbose=0).history["loss"][-1]
-        scores = predict_tta(model, val, crop_samples, schedule.batch_size, workers)
+        scores = predict_tta(model, val, crop_samples, schedule.predict_batch_size, workers)
         val_lrap, val_lwlrap = lrap(val.labels, scores), lwlrap(val.labels, scores)
 
         improved = epoch >= schedule.keep_from_epoch and val_lrap > state["best_score"]
@@ -149,9 +155,20 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
     return summary
 
 
+def snapshot(model: keras.Model) -> tuple[list, list]:
+    """The model's weights and its optimizer's (freshly built) state, to start each fold
+    from. Reusing one model across folds saves tracing its functions again (seconds per
+    fold on a CPU; most of a demo fold)."""
+    model.optimizer.build(model.trainable_variables)
+    return model.get_weights(), [v.numpy() for v in model.optimizer.variables]
+
+
+def restore(model: keras.Model, state: tuple[list, list]) -> None:
+    weights, optimizer_state = state
+    model.set_weights(weights)
+    for variable, value in zip(model.optimizer.variables, optimizer_state):
+        variable.assign(value)
+
+
 def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
-
-
-def replace_schedule(schedule: Schedule, **changes) -> Schedule:
-    return dataclasses.replace(schedule, **changes)

@@ -1,0 +1,34 @@
+#!/bin/sh
+# The whole pipeline, stage by stage; stops at the first failing stage and names it.
+#   sh run.sh                      real data in input/ -> profile full; otherwise the demo
+#   sh run.sh --models v1mix       extra options go to pretrain/train/predict/ensemble
+# Every stage skips work that is already finished, so rerunning resumes.
+set -e
+cd "$(dirname "$0")"
+. code/setup_env.sh
+
+if [ -f input/train_curated.csv ]; then
+    PROFILE=full
+else
+    PROFILE=demo
+    echo "run.sh: no input/train_curated.csv, running the demo on generated data (input/demo)"
+    "$PY" code/make_demo_data.py || { echo "run.sh: stage make_demo_data failed" >&2; exit 1; }
+fi
+
+stage() {
+    name=$1
+    shift
+    echo "=== $name ($PROFILE)"
+    start=$(date +%s)
+    if ! "$PY" "code/$name.py" --profile "$PROFILE" "$@"; then
+        echo "run.sh: stage $name failed; fix the problem above and rerun (finished work is kept)" >&2
+        exit 1
+    fi
+    echo "=== $name done in $(( $(date +%s) - start )) s"
+}
+
+stage features
+stage pretrain "$@"
+stage train "$@"
+stage predict "$@"
+stage ensemble "$@"
