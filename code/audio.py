@@ -5,6 +5,7 @@ worker processes and the tagging command can run it on any file.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from config import (GLOBAL_PERCENTILES, LENGTH_NORMALISER, N_GLOBAL_STATS, N_GLO
 # A clip shorter than this is zero-padded (at the end) before its global features, so
 # that each of the 128 overlapping steps holds at least one sample.
 MIN_GLOBAL_SAMPLES = 2 * N_GLOBAL_STEPS
+# Rates outside this range are garbage headers, not recordings; a tiny rate would also
+# make resampling to 44.1 kHz produce an unbounded number of samples.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 1_000_000
+HUGE_PEAK = 1e6  # float samples beyond this are scaled down before trimming (see trim)
 
 
 class AudioError(Exception):
@@ -36,45 +41,80 @@ def decode(path: Path | str, notes: list[str] | None = None) -> np.ndarray:
     """Mono float32 at 44.1 kHz, as librosa.load(path, sr=44100) would give.
 
     Channels are averaged; other rates are resampled with soxr (librosa's default).
-    Non-finite samples are zeroed. Raises AudioError when the file cannot be decoded or
-    holds no samples. `notes` (if given) collects what was done to an unusual file.
+    Non-finite samples are zeroed. Raises AudioError when the file cannot be decoded,
+    holds no samples or claims an implausible sample rate. `notes` (if given) collects
+    what was done to an unusual file (resampled, channels, truncated, non-finite, loud).
     """
     notes = [] if notes is None else notes
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            rate = f.samplerate
+            if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+                raise AudioError(f"implausible sample rate {rate} Hz (accepted: {MIN_SAMPLE_RATE}.."
+                                 f"{MAX_SAMPLE_RATE} Hz)")
+            data = f.read(dtype="float32", always_2d=True)
+            truncated = _truncation(f.extra_info)
+    except AudioError:
+        raise
     except Exception as e:  # soundfile raises several types for unreadable files
         raise AudioError(f"cannot decode ({type(e).__name__}: {str(e).strip() or 'unknown error'})") from None
     if data.shape[0] == 0:
-        raise AudioError("file holds no audio samples")
+        raise AudioError("file holds no audio samples" + (f" ({truncated})" if truncated else ""))
+    if truncated:
+        notes.append(truncated)
     if data.shape[1] > 1:
         notes.append(f"{data.shape[1]} channels averaged to mono")
-        audio = data.mean(axis=1, dtype=np.float32)
+        # summed in float64: float32 sums of huge (garbage) samples would overflow to inf
+        audio = data.mean(axis=1, dtype=np.float64).astype(np.float32)
     else:
         audio = np.ascontiguousarray(data[:, 0])
-    finite = np.isfinite(audio)
-    if not finite.all():
-        notes.append(f"{int((~finite).sum())} non-finite samples set to 0")
-        audio = np.where(finite, audio, np.float32(0))
+    audio = _zero_non_finite(audio, notes)
     if rate != SAMPLE_RATE:
         import librosa  # imported lazily: it is slow to import and most clips need no resampling
         notes.append(f"resampled from {rate} Hz")
         audio = librosa.resample(audio, orig_sr=rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
-        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        # the resampler's overshoot can take samples near float32's limit to inf
+        audio = _zero_non_finite(np.ascontiguousarray(audio, dtype=np.float32), notes)
+    peak = float(np.max(np.abs(audio)))
+    if peak > 1.0:
+        notes.append(f"peak amplitude {peak:.3g} (beyond full scale)")
     return audio
+
+
+def _zero_non_finite(audio: np.ndarray, notes: list[str]) -> np.ndarray:
+    finite = np.isfinite(audio)
+    if finite.all():
+        return audio
+    notes.append(f"{int((~finite).sum())} non-finite samples set to 0")
+    return np.where(finite, audio, np.float32(0))
+
+
+def _truncation(log: str) -> str | None:
+    """A note when libsndfile's log says the data chunk is shorter than its header declares
+    (a file cut off while copying): the samples present are used, but the clip is partial."""
+    m = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", log, re.MULTILINE)
+    if m and int(m.group(1)) > int(m.group(2)):
+        return f"truncated: header declares {m.group(1)} data bytes, the file holds {m.group(2)}"
+    return None
 
 
 def trim(audio: np.ndarray, notes: list[str] | None = None) -> np.ndarray:
     """Leading/trailing silence removed with librosa.effects.trim's defaults (top_db 60).
 
-    An all-silent clip would trim to nothing; it is kept whole instead (and noted).
+    librosa keeps an all-zero clip whole (its frames all sit at the 0 dB reference); a trim
+    that still came back empty would keep the clip whole too (and note it).
     """
     import librosa
-    trimmed, _ = librosa.effects.trim(audio, top_db=TRIM_TOP_DB)
-    if len(trimmed) == 0:
+    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+    # librosa squares in float32, which overflows for absurdly loud (garbage float) clips;
+    # the trim is relative to the loudest frame, so a scaled copy finds the same bounds
+    probe = audio / np.float32(peak) if peak > HUGE_PEAK else audio
+    _, (start, end) = librosa.effects.trim(probe, top_db=TRIM_TOP_DB)
+    if end <= start:
         if notes is not None:
             notes.append("silent: kept untrimmed")
         return audio
-    return trimmed
+    return audio[start:end]
 
 
 def length_feature(trimmed: np.ndarray) -> float:
@@ -97,9 +137,11 @@ def global_features(audio: np.ndarray, n_steps: int = N_GLOBAL_STEPS) -> np.ndar
 
     Equal to the original's loop of 128 np.percentile calls, without the loop: each step
     spans two consecutive "half-steps" (step s = half-steps s and s+1), so the half-steps
-    are sorted once, each pair is merged (a stable sort of two sorted runs is one linear
-    merge) and the percentiles are read off the merged rows by index; sums come from
-    per-half-step partial sums. Clips shorter than 256 samples are zero-padded first.
+    are sorted once and each percentile's order statistics are picked from a pair of sorted
+    half-steps by a vectorised binary search (nothing is merged); sums come from
+    per-half-step partial sums. 16-bit audio (every value a multiple of 1/32768, as decoded
+    from the competition's PCM_16 files) is sorted as int16 with numpy's radix sort.
+    Clips shorter than 256 samples are zero-padded first.
     """
     x = np.asarray(audio, dtype=np.float32)
     if len(x) < MIN_GLOBAL_SAMPLES:
@@ -111,34 +153,71 @@ def global_features(audio: np.ndarray, n_steps: int = N_GLOBAL_STEPS) -> np.ndar
     return _global_features_by_halves(x, edges)
 
 
-def _global_features_by_halves(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    n_halves = len(edges) - 1
+def _sorted_halves(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Half-steps as rows of a float32 matrix, each sorted, padded with +inf on the right."""
     half_len = np.diff(edges)
     width = int(half_len.max())
-    # Half-steps as rows padded with +inf, sorted; +inf sorts last and is never indexed.
-    col = np.arange(width)
+    col = np.arange(width, dtype=np.int32)
     inside = col < half_len[:, None]
-    halves = np.where(inside, x[np.minimum(edges[:-1, None] + col, len(x) - 1)], np.float32(np.inf))
+    index = edges[:-1, None].astype(np.int32) + col      # int32: the gather is the cost here
+    with np.errstate(over="ignore", invalid="ignore"):  # huge float clips: not int16, see below
+        as_int16 = x * np.float32(32768)
+    if np.array_equal(as_int16, np.rint(as_int16)) and -32768 <= as_int16.min() and as_int16.max() <= 32767:
+        # Exact 16-bit values: radix-sort them as int16 (several times faster than a
+        # float sort), then scale back, which is exact.
+        padded = np.pad(as_int16.astype(np.int16), (0, width))
+        halves = np.where(inside, padded[index], np.int16(32767))
+        halves.sort(axis=1, kind="stable")
+        halves = halves.astype(np.float32) / np.float32(32768)
+        halves[~inside] = np.inf
+        return halves
+    halves = np.where(inside, np.pad(x, (0, width))[index], np.float32(np.inf))
     halves.sort(axis=1)
-    steps = np.concatenate([halves[:-1], halves[1:]], axis=1)
-    steps.sort(axis=1, kind="stable")                    # timsort: one merge of two runs
+    return halves
+
+
+def _kth_of_pairs(halves: np.ndarray, half_len: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The k-th smallest (0-based) value of half-steps s and s+1 together, for every step s
+    (row of k) and rank (column of k), from sorted half-steps, in O(log n) per query.
+
+    With A = half s and B = half s+1 (sorted), the k+1 smallest values are A[:i] and
+    B[:k+1-i] for the largest i with A[i-1] <= B[k+1-i]; the answer is then
+    max(A[i-1], B[k-i]). The test is monotone in i, so i is found by bisection."""
+    n_steps = len(half_len) - 1
+    width = halves.shape[1]
+    rows = np.arange(n_steps)[:, None]
+    n_a, n_b = half_len[:-1, None], half_len[1:, None]
+
+    def value(row, j, n):  # element j of a sorted half; -inf before it, +inf after it
+        v = halves[row, np.clip(j, 0, width - 1)].astype(np.float64)
+        return np.where(j < 0, -np.inf, np.where(j >= n, np.inf, v))
+
+    lo, hi = np.maximum(0, k + 1 - n_b), np.minimum(k + 1, n_a)
+    while np.any(lo < hi):
+        mid = (lo + hi + 1) // 2
+        fits = value(rows, mid - 1, n_a) <= value(rows + 1, k + 1 - mid, n_b)
+        lo, hi = np.where(fits, mid, lo), np.where(fits, hi, mid - 1)
+    return np.maximum(value(rows, lo - 1, n_a), value(rows + 1, k - lo, n_b))
+
+
+def _global_features_by_halves(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    half_len = np.diff(edges)
+    halves = _sorted_halves(x, edges)
     size = half_len[:-1] + half_len[1:]                  # samples per step
 
     x64 = x.astype(np.float64)
     half_sum = np.add.reduceat(x64, edges[:-1])
     half_sq = np.add.reduceat(x64 * x64, edges[:-1])
-    total = half_sum[:-1] + half_sum[1:]
-    mean = total / size
+    mean = (half_sum[:-1] + half_sum[1:]) / size
     var = np.maximum((half_sq[:-1] + half_sq[1:]) / size - mean * mean, 0.0)
 
-    rows = np.arange(n_halves - 1)[:, None]
     q = np.asarray(GLOBAL_PERCENTILES, np.float64) / 100
     pos = (size[:, None] - 1) * q                         # numpy's 'linear' virtual index
     below = np.floor(pos).astype(np.int64)
     above = np.minimum(below + 1, size[:, None] - 1)
     t = pos - below
-    a = steps[rows, below].astype(np.float64)
-    b = steps[rows, above].astype(np.float64)
+    values = _kth_of_pairs(halves, half_len, np.concatenate([below, above], axis=1))
+    a, b = values[:, :len(q)], values[:, len(q):]
     diff = b - a
     pct = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
 

@@ -57,18 +57,24 @@ def inputs(data: ClipData, rows: np.ndarray, audio: np.ndarray) -> dict[str, np.
 
 
 class TrainBatches(keras.utils.PyDataset):
-    """One epoch of shuffled training batches: random crop/pad, smoothing, mixup."""
+    """One epoch of shuffled training batches: random crop/pad, smoothing, mixup.
+
+    A last batch of fewer than `min_batch` clips is left out (its clips differ every
+    epoch): with N data-parallel replicas a step needs at least N clips, one per replica;
+    tf.distribute fails on a replica without any."""
 
     def __init__(self, data: ClipData, batch_size: int, crop_samples: int, *, seed: int, epoch: int,
-                 mixup_prob: float, mixup_weight: float, label_smoothing: float, workers: int = 1):
+                 mixup_prob: float, mixup_weight: float, label_smoothing: float, workers: int = 1,
+                 min_batch: int = 1):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
-        self.data, self.batch_size, self.crop = data, batch_size, crop_samples
+        self.data, self.batch_size, self.crop, self.min_batch = data, batch_size, crop_samples, min_batch
         self.seed, self.epoch = seed, epoch
         self.mixup_prob, self.mixup_weight, self.smoothing = mixup_prob, mixup_weight, label_smoothing
         self.order = np.random.default_rng([seed, epoch]).permutation(len(data))
 
     def __len__(self) -> int:
-        return math.ceil(len(self.data) / self.batch_size)
+        full, rest = divmod(len(self.data), self.batch_size)
+        return full + (rest >= max(1, self.min_batch))
 
     def __getitem__(self, index: int):
         rows = self.order[index * self.batch_size: (index + 1) * self.batch_size]

@@ -122,9 +122,9 @@ PROFILES = {
     "full": Profile(name="full"),
     # Same architectures and schedule shape, scaled for a 2-core CPU: 1.5 s crops (the
     # demo clips' median is 1.2 s), 1/8 of the widths, 3 folds, a few epochs with the
-    # milestones scaled along. Small
-    # networks on few clips learn in time only with a 4x learning rate and batches of 16
-    # (measured on v1mix fold 0: LRAP 0.29 at 5e-4/32, 0.60 at 2e-3/32, 0.77 at 2e-3/16).
+    # milestones scaled along. Small networks on few clips learn in time only with a 4x
+    # learning rate and batches of 16 (measured on v1mix fold 0: LRAP 0.29 at 5e-4/32,
+    # 0.60 at 2e-3/32, 0.77 at 2e-3/16).
     "demo": Profile(
         name="demo", duration=1.5, width=0.125, lr_multiplier=4.0,
         data_dir="input/demo", models_dir="models/demo", submissions_dir="submissions/demo",

@@ -26,6 +26,7 @@ TEST_LABELS_CSV = "test_labels.csv"
 TRAIN_AUDIO = "audio_train"
 TEST_AUDIO = "audio_test"
 MAX_LISTED = 50  # offenders printed in one error; the rest are counted
+MAX_FNAME_BYTES = 255  # longer names cannot exist on common file systems (NAME_MAX)
 
 
 class DatasetError(ValueError):
@@ -66,6 +67,11 @@ class Dataset:
     def sets(self) -> list[ClipSet]:
         return [s for s in (self.curated, self.noisy, self.test) if len(s)]
 
+    def classes_without_clips(self) -> list[str]:
+        """sample_submission classes that no curated clip carries. Allowed: they keep their
+        column, the models learn to score them low, and lwlrap gives them no weight."""
+        return [c for c, n in zip(self.classes, self.curated.labels.sum(axis=0)) if n == 0]
+
 
 def fname_problem(fname: str) -> str | None:
     """Why `fname` is not a plain file name, or None. Paths are never followed out of the
@@ -78,7 +84,35 @@ def fname_problem(fname: str) -> str | None:
         return "file name contains a path (only plain names are allowed)"
     if "\x00" in fname:
         return "file name contains a NUL byte"
+    if len(fname.encode("utf-8", "surrogatepass")) > MAX_FNAME_BYTES:
+        return f"file name longer than {MAX_FNAME_BYTES} bytes"
     return None
+
+
+def is_file(path: Path) -> bool:
+    """Path.is_file, but False (not an exception) for names the OS refuses outright."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """(header, [(line number, fields)]) of a CSV, blank lines skipped. A UTF-8 byte-order
+    mark (a CSV saved by a spreadsheet) is dropped; anything undecodable is a DatasetError."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            rows = [(reader.line_num, fields) for fields in reader if fields]
+    except FileNotFoundError:
+        raise DatasetError(f"cannot read {path}", [f"{path}: file not found"]) from None
+    except (UnicodeDecodeError, csv.Error, OSError) as e:
+        raise DatasetError(f"cannot parse {path}", [f"{path}: {e}"]) from None
+    if header is None:
+        raise DatasetError(f"cannot parse {path}", [f"{path}: the file is empty (no header line)"])
+    return header, rows
 
 
 def read_classes(path: Path) -> list[str]:
@@ -86,28 +120,41 @@ def read_classes(path: Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"cannot read the class list", [f"{path}: file not found"])
-    with open(path, newline="", encoding="utf-8") as f:
-        header = next(csv.reader(f), None)
+    header, _ = read_rows(path)
     if not header or header[0] != "fname" or len(header) < 2:
         raise DatasetError("bad sample submission",
                            [f"{path}: header must be 'fname' followed by the class names, got {header!r}"])
     classes = header[1:]
-    dup = sorted({c for c in classes if classes.count(c) > 1})
-    if dup:
-        raise DatasetError("bad sample submission", [f"{path}: repeated class column {c!r}" for c in dup])
+    problems = [f"{path}: repeated class column {c!r}" for c in sorted({c for c in classes if classes.count(c) > 1})]
+    problems += [f"{path}: column {i + 2} has an empty class name" for i, c in enumerate(classes) if not c.strip()]
+    if problems:
+        raise DatasetError("bad sample submission", problems)
     return classes
 
 
-def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DatasetError(f"cannot parse {path}", [f"{path}: {e}"]) from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DatasetError(f"bad columns in {path}",
-                           [f"{path}: missing column {c!r} (has {list(df.columns)})" for c in missing])
-    return df
+def _read_csv(path: Path, columns: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """The CSV as strings, indexed by line number, plus one problem per row whose field count
+    differs from the header's (such rows are left out). Parsed strictly with the csv module:
+    pandas would silently take an extra field as an index column and shift the others."""
+    header, rows = read_rows(path)
+    problems = []
+    missing = [c for c in columns if c not in header]
+    problems += [f"{path}: missing column {c!r} (has {header})" for c in missing]
+    repeated = sorted({c for c in columns if header.count(c) > 1})
+    problems += [f"{path}: column {c!r} appears {header.count(c)} times" for c in repeated]
+    if problems:
+        raise DatasetError(f"bad columns in {path}", problems)
+    lines, kept = [], []
+    for line, fields in rows:
+        if len(fields) != len(header):
+            problems.append(f"{path.name} line {line}: {len(fields)} field(s), the header has {len(header)} "
+                            f"(an unquoted comma in a label list?)")
+        else:
+            lines.append(line)
+            kept.append(fields)
+    table = pd.DataFrame(kept, columns=header, index=lines, dtype=str) if kept else \
+        pd.DataFrame({c: pd.Series([], dtype=str) for c in header})
+    return table[columns], problems
 
 
 def split_labels(text: str) -> list[str]:
@@ -126,10 +173,10 @@ def multi_hot(label_lists: list[list[str]], classes: list[str]) -> np.ndarray:
 def read_labelled_csv(path: Path, classes: list[str], audio_dir: Path, name: str) -> tuple[ClipSet, list[str]]:
     """A `fname,labels` CSV as a ClipSet, plus the problems found in it (not raised here,
     so that all CSVs can be checked before anything fails)."""
-    df = _read_csv(path, ["fname", "labels"])
+    df, problems = _read_csv(path, ["fname", "labels"])
     known = set(classes)
-    problems, label_lists = [], []
-    for line, (fname, text) in enumerate(zip(df["fname"], df["labels"]), start=2):
+    label_lists = []
+    for line, fname, text in zip(df.index, df["fname"], df["labels"]):
         where = f"{path.name} line {line} ({fname!r})"
         bad_name = fname_problem(fname)
         if bad_name:
@@ -164,7 +211,7 @@ def duplicate_problems(sets: list[ClipSet], csv_names: dict[str, str]) -> list[s
 def missing_file_problems(clips: ClipSet) -> list[tuple[str, str]]:
     """(fname, problem) for every listed clip whose file does not exist."""
     return [(f, f"file not found: {p}") for f, p in zip(clips.fnames, clips.paths)
-            if not fname_problem(f) and not p.is_file()]
+            if not fname_problem(f) and not is_file(p)]
 
 
 def load_dataset(data_dir: Path, check_files: bool = True) -> Dataset:
@@ -186,10 +233,11 @@ def load_dataset(data_dir: Path, check_files: bool = True) -> Dataset:
         problems += p
     else:
         noisy = ClipSet("noisy", [], [], np.zeros((0, len(classes)), np.float32))
-    sub = _read_csv(data_dir / SUBMISSION_CSV, ["fname"])
+    sub, p = _read_csv(data_dir / SUBMISSION_CSV, ["fname"])
+    problems += p
     test_fnames = list(sub["fname"])
     problems += [f"{SUBMISSION_CSV} line {i} ({f!r}): {fname_problem(f)}"
-                 for i, f in enumerate(test_fnames, start=2) if fname_problem(f)]
+                 for i, f in zip(sub.index, test_fnames) if fname_problem(f)]
     test = ClipSet("test", test_fnames, [test_dir / f for f in test_fnames], None)
     if curated is None:
         raise DatasetError(f"incomplete dataset in {data_dir}", problems)

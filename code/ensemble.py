@@ -1,12 +1,15 @@
 """Stage 5: weighted average and stacker over the zoo's predictions -> the submission.
 
-Reads models/<name>/oof.csv and test.csv of every selected model (refusing, with the list,
-when any is missing), then writes:
+Reads models/<name>/oof.csv and test.csv of every selected model (refusing with exit code
+2, naming each model and its folds, while any fold is not trained, predicted and gathered
+by predict.py -- e.g. folds still training on another machine), then writes:
 
     submissions/average_oof.csv   weighted average of the out-of-fold predictions
     submissions/average.csv       weighted average of the test predictions
     submissions/stacker_oof.csv   the stacker's out-of-fold predictions
     submissions/submission.csv    the stacker's test predictions (sample_submission format)
+    submissions/per_class.csv     per-class OOF lwlrap of the stacker, average and each model
+    submissions/report.png        those per class, and the stacker's per-class model weights
 
 The stacker sees, per class, each model's score and the weighted average (last column);
 it is trained per fold of models/folds.csv, its validation scored before each epoch's fit,
@@ -21,11 +24,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+import predict
+import reports
 import training
 from dataset import read_test_labels
 from metrics import lrap, lwlrap
 from models import build_stacker
-from workspace import Workspace, read_predictions, run_stage, stage_parser, write_predictions
+from workspace import NotReady, Workspace, read_predictions, run_stage, stage_parser, write_predictions
 
 
 class ScoreBeforeEpoch(keras.callbacks.Callback):
@@ -53,9 +58,11 @@ def stack_inputs(model_scores: list[np.ndarray], average: np.ndarray) -> np.ndar
     return np.stack([*model_scores, average], axis=-1).astype(np.float32)
 
 
-def fit_stacker(x, y, folds, x_test, profile, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold and mean test predictions of one stacker per fold."""
+def fit_stacker(x, y, folds, x_test, profile, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Out-of-fold and mean test predictions of one stacker per fold, and its per-class
+    weights over the inputs (n_classes, n_inputs), the mean over the folds."""
     oof = np.zeros(y.shape, np.float32)
+    class_weights = np.zeros(x.shape[1:], np.float64)
     test = np.zeros((len(x_test), y.shape[1]), np.float64)
     for k in range(profile.n_folds):
         val, train = folds == k, folds != k
@@ -66,8 +73,20 @@ def fit_stacker(x, y, folds, x_test, profile, seed: int) -> tuple[np.ndarray, np
                     callbacks=[scorer], verbose=0)
         oof[val] = stacker.predict(x[val], verbose=0, batch_size=1024)
         test += stacker.predict(x_test, verbose=0, batch_size=1024)
+        class_weights += keras.ops.convert_to_numpy(stacker.get_layer("classwise_weights").kernel)
         print(f"stacker fold {k}: best before epoch {scorer.best_epoch + 1}, val LRAP {scorer.best_score:.4f}")
-    return oof, (test / profile.n_folds).astype(np.float32)
+    return oof, (test / profile.n_folds).astype(np.float32), class_weights / profile.n_folds
+
+
+def complete_rows(all_fnames: list[str], fnames: list[str], scores: np.ndarray) -> np.ndarray:
+    """Scores for every clip of `all_fnames` (sample_submission's order): clips the feature
+    cache left out (bad files skipped with `features.py --skip-bad`) get each class's mean
+    score, so the submission still has every row the competition expects."""
+    row = {f: i for i, f in enumerate(fnames)}
+    filled = np.tile(scores.mean(axis=0) if len(scores) else 0.0, (len(all_fnames), 1)).astype(np.float32)
+    have = [i for i, f in enumerate(all_fnames) if f in row]
+    filled[have] = scores[[row[all_fnames[i]] for i in have]]
+    return filled
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,15 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     ws = Workspace(args)
     if args.folds is not None:
         raise SystemExit("error: ensemble.py uses every fold; --folds is for train.py and predict.py")
-    missing = [str(ws.model_dir(m.name) / f) for m in ws.models for f in ("oof.csv", "test.csv")
-               if not (ws.model_dir(m.name) / f).is_file()]
-    if missing:
-        raise SystemExit("error: cannot ensemble, predictions missing (run train.py and predict.py for every "
-                         "fold):\n  " + "\n  ".join(missing))
+    not_ready = []
+    for m in ws.models:
+        missing = predict.missing_folds(ws.model_dir(m.name), ws.profile.n_folds)
+        if missing:
+            not_ready.append(f"{m.name}: folds {missing} not trained and predicted")
+        elif not predict.is_gathered(ws.model_dir(m.name), ws.profile.n_folds):
+            not_ready.append(f"{m.name}: every fold predicted, but oof.csv/test.csv are missing or older "
+                             f"(run predict.py to gather them)")
+    if not_ready:
+        raise NotReady("cannot ensemble, predictions missing (run train.py and predict.py for every fold; with "
+                       "folds sharded over machines, every machine's folds must be in models/):\n  "
+                       + "\n  ".join(not_ready))
     curated, test = ws.curated, ws.clip_data(ws.dataset.test)
     y = curated.labels
-    oofs = [read_predictions(ws.model_dir(m.name) / "oof.csv", curated.fnames, ws.classes) for m in ws.models]
-    tests = [read_predictions(ws.model_dir(m.name) / "test.csv", test.fnames, ws.classes) for m in ws.models]
+    paths = [predict.gathered(ws.model_dir(m.name)) for m in ws.models]
+    oofs = [read_predictions(oof, curated.fnames, ws.classes) for oof, _ in paths]
+    tests = [read_predictions(tst, test.fnames, ws.classes) for _, tst in paths]
 
     weights = np.array([m.weight for m in ws.models], np.float64)
     if weights.sum() <= 0:  # e.g. --models se alone (weight 0): plain mean
@@ -92,13 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     avg_oof = np.tensordot(np.stack(oofs, -1), weights, axes=([-1], [0])).astype(np.float32)
     avg_test = np.tensordot(np.stack(tests, -1), weights, axes=([-1], [0])).astype(np.float32)
     out = ws.paths.submissions
+    all_test = ws.dataset.test.fnames
+    if len(test) < len(all_test):
+        print(f"warning: {len(all_test) - len(test)} test clip(s) are not in the feature cache (bad files "
+              f"skipped); average.csv and submission.csv give them each class's mean score")
     write_predictions(out / "average_oof.csv", curated.fnames, ws.classes, avg_oof)
-    write_predictions(out / "average.csv", test.fnames, ws.classes, avg_test)
+    write_predictions(out / "average.csv", all_test, ws.classes, complete_rows(all_test, test.fnames, avg_test))
 
-    stack_oof, stack_test = fit_stacker(stack_inputs(oofs, avg_oof), y, ws.folds,
-                                        stack_inputs(tests, avg_test), ws.profile, args.seed)
+    stack_oof, stack_test, stack_weights = fit_stacker(stack_inputs(oofs, avg_oof), y, ws.folds,
+                                                       stack_inputs(tests, avg_test), ws.profile, args.seed)
     write_predictions(out / "stacker_oof.csv", curated.fnames, ws.classes, stack_oof)
-    write_predictions(out / "submission.csv", test.fnames, ws.classes, stack_test)
+    write_predictions(out / "submission.csv", all_test, ws.classes, complete_rows(all_test, test.fnames, stack_test))
+    reports.ensemble_report(out, ws.classes, y, [m.name for m in ws.models], oofs, avg_oof, stack_oof,
+                            stack_weights)
 
     truth = read_test_labels(ws.paths.data, ws.dataset)
     if truth is not None:
@@ -111,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, o, t in rows:
         line = f"{name:<30} {lrap(y, o):>8.4f} {lwlrap(y, o):>10.4f}"
         print(line + (f" {lwlrap(truth, t):>12.4f}" if truth is not None else ""))
-    print(f"\nsubmission: {out / 'submission.csv'}")
+    print(f"\nsubmission: {out / 'submission.csv'}; per-class report: {out / 'report.png'}")
     return 0
 
 

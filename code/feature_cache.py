@@ -21,12 +21,14 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+import shutdown
 from config import N_GLOBAL_STATS, N_GLOBAL_STEPS
 
 INDEX = "index.csv"
@@ -53,21 +55,25 @@ def to_int16(audio: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # a temporary name of its own per host and process: machines sharing models/ may
+    # write the same file (folds.csv, history.csv) at once
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+    with shutdown.critical():  # a SIGTERM lets the write finish (shutdown.py)
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with shutdown.critical():
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 class FeatureCache:
@@ -132,6 +138,8 @@ class CacheWriter:
         self.folder = Path(folder)
         self.partial = self.folder.with_name(self.folder.name + ".partial")
         self.partial.mkdir(parents=True, exist_ok=True)
+        for stale in self.partial.glob("*.tmp"):  # a killed finish() was writing it; never read
+            stale.unlink()
         self.rows: dict[str, dict] = {}
         self._recover()
         self._audio = open(self.partial / AUDIO, "ab")
@@ -177,15 +185,16 @@ class CacheWriter:
 
     def add(self, source: Source, audio_int16: np.ndarray, scale: float, length: float,
             global_features: np.ndarray, notes: list[str] | tuple[str, ...] = ()) -> None:
-        self._audio.write(np.ascontiguousarray(audio_int16, "<i2").tobytes())
-        self._global.write(np.ascontiguousarray(global_features, "<f4").tobytes())
-        self._audio.flush()
-        self._global.flush()
         row = {"fname": source.fname, "offset": self._offset, "n_samples": len(audio_int16),
                "scale": repr(float(scale)), "length": repr(float(length)), "size": source.size,
                "mtime_ns": source.mtime_ns, "notes": "; ".join(notes), "global_row": self._n_global}
-        self._rows_csv.writerow(row)
-        self._rows_file.flush()
+        with shutdown.critical():  # a SIGKILL midway is undone by _recover; a SIGTERM waits
+            self._audio.write(np.ascontiguousarray(audio_int16, "<i2").tobytes())
+            self._global.write(np.ascontiguousarray(global_features, "<f4").tobytes())
+            self._audio.flush()
+            self._global.flush()
+            self._rows_csv.writerow(row)
+            self._rows_file.flush()
         self.rows[source.fname] = row
         self._offset += len(audio_int16)
         self._n_global += 1
@@ -207,9 +216,13 @@ class CacheWriter:
                         np.zeros((0, N_GLOBAL_STEPS, N_GLOBAL_STATS), np.float32))
         index = pd.DataFrame([{c: r[c] for c in COLUMNS} for r in rows], columns=COLUMNS)
         atomic_write_text(self.partial / INDEX, index.to_csv(index=False))
-        for f in (PARTIAL_ROWS, PARTIAL_GLOBAL):
-            (self.partial / f).unlink()
-        replace_folder(self.partial, self.folder)
+        with shutdown.critical():
+            # Swapped in before the build-only files go: killed in between, the finished
+            # cache is in place (with two stray files) rather than a partial build that
+            # lost its rows.csv and would start over.
+            replace_folder(self.partial, self.folder)
+            for f in (PARTIAL_ROWS, PARTIAL_GLOBAL):
+                (self.folder / f).unlink(missing_ok=True)
 
 
 def replace_folder(new: Path, target: Path) -> None:

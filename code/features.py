@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import signal
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ import pandas as pd
 from tqdm import tqdm
 
 import cli
+import shutdown
 from audio import AudioError, process_clip
 from dataset import ClipSet, DatasetError, load_dataset, missing_file_problems
 from feature_cache import (CacheWriter, FeatureCache, Source, atomic_write_text, file_signature,
@@ -64,7 +66,10 @@ def build_set(clips: ClipSet, folder: Path, workers: int, skip_bad: bool) -> tup
     sources = []
     for fname, path in zip(clips.fnames, clips.paths):
         if fname not in missing:
-            sources.append(Source(fname, path, *file_signature(path)))
+            try:
+                sources.append(Source(fname, path, *file_signature(path)))
+            except OSError as e:  # vanished or unreadable since the listing
+                bad.append((fname, str(path), f"cannot stat ({e.strerror or e})"))
 
     # With --skip-bad, files already known to be bad (and unchanged since) stay left out.
     known_bad = read_bad_files(folder)
@@ -135,7 +140,9 @@ def _map(fn, jobs: list, workers: int):
         yield from map(fn, jobs)
         return
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(workers) as pool:
+    # workers keep the default SIGTERM (die): the pool is ended with it, and the parent's
+    # handler (shutdown.py) is for the parent's writes
+    with ctx.Pool(workers, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
         yield from pool.imap(fn, jobs, chunksize=4)
 
 
@@ -170,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"features: profile {profile.name}, data {paths.data}, cache {paths.features}")
+    unused = dataset.classes_without_clips()
+    if unused:
+        print(f"note: {len(unused)} class(es) of sample_submission.csv have no curated clip: {unused[:10]}"
+              f"{' ...' if len(unused) > 10 else ''}; they keep their column (scored low, no weight in lwlrap)")
     failed = []
     for clips in dataset.sets():
         if clips.name not in args.sets:
@@ -197,4 +208,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    shutdown.install()
     sys.exit(main())

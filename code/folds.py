@@ -17,28 +17,49 @@ from dataset import ClipSet, DatasetError
 from feature_cache import atomic_write_text
 
 FOLDS_CSV = "folds.csv"
+FOLD_SEED = 0
 
 
-def assign_folds(labels: np.ndarray, n_folds: int) -> np.ndarray:
+def assign_folds(labels: np.ndarray, n_folds: int, classes: list[str] | None = None) -> np.ndarray:
     """Fold number of each clip: MultilabelStratifiedKFold, no shuffle (the original's).
-    (Its current release refuses `random_state` without shuffle, so none is given.)"""
+    The same labels give the same folds on every machine and in every run (sharded
+    training relies on it).
+
+    Too few clips for the folds is a DatasetError; a class with fewer positives than folds
+    is only a warning, since stratification still spreads its clips (some validation folds
+    just lack it, which LRAP and lwlrap handle)."""
+    labels = np.asarray(labels) > 0
+    if n_folds < 2:
+        raise DatasetError("cannot make folds", [f"n_folds is {n_folds}; cross-validation needs at least 2"])
     if len(labels) < n_folds:
         raise DatasetError("too few clips for cross-validation",
-                           [f"{len(labels)} curated clips cannot make {n_folds} folds"])
-    thin = np.flatnonzero((labels > 0).sum(axis=0).clip(min=1) < n_folds)
-    present = (labels > 0).sum(axis=0) > 0
-    thin = [c for c in thin if present[c]]
+                           [f"{len(labels)} curated clip(s) cannot make {n_folds} folds (each fold validates "
+                            f"on its own clips); add clips or lower n_folds (--set n_folds=...)"])
+    positives = labels.sum(axis=0)
+    thin = [c for c in np.flatnonzero((positives > 0) & (positives < n_folds))]
     if thin:
-        warnings.warn(f"{len(thin)} class(es) have fewer positives than the {n_folds} folds; "
-                      f"some validation folds will lack them", stacklevel=2)
+        names = [classes[c] if classes else str(c) for c in thin]
+        warnings.warn(f"{len(thin)} class(es) have fewer positive clips than the {n_folds} folds, so some "
+                      f"validation folds lack them: {names[:10]}{' ...' if len(names) > 10 else ''}",
+                      stacklevel=2)
+    # sklearn reads a one-column target as binary, which iterstrat refuses; its complement
+    # as a second column stratifies the same
+    target = labels if labels.shape[1] > 1 else np.concatenate([labels, ~labels], axis=1)
     fold = np.full(len(labels), -1, np.int64)
     splitter = MultilabelStratifiedKFold(n_splits=n_folds)
-    for k, (_, val) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+    # It breaks ties at random, from np.random's global state when given no random_state,
+    # and scikit-learn refuses one without shuffle in the constructor: set it afterwards.
+    splitter.random_state = np.random.RandomState(FOLD_SEED)
+    for k, (_, val) in enumerate(splitter.split(np.zeros(len(labels)), target.astype(np.int64))):
         fold[val] = k
+    empty = [k for k in range(n_folds) if not np.any(fold == k)]
+    if empty or np.any(fold < 0):
+        raise DatasetError("cannot make folds", [f"stratification left fold(s) {empty} without clips"])
     return fold
 
 
-def load_or_create(models_dir: Path, curated: ClipSet, n_folds: int) -> pd.DataFrame:
+def load_or_create(models_dir: Path, curated: ClipSet, n_folds: int,
+                   classes: list[str] | None = None) -> pd.DataFrame:
     """models/folds.csv, written on first use. A file that no longer matches the curated
     set or the profile's fold count is an error, not silently replaced: trained folds
     depend on it."""
@@ -56,7 +77,7 @@ def load_or_create(models_dir: Path, curated: ClipSet, n_folds: int) -> pd.DataF
             raise DatasetError("stale fold assignment", problems + [
                 "delete it (and the models trained on it) or point --models-dir elsewhere"])
         return folds.set_index("fname").loc[curated.fnames].reset_index()
-    folds = pd.DataFrame({"fname": curated.fnames, "fold": assign_folds(curated.labels, n_folds)})
+    folds = pd.DataFrame({"fname": curated.fnames, "fold": assign_folds(curated.labels, n_folds, classes)})
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, folds.to_csv(index=False))
     return folds

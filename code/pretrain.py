@@ -18,7 +18,7 @@ PREFIX = "pretrain"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = stage_parser(__doc__).parse_args(argv)
+    args = stage_parser(__doc__, trains=True).parse_args(argv)
     ws = Workspace(args)
     if not len(ws.dataset.noisy):
         print("pretrain: no train_noisy.csv clips; nothing to pretrain (train.py starts from scratch)")
@@ -36,10 +36,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: pretraining finished, skipped (--force to redo)")
             continue
         training.set_seed(args.seed)
-        model = build_model(model_cfg, len(ws.classes))
+        with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
+            model = build_model(model_cfg, len(ws.classes))
         summary = training.fit(model, noisy, curated, training.Schedule.pretrain(ws.profile, model_cfg),
                                model_cfg.crop_samples, folder, PREFIX, seed=args.seed,
-                               label=f"{name} pretrain", workers=args.workers)
+                               label=f"{name} pretrain", workers=args.workers, tensorboard=args.tensorboard)
         print(f"{name}: pretrained, best epoch {summary['best_epoch']} (curated LRAP {summary['best_val_lrap']:.4f})")
     return 0
 

@@ -4,7 +4,8 @@ Fold k trains on the other folds of models/folds.csv (made here on first use) an
 the epoch with the best validation LRAP (3-TTA) as models/<name>/fold<k>.weights.h5.
 Models start from their noisy pretraining (models/<source>/pretrain.weights.h5).
 Finished folds are skipped (--force redoes them); an interrupted fold resumes at its next
-epoch. models/<name>/history.csv gathers every fold's epochs.
+epoch. models/<name>/history.csv gathers every fold's epochs; models/<name>/report.png
+plots them (reports.py), with the noisy pretraining curve.
 
     python code/train.py --profile demo --models v1mix --folds 0 1
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+import reports
 import training
 from feature_cache import atomic_write_text
 from models import build_model
@@ -36,7 +38,7 @@ def gather_history(folder, n_folds: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser(__doc__)
+    parser = stage_parser(__doc__, trains=True)
     parser.add_argument("--from-scratch", action="store_true",
                         help="do not start from the noisy pretraining (the default when there is no noisy set)")
     args = parser.parse_args(argv)
@@ -61,18 +63,25 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if model is None:  # built once per model; every fold starts from the same state
                 training.set_seed(args.seed)
-                model = build_model(model_cfg, len(ws.classes))
-                if use_pretrained:
-                    model.load_weights(pretrained)
-                start = training.snapshot(model)
+                with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
+                    model = build_model(model_cfg, len(ws.classes))
+                    if use_pretrained:
+                        model.load_weights(pretrained)
+                    start = training.snapshot(model)
             training.restore(model, start)
             train, val = ws.split(k)
             summary = training.fit(model, train, val, training.Schedule.curated(ws.profile, model_cfg),
                                    model_cfg.crop_samples, folder, prefix, seed=args.seed + k,
-                                   label=f"{model_cfg.name} fold {k}", workers=args.workers)
+                                   label=f"{model_cfg.name} fold {k}", workers=args.workers,
+                                   tensorboard=args.tensorboard)
             print(f"{model_cfg.name} fold {k}: best epoch {summary['best_epoch']}, "
                   f"val LRAP {summary['best_val_lrap']:.4f}")
             gather_history(folder, ws.profile.n_folds)
+        gather_history(folder, ws.profile.n_folds)  # again for folds other machines trained (--folds)
+        report = reports.update_training_report(folder, pretrained.with_name(f"{PRETRAIN}.history.csv")
+                                                if use_pretrained else None)
+        if report:
+            print(f"{model_cfg.name}: report {report}")
     return 0
 
 

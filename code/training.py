@@ -9,11 +9,15 @@ run called <prefix> in the model's folder:
     <prefix>.history.csv    one row per epoch: epoch, lr, loss, val_lrap, val_lwlrap
     <prefix>.json           written last: the run is finished (best epoch and score)
     <prefix>.last.keras, <prefix>.state.json   resume point while the run is unfinished
+    tensorboard/<prefix>/   with tensorboard=True: the history's scalars, step = epoch
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,8 +25,10 @@ from pathlib import Path
 
 import keras
 import pandas as pd
+import tensorflow as tf
 
 import layers  # noqa: F401  (registers the custom layers, so load_model needs no custom_objects)
+import shutdown
 from batches import ClipData, TrainBatches, predict_tta
 from config import ModelConfig, Profile
 from feature_cache import atomic_write_text
@@ -33,6 +39,7 @@ from metrics import lrap, lwlrap
 warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
 
 HISTORY_COLUMNS = ["epoch", "lr", "loss", "val_lrap", "val_lwlrap"]
+TENSORBOARD_DIR = "tensorboard"
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,20 @@ class Schedule:
     def mixup_at(self, epoch: int) -> float:
         return self.mixup_prob if epoch < min(self.lr_milestones, default=self.epochs) else 0.0
 
+    def for_replicas(self, replicas: int) -> "Schedule":
+        """The schedule on `replicas` data-parallel replicas: each takes `batch_size` clips
+        per step, so the global batch is `replicas` times larger, and the learning rate is
+        multiplied by sqrt(replicas). Square root, not linear: the optimizer is Nadam, and
+        for adaptive optimizers the square-root rule is the one that keeps training
+        dynamics (Malladi et al. 2022, "On the SDEs and scaling rules for adaptive gradient
+        algorithms"); the linear rule is SGD's and needs a warm-up. Keeping the lr would
+        take `replicas` times fewer steps of the same size per epoch, and the schedule is
+        counted in epochs."""
+        if replicas == 1:
+            return self
+        return dataclasses.replace(self, lr=self.lr * math.sqrt(replicas), batch_size=self.batch_size * replicas,
+                                   predict_batch_size=self.predict_batch_size * replicas)
+
     @classmethod
     def curated(cls, profile: Profile, model: ModelConfig) -> "Schedule":
         return cls(profile.epochs, model.lr, profile.lr_milestones, profile.lr_factor, profile.mixup_prob,
@@ -83,40 +104,71 @@ def clear(folder: Path, prefix: str) -> None:
         path = folder / f"{prefix}{suffix}"
         if path.exists():
             path.unlink()
+    shutil.rmtree(tensorboard_dir(folder, prefix), ignore_errors=True)
+
+
+def tensorboard_dir(folder: Path, prefix: str) -> Path:
+    return folder / TENSORBOARD_DIR / prefix
 
 
 def save_weights_atomic(model: keras.Model, path: Path) -> None:
     tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
-    model.save_weights(tmp)
-    os.replace(tmp, path)
+    with shutdown.critical():  # a SIGTERM lets the write finish (shutdown.py)
+        model.save_weights(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
 
 
 def save_model_atomic(model: keras.Model, path: Path) -> None:
     tmp = path.with_name(path.name.replace(".keras", ".tmp.keras"))
-    model.save(tmp)
-    os.replace(tmp, path)
+    with shutdown.critical():
+        model.save(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+
+
+def _fsync(path: Path) -> None:
+    """On disk before the rename, so a power cut cannot leave an empty file under the final name."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def remove_temporaries(folder: Path, prefix: str) -> None:
+    """Temp files a killed run of `prefix` left mid-write; nothing reads them."""
+    for path in folder.glob(f"{prefix}.*tmp*"):
+        path.unlink(missing_ok=True)
 
 
 def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, crop_samples: int,
-        folder: Path, prefix: str, *, seed: int, label: str, workers: int = 2) -> dict:
+        folder: Path, prefix: str, *, seed: int, label: str, workers: int = 2, tensorboard: bool = False) -> dict:
     """Train `model` by `schedule`, resuming `prefix` in `folder` if it was interrupted.
-    Returns the finished run's summary (also in <prefix>.json)."""
+    A model built inside a tf.distribute strategy's scope trains on its replicas, with the
+    schedule scaled by `Schedule.for_replicas`. Returns the finished run's summary (also in
+    <prefix>.json)."""
+    strategy = model.distribute_strategy
+    schedule = schedule.for_replicas(strategy.num_replicas_in_sync)
     folder.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(folder, prefix)
     state_path, last_path = folder / f"{prefix}.state.json", folder / f"{prefix}.last.keras"
     best_path = folder / f"{prefix}.weights.h5"
     state = {"next_epoch": 0, "best_epoch": None, "best_score": -1.0, "history": [], "seconds": 0.0}
     if state_path.is_file() and last_path.is_file():
         state = json.loads(state_path.read_text())
-        model = keras.models.load_model(last_path)
+        with strategy.scope():  # its variables must live on the same replicas
+            model = keras.models.load_model(last_path)
         print(f"{label}: resuming at epoch {state['next_epoch'] + 1}")
 
+    # Written here rather than by Keras' TensorBoard callback: model.fit runs one epoch at
+    # a time, and the callback would restart its step count at every call (and on resume).
+    writer = tf.summary.create_file_writer(str(tensorboard_dir(folder, prefix))) if tensorboard else None
     for epoch in range(state["next_epoch"], schedule.epochs):
         start = time.perf_counter()
         lr = schedule.lr_at(epoch)
         model.optimizer.learning_rate.assign(lr)
         batches = TrainBatches(train, schedule.batch_size, crop_samples, seed=seed, epoch=epoch,
                                mixup_prob=schedule.mixup_at(epoch), mixup_weight=schedule.mixup_weight,
-                               label_smoothing=schedule.label_smoothing, workers=workers)
+                               label_smoothing=schedule.label_smoothing, workers=workers,
+                               min_batch=strategy.num_replicas_in_sync)
         loss = model.fit(batches, epochs=1, verbose=0).history["loss"][-1]
         scores = predict_tta(model, val, crop_samples, schedule.predict_batch_size, workers)
         val_lrap, val_lwlrap = lrap(val.labels, scores), lwlrap(val.labels, scores)
@@ -138,11 +190,20 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
                 and epoch >= schedule.stop_min_epoch and epoch - state["best_epoch"] >= schedule.patience)
         atomic_write_text(folder / f"{prefix}.history.csv",
                           pd.DataFrame(state["history"], columns=HISTORY_COLUMNS).to_csv(index=False))
+        if writer is not None:
+            # step = the epoch of history.csv, so a resumed run continues the same curves
+            with writer.as_default(step=epoch + 1):
+                for name in HISTORY_COLUMNS[1:]:
+                    tf.summary.scalar(name, state["history"][-1][name])
+            writer.flush()
         if stop or epoch + 1 == schedule.epochs:
             break
-        save_model_atomic(model, last_path)
-        atomic_write_text(state_path, json.dumps(state))
+        with shutdown.critical():  # the checkpoint and its state, both or neither on SIGTERM
+            save_model_atomic(model, last_path)
+            atomic_write_text(state_path, json.dumps(state))
 
+    if writer is not None:
+        writer.close()
     if not best_path.is_file():  # no epoch reached keep_from_epoch (a schedule shorter than it)
         save_weights_atomic(model, best_path)
         state["best_epoch"] = state["next_epoch"] - 1

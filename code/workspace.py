@@ -7,19 +7,23 @@ import sys
 from functools import cached_property
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 
 import cli
 import config
+import distribute
 import folds as folds_lib
+import shutdown
 from batches import ClipData
 from dataset import ClipSet, Dataset, DatasetError, load_dataset
 from feature_cache import FeatureCache, atomic_write_text
 
 
-def stage_parser(description: str) -> argparse.ArgumentParser:
-    """Options every training-side stage takes: profile, folders, models, folds, force."""
+def stage_parser(description: str, *, trains: bool = False) -> argparse.ArgumentParser:
+    """Options every training-side stage takes: profile, folders, models, folds, force;
+    with `trains`, those of the stages that fit models: devices and TensorBoard."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_common_args(parser)
     parser.add_argument("--models", nargs="+", metavar="NAME",
@@ -29,7 +33,26 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="redo work that is already finished")
     parser.add_argument("--workers", type=int, default=2, help="threads building batches (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
+    parser.add_argument("--mixed-precision", choices=["float16", "bfloat16"], default=None,
+                        help="compute in 16-bit floats on a GPU (Keras mixed_<type> policy; the log-mel, "
+                             "the output and the loss stay float32; float16 adds loss scaling)")
+    if trains:
+        g = parser.add_argument_group("devices and logs")
+        g.add_argument("--strategy", choices=distribute.STRATEGIES, default="auto",
+                       help="auto (default): mirror over all GPUs when more than one is visible; mirrored: "
+                            "always (GPUs, else --logical-cpus); default: one device. Each replica takes "
+                            "batch_size clips per step (the lr rule: README, 'Bigger runs')")
+        g.add_argument("--logical-cpus", type=int, metavar="N",
+                       help="split the CPU into N logical devices, for --strategy mirrored without GPUs "
+                            "(tests it on a CPU; not faster)")
+        g.add_argument("--tensorboard", action="store_true",
+                       help="log lr, loss, val_lrap, val_lwlrap per epoch to models/<name>/tensorboard/<run>/")
     return parser
+
+
+def set_precision(mixed: str | None) -> None:
+    """The Keras dtype policy of every model built afterwards: float32, or mixed_<mixed>."""
+    keras.mixed_precision.set_global_policy(f"mixed_{mixed}" if mixed else "float32")
 
 
 class Workspace:
@@ -37,6 +60,10 @@ class Workspace:
         self.args = args
         self.profile, self.paths = cli.resolve(args)
         self.models = config.select_models(args.models)
+        set_precision(getattr(args, "mixed_precision", None))
+        # made first, before anything starts TensorFlow's runtime (--logical-cpus needs that)
+        self.strategy = distribute.make_strategy(getattr(args, "strategy", "default"),
+                                                 getattr(args, "logical_cpus", None))
 
     @cached_property
     def dataset(self) -> Dataset:
@@ -69,7 +96,7 @@ class Workspace:
         """Fold of each clip of `self.curated`, from models/folds.csv (made on first use)."""
         fnames = self.curated.fnames
         clips = ClipSet("curated", fnames, [], self.curated.labels)
-        table = folds_lib.load_or_create(self.paths.models, clips, self.profile.n_folds)
+        table = folds_lib.load_or_create(self.paths.models, clips, self.profile.n_folds, self.classes)
         return table.set_index("fname").loc[fnames, "fold"].to_numpy()
 
     def fold_numbers(self) -> list[int]:
@@ -112,11 +139,18 @@ def read_predictions(path: Path, fnames: list[str], classes: list[str]) -> np.nd
     return table.set_index("fname").loc[fnames, classes].to_numpy(np.float32)
 
 
+class NotReady(Exception):
+    """What a stage needs from earlier stages is missing (e.g. folds that another machine
+    has not trained yet); the message names it."""
+
+
 def run_stage(main) -> None:
-    """Run a stage's main(); dataset problems become one clear message and exit code 2."""
+    """Run a stage's main(); dataset problems and missing inputs become one clear message
+    and exit code 2. SIGTERM exits cleanly (shutdown.py)."""
+    shutdown.install()
     try:
         sys.exit(main())
-    except DatasetError as e:
+    except (DatasetError, NotReady) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except FileNotFoundError as e:

@@ -3,6 +3,17 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 CODE_DIR = Path(__file__).resolve().parent.parent / "code"
 sys.path.insert(0, str(CODE_DIR))
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """The tiny end-to-end run of every stage (helpers.run_tiny_pipeline), once per session:
+    test_pipeline.py, test_reports.py and test_tag.py all read it. Tests that change it
+    (test_pipeline's --force) keep it valid for the others."""
+    from helpers import run_tiny_pipeline
+    return run_tiny_pipeline(tmp_path_factory.mktemp("pipeline"), pytest.MonkeyPatch())

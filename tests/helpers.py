@@ -66,3 +66,60 @@ def reference_global_features(x: np.ndarray, num_steps: int = 128) -> np.ndarray
         feats.append([local.mean(), local.std(), local.max() - local.min()]
                      + np.percentile(local, [0, 1, 25, 30, 50, 60, 75, 99, 100]).tolist())
     return np.array(feats)
+
+
+# The tiny end-to-end pipeline that test_pipeline.py, test_reports.py and test_tag.py share
+# (run once per session by the `pipeline_run` fixture in conftest.py): 2 folds, 1-2 epochs,
+# tiny models.
+PIPELINE_MODELS = ["v1mix", "max3exam"]
+PIPELINE_SETTINGS = ["epochs=2", "pretrain_epochs=1", "n_folds=2", "width=0.0625", "duration=0.5",
+                     "lr_milestones=1", "pretrain_lr_milestones=1", "pretrain_keep_from_epoch=0",
+                     "stacker_epochs=3", "early_stop_min_epoch=0", "lr_multiplier=1"]
+
+
+def run_tiny_pipeline(root: Path, monkeypatch) -> dict:
+    """Every stage, in-process, on a 12-clip dataset under `root`. Records which clips each
+    fold model trained on and which weights predicted which clips, for the leakage test.
+
+    Returns root, data, common (the stage arguments), trained_on, predicted."""
+    import keras
+
+    import ensemble
+    import features
+    import predict
+    import pretrain
+    import train
+    import training
+
+    data = make_dataset(root / "data", n_curated=12, n_noisy=6, n_test=4)
+    common = ["--profile", "demo", "--data-dir", str(data), "--models-dir", str(root / "models"),
+              "--submissions-dir", str(root / "subs"), "--set", *PIPELINE_SETTINGS, "--models", *PIPELINE_MODELS]
+    assert features.main(["--data-dir", str(data), "--workers", "1"]) == 0
+
+    trained_on = {}   # weights file -> fnames its fold model trained on
+    predicted = []    # (weights file, fnames) of every prediction
+    loaded = {}
+    real_fit, real_predict, real_load = training.fit, predict.predict_tta, keras.Model.load_weights
+
+    def recording_fit(model, train_data, val, schedule, crop, folder, prefix, **kw):
+        trained_on[str(folder / f"{prefix}.weights.h5")] = set(train_data.fnames)
+        return real_fit(model, train_data, val, schedule, crop, folder, prefix, **kw)
+
+    def recording_predict(model, clips, *a, **kw):
+        predicted.append((loaded["path"], clips.fnames))
+        return real_predict(model, clips, *a, **kw)
+
+    def recording_load(self, path, *a, **kw):
+        loaded["path"] = str(path)
+        return real_load(self, path, *a, **kw)
+
+    monkeypatch.setattr(training, "fit", recording_fit)
+    monkeypatch.setattr(pretrain.training, "fit", recording_fit)
+    monkeypatch.setattr(predict, "predict_tta", recording_predict)
+    monkeypatch.setattr(keras.Model, "load_weights", recording_load)
+    try:
+        for stage in (pretrain, train, predict, ensemble):
+            assert stage.main(common) == 0, stage.__name__
+    finally:
+        monkeypatch.undo()
+    return dict(root=root, data=data, common=common, trained_on=trained_on, predicted=predicted)

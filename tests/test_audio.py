@@ -25,6 +25,17 @@ def test_global_features_on_quantised_audio_with_ties():
     np.testing.assert_allclose(global_features(x), reference_global_features(x), rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("n", [256, 5_000, 220_500, 661_503])
+def test_global_features_of_16_bit_audio_equal_the_loop_definition(n):
+    # what decoding a PCM_16 file gives: multiples of 1/32768, full scale included (these
+    # take the int16 radix-sort path)
+    rng = np.random.default_rng(n)
+    x = np.clip(np.round(rng.standard_normal(n) * 4000 * np.linspace(0, 3, n)), -32768, 32767)
+    x[:3] = [-32768, 32767, 0]
+    x = (x / 32768).astype(np.float32)
+    np.testing.assert_allclose(global_features(x), reference_global_features(x), rtol=1e-6, atol=0)
+
+
 def test_short_clips_are_padded_for_global_features():
     x = np.linspace(-1, 1, 100, dtype=np.float32)
     padded = np.pad(x, (0, 156))

@@ -125,19 +125,25 @@ def test_model_trains_one_step(model_config):
     assert pred.shape == (4, N_CLASSES) and np.all((pred > 0) & (pred < 1))
 
 
-def test_model_under_mixed_precision_keeps_float32_logmel_and_output():
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
+@pytest.mark.parametrize("mixed", ["float16", "bfloat16"])
+def test_model_under_mixed_precision_keeps_float32_logmel_and_output(mixed):
+    import workspace
+    workspace.set_precision(mixed)  # what the stages' --mixed-precision does
     try:
         cfg = tiny(config.ZOO_BY_NAME["v1mix"])
         model = models.build_model(cfg, N_CLASSES)
         x, _ = make_batch(cfg)
         pred = model(x, training=False)
+        loss, _ = train_one_step(model, cfg)
     finally:
-        keras.config.set_dtype_policy(previous)
+        workspace.set_precision(None)
+    assert keras.config.dtype_policy().name == "float32"
     assert model.get_layer("logmel").output.dtype == "float32"
-    assert model.get_layer("block1_1_conv").compute_dtype == "float16"
-    assert pred.dtype == "float32"
+    assert model.get_layer("block1_1_conv").compute_dtype == mixed
+    assert model.get_layer("block1_1_conv").kernel.dtype == "float32"   # float32 master weights
+    assert pred.dtype == "float32" and np.isfinite(loss)
+    # float16 needs loss scaling against gradient underflow; bfloat16 has float32's range
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (mixed == "float16")
 
 
 # ---------------------------------------------------------------------------------------

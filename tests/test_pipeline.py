@@ -6,59 +6,17 @@ import pandas as pd
 import pytest
 
 import ensemble
-import features
 import predict
 import pretrain
 import train
-import training
-from helpers import make_dataset
-
-MODELS = ["v1mix", "max3exam"]
-TINY = ["epochs=2", "pretrain_epochs=1", "n_folds=2", "width=0.0625", "duration=0.5", "lr_milestones=1",
-        "pretrain_lr_milestones=1", "pretrain_keep_from_epoch=0", "stacker_epochs=3", "early_stop_min_epoch=0",
-        "lr_multiplier=1"]
+from helpers import PIPELINE_MODELS as MODELS
+from workspace import NotReady
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    data = make_dataset(root / "data", n_curated=12, n_noisy=6, n_test=4)
-    common = ["--profile", "demo", "--data-dir", str(data), "--models-dir", str(root / "models"),
-              "--submissions-dir", str(root / "subs"), "--set", *TINY, "--models", *MODELS]
-    assert features.main(["--data-dir", str(data), "--workers", "1"]) == 0
-
-    trained_on = {}   # weights file -> fnames its fold model trained on
-    predicted = []    # (weights file, fnames) of every prediction
-    real_fit, real_predict = training.fit, predict.predict_tta
-
-    def recording_fit(model, train_data, val, schedule, crop, folder, prefix, **kw):
-        trained_on[str(folder / f"{prefix}.weights.h5")] = set(train_data.fnames)
-        return real_fit(model, train_data, val, schedule, crop, folder, prefix, **kw)
-
-    loaded = {}
-
-    def recording_predict(model, data, *a, **kw):
-        predicted.append((loaded["path"], data.fnames))
-        return real_predict(model, data, *a, **kw)
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(training, "fit", recording_fit)
-    mp.setattr(pretrain.training, "fit", recording_fit)
-    mp.setattr(predict, "predict_tta", recording_predict)
-    import keras
-    real_load = keras.Model.load_weights
-
-    def recording_load(self, path, *a, **kw):
-        loaded["path"] = str(path)
-        return real_load(self, path, *a, **kw)
-
-    mp.setattr(keras.Model, "load_weights", recording_load)
-    try:
-        for stage in (pretrain, train, predict, ensemble):
-            assert stage.main(common) == 0, stage.__name__
-    finally:
-        mp.undo()
-    return dict(root=root, data=data, common=common, trained_on=trained_on, predicted=predicted)
+def run(pipeline_run):
+    """The session's one tiny pipeline run (conftest.py), shared with test_reports/test_tag."""
+    return pipeline_run
 
 
 def classes(data):
@@ -133,5 +91,11 @@ def test_force_redoes_a_fold(run, capsys):
 
 def test_ensemble_refuses_missing_predictions(run, tmp_path):
     common = [a if a != str(run["root"] / "models") else str(tmp_path) for a in run["common"]]
-    with pytest.raises(SystemExit, match="predictions missing"):
+    with pytest.raises(NotReady, match="predictions missing"):
         ensemble.main(common)
+
+
+def test_submission_keeps_rows_of_test_clips_skipped_as_bad():
+    scores = np.array([[0.2, 0.8], [0.4, 0.0]], np.float32)
+    filled = ensemble.complete_rows(["a.wav", "bad.wav", "b.wav"], ["b.wav", "a.wav"], scores)
+    np.testing.assert_allclose(filled, [[0.4, 0.0], [0.3, 0.4], [0.2, 0.8]])

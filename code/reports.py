@@ -1,0 +1,241 @@
+"""Figures and tables the stages leave behind, to read a run at a glance.
+
+    models/<name>/report.png     train.py: per-fold validation LRAP and lwlrap and training
+                                 loss per epoch, learning-rate steps marked, and the noisy
+                                 pretraining curve when the model started from one
+    submissions/report.png       ensemble.py: per-class OOF lwlrap of the stacker, the weighted
+                                 average and the best single model; the stacker's per-class
+                                 weights over the models
+    submissions/per_class.csv    ensemble.py: the per-class figures behind that plot
+
+Figures are drawn on matplotlib Figure objects (Agg canvas, no pyplot state) and written
+atomically, like every other file of the pipeline.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from feature_cache import atomic_write_text
+from metrics import lwlrap, per_class_lwlrap
+
+TRAINING_REPORT = "report.png"
+ENSEMBLE_REPORT = "report.png"
+PER_CLASS_CSV = "per_class.csv"
+DPI = 110
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """PNG written to a temporary name, then moved into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=DPI)
+    os.replace(tmp, path)
+    return path
+
+
+def lr_steps(history: pd.DataFrame) -> list[tuple[int, float]]:
+    """(epoch, new lr) for every epoch whose learning rate differs from the previous one's
+    (the schedule is the same for every fold, so the union over folds)."""
+    steps = set()
+    for _, run in history.groupby("fold") if "fold" in history else [(0, history)]:
+        run = run.sort_values("epoch")
+        changed = run["lr"].to_numpy()[1:] != run["lr"].to_numpy()[:-1]
+        steps |= {(int(e), float(lr)) for e, lr in zip(run["epoch"].to_numpy()[1:][changed],
+                                                       run["lr"].to_numpy()[1:][changed])}
+    return sorted(steps)
+
+
+def mark_lr_steps(ax, steps: list[tuple[int, float]], label: bool) -> None:
+    """A dashed line just before each epoch that starts a new learning rate."""
+    for epoch, lr in steps:
+        ax.axvline(epoch - 0.5, color="0.55", linestyle="--", linewidth=0.8, zorder=0)
+        if label:
+            ax.annotate(f"lr {lr:.1e}", (epoch - 0.5, 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(2, -2), textcoords="offset points", fontsize=7, color="0.35",
+                        rotation=90, va="top")
+
+
+def epoch_axis(ax, last_epoch: int) -> None:
+    """Whole epochs, with half an epoch of room either side (a 1-epoch run stays visible)."""
+    ax.set_xlim(0.5, last_epoch + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlabel("epoch")
+
+
+def best_epochs(history: pd.DataFrame) -> pd.DataFrame:
+    """Per fold, the epoch with the best validation LRAP (the one training keeps)."""
+    rows = history.loc[history.groupby("fold")["val_lrap"].idxmax()]
+    return rows.set_index("fold")
+
+
+def training_report(history_csv: Path, out: Path, title: str,
+                    pretrain_history_csv: Path | None = None) -> Path:
+    """models/<name>/report.png from history.csv (and pretrain.history.csv when given and present).
+
+    Panels: validation LRAP, validation lwlrap, training loss, each with one thin line per
+    fold, the mean over the folds bold and each fold's kept epoch dotted; and, when the model
+    started from noisy pretraining, that run's curves with its kept epoch starred.
+    """
+    history = pd.read_csv(history_csv).reset_index(drop=True)
+    pretrain = None
+    if pretrain_history_csv is not None and Path(pretrain_history_csv).is_file():
+        pretrain = pd.read_csv(pretrain_history_csv)
+    n_panels = 4 if pretrain is not None else 3
+    fig = Figure(figsize=(11, 7.5) if n_panels == 4 else (15, 4.2), layout="constrained")
+    axes = fig.subplots(2, 2).ravel() if n_panels == 4 else fig.subplots(1, 3)
+
+    folds = sorted(history["fold"].unique())
+    colours = [f"C{i % 10}" for i in range(len(folds))]
+    best = best_epochs(history)
+    steps = lr_steps(history)
+    dots = "." if history["epoch"].max() <= 20 else None   # short runs: every epoch visible
+    panels = (("val_lrap", "validation LRAP (3-TTA)"), ("val_lwlrap", "validation lwlrap (3-TTA)"),
+              ("loss", "training loss (BCE)"))
+    for ax, (column, name) in zip(axes, panels):
+        for fold, colour in zip(folds, colours):
+            run = history[history["fold"] == fold].sort_values("epoch")
+            ax.plot(run["epoch"], run[column], color=colour, linewidth=1, alpha=0.7, marker=dots,
+                    label=f"fold {fold}: best LRAP {best.loc[fold, 'val_lrap']:.3f} @ {best.loc[fold, 'epoch']}")
+            ax.plot(best.loc[fold, "epoch"], best.loc[fold, column], "o", color=colour, markersize=4)
+        mean = history.groupby("epoch")[column].mean()
+        ax.plot(mean.index, mean.to_numpy(), color="black", linewidth=2.2, marker=dots, label="mean over folds")
+        mark_lr_steps(ax, steps, label=True)
+        ax.set_title(name, fontsize=10)
+        epoch_axis(ax, int(history["epoch"].max()))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right", ncol=2 if len(folds) > 5 else 1)
+
+    if pretrain is not None:
+        ax = axes[3]
+        for column, colour, name in (("val_lrap", "C0", "curated LRAP"), ("val_lwlrap", "C1", "curated lwlrap")):
+            ax.plot(pretrain["epoch"], pretrain[column], color=colour, linewidth=1.8, marker="o", markersize=3,
+                    label=name)
+        loss_ax = ax.twinx()
+        loss_ax.plot(pretrain["epoch"], pretrain["loss"], color="0.4", linewidth=1.2, linestyle=":", marker=".",
+                     label="noisy loss (right)")
+        loss_ax.set_ylabel("training loss", fontsize=8)
+        summary_path = Path(pretrain_history_csv).with_name("pretrain.json")
+        if summary_path.is_file():  # the epoch whose weights the folds start from
+            kept = json.loads(summary_path.read_text()).get("best_epoch")
+            row = pretrain[pretrain["epoch"] == kept]
+            if len(row):
+                ax.plot(kept, row["val_lrap"].iloc[0], "*", color="C3", markersize=12, label=f"kept (epoch {kept})")
+        mark_lr_steps(ax, lr_steps(pretrain), label=True)
+        source = Path(pretrain_history_csv).resolve().parent.name
+        ax.set_title(f"noisy pretraining ({source}), scored on curated", fontsize=10)
+        epoch_axis(ax, int(pretrain["epoch"].max()))
+        ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        more_handles, more_labels = loss_ax.get_legend_handles_labels()
+        ax.legend(handles + more_handles, labels + more_labels, fontsize=7, loc="lower right")
+
+    fig.suptitle(f"{title}: {len(folds)} fold(s), mean best val LRAP {best['val_lrap'].mean():.4f}, "
+                 f"lwlrap at those epochs {best['val_lwlrap'].mean():.4f}", fontsize=12)
+    return save_figure(fig, out)
+
+
+def update_training_report(folder: Path, pretrain_history_csv: Path | None = None) -> Path | None:
+    """Redraw models/<name>/report.png when history.csv (or the pretraining history) is
+    newer than it; None when there is no history yet or the report is current."""
+    folder = Path(folder)
+    history, out = folder / "history.csv", folder / TRAINING_REPORT
+    if not history.is_file():
+        return None
+    inputs = [history] + ([Path(pretrain_history_csv)] if pretrain_history_csv is not None
+                          and Path(pretrain_history_csv).is_file() else [])
+    if out.is_file() and all(p.stat().st_mtime_ns <= out.stat().st_mtime_ns for p in inputs):
+        return None
+    return training_report(history, out, folder.name, pretrain_history_csv)
+
+
+def per_class_table(classes: list[str], y_true: np.ndarray, model_names: list[str],
+                    model_scores: list[np.ndarray], average: np.ndarray,
+                    stacker: np.ndarray) -> tuple[pd.DataFrame, str]:
+    """One row per class, in class order: class, n_positives, weight (share of all positive
+    labels: lwlrap = sum(weight * lwlrap of a class)), lwlrap of the stacker, the weighted
+    average, the best single model (best overall OOF lwlrap) and each model. A class no
+    clip carries has weight 0 and no lwlrap (empty in the CSV).
+    Returns (table, name of the best single model)."""
+    best = model_names[int(np.argmax([lwlrap(y_true, s) for s in model_scores]))]
+    stacker_score, weight = per_class_lwlrap(y_true, stacker)
+    table = pd.DataFrame({"class": classes, "n_positives": (y_true > 0.5).sum(axis=0).astype(int),
+                          "weight": weight, "lwlrap_stacker": stacker_score,
+                          "lwlrap_average": per_class_lwlrap(y_true, average)[0]})
+    per_model = {f"lwlrap_{n}": per_class_lwlrap(y_true, s)[0] for n, s in zip(model_names, model_scores)}
+    table["lwlrap_best_single"] = per_model[f"lwlrap_{best}"]
+    for column, values in per_model.items():
+        table[column] = values
+    lwlrap_columns = [c for c in table.columns if c.startswith("lwlrap_")]
+    table.loc[table["n_positives"] == 0, lwlrap_columns] = np.nan
+    return table, best
+
+
+def ensemble_report(out_dir: Path, classes: list[str], y_true: np.ndarray, model_names: list[str],
+                    model_scores: list[np.ndarray], average: np.ndarray, stacker: np.ndarray,
+                    stacker_weights: np.ndarray | None) -> pd.DataFrame:
+    """submissions/per_class.csv and submissions/report.png from the OOF predictions.
+
+    stacker_weights: (n_classes, n_models + 1), the stacker's per-class weights over the
+    models and the weighted average (last column), averaged over its folds; None leaves
+    the heatmap out.
+    """
+    out_dir = Path(out_dir)
+    table, best = per_class_table(classes, y_true, model_names, model_scores, average, stacker)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / PER_CLASS_CSV, table.to_csv(index=False, float_format="%.6g"))
+
+    overall = {"stacker": lwlrap(y_true, stacker), "average": lwlrap(y_true, average),
+               "best": lwlrap(y_true, model_scores[model_names.index(best)])}
+    # classes with positives only, worst (by the stacker) on top
+    shown = np.flatnonzero(table["n_positives"].to_numpy() > 0)
+    order = shown[np.argsort(table["lwlrap_stacker"].to_numpy()[shown], kind="stable")]
+    n = len(order)
+    heat = stacker_weights is not None
+    fig = Figure(figsize=(13 if heat else 8.5, max(4.5, 0.17 * n + 2.0)), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True, width_ratios=[3, 1.3 + 0.35 * len(model_names)]) if heat \
+        else [fig.subplots(1, 1)]
+    ax = axes[0]
+    rows = np.arange(n)
+    series = (("lwlrap_best_single", "x", "C2", f"best single model, {best} ({overall['best']:.4f})"),
+              ("lwlrap_average", "^", "C1", f"weighted average ({overall['average']:.4f})"),
+              ("lwlrap_stacker", "o", "C0", f"stacker ({overall['stacker']:.4f})"))
+    values = np.column_stack([table[c].to_numpy()[order] for c, *_ in series])
+    ax.hlines(rows, values.min(axis=1), values.max(axis=1), color="0.75", linewidth=1, zorder=1)
+    for k, (_, marker, colour, label) in enumerate(series):
+        ax.plot(values[:, k], rows, marker, color=colour, markersize=5, label=label, zorder=2,
+                markerfacecolor="none" if marker == "^" else colour)
+    ax.set_yticks(rows, [f"{table['class'].iloc[i]} ({table['n_positives'].iloc[i]})" for i in order],
+                  fontsize=7 if n > 30 else 9)
+    low = float(values.min()) if values.size else 0.0
+    ax.set_xlim(max(0.0, np.floor(low * 10 - 0.2) / 10), 1.02)  # zoom in to where the classes are
+    ax.set_xlabel("out-of-fold lwlrap of the class")
+    ax.grid(axis="x", alpha=0.3)
+    # below the figure: inside, it would hide some class's markers
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower left", ncol=3, fontsize=9,
+               title="overall OOF lwlrap", title_fontsize=9)
+    ax.set_title("per-class lwlrap, classes sorted by the stacker's (positives in brackets)", fontsize=10)
+
+    if heat:
+        weights = np.asarray(stacker_weights)[order]
+        limit = max(float(np.abs(weights).max()), 1e-6)
+        mesh = axes[1].pcolormesh(np.arange(weights.shape[1] + 1) - 0.5, np.arange(n + 1) - 0.5, weights,
+                                  cmap="RdBu_r", vmin=-limit, vmax=limit)
+        axes[1].set_xticks(np.arange(weights.shape[1]), [*model_names, "weighted average"],
+                           rotation=60, ha="right", fontsize=8)
+        axes[1].tick_params(axis="y", left=False)
+        axes[1].set_title("stacker's per-class weights\n(mean over folds)", fontsize=10)
+        fig.colorbar(mesh, ax=axes[1], shrink=0.5, aspect=30, label="weight")
+    ax.set_ylim(n - 0.5, -0.5)   # after the heatmap, which would reset the shared limits
+    left_out = f" ({len(classes) - n} without clips left out)" if n < len(classes) else ""
+    fig.suptitle(f"Ensemble on out-of-fold predictions: {len(model_names)} model(s), {n} classes{left_out}, "
+                 f"{len(y_true)} clips", fontsize=12)
+    save_figure(fig, out_dir / ENSEMBLE_REPORT)
+    return table

@@ -1,0 +1,261 @@
+"""Tag audio files with the trained models: the top-k labels and their scores per file.
+
+    python code/tag.py clip.wav more_clips/ --top-k 3
+    python code/tag.py --profile demo input/demo/audio_test --json tags.json --csv tags.csv
+
+Folders are searched recursively for audio files (wav, flac, ogg, mp3, aiff, ...). Each
+file goes through exactly what the features stage does to a clip (decode to mono 44.1 kHz,
+trim silence, global features of the untrimmed clip, length, int16 storage; it is put in
+a temporary feature cache), then each model predicts it with the 3-TTA of predict.py,
+averaged over every trained fold of the model.
+
+Models are combined by the zoo's WEIGHTED AVERAGE (the weights in config.ZOO, as in the
+ensemble's average.csv), not by the stacker of submission.csv. By default every trained
+zoo member with a weight takes part; --models picks some (a single model: its own scores).
+
+Class names come from the header of a prediction CSV in the models folder (oof.csv,
+test.csv, fold<k>.*.csv, written by predict.py with the training data's classes), so a
+models folder tags on its own; before predict.py has run, from
+<data-dir>/sample_submission.csv.
+
+Exit status: 0 when every file was tagged; 1 when some could not be decoded (each is
+named, the others are still tagged and written); 2 when there is nothing to tag with
+(no trained models, no class list) or no file was given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported: readable output
+
+import numpy as np
+import soundfile as sf
+
+import cli
+import config
+import training
+from batches import ClipData, predict_tta
+from dataset import SUBMISSION_CSV, DatasetError, read_classes
+from feature_cache import CacheWriter, FeatureCache, Source, atomic_write_text, file_signature
+from features import featurise
+from models import build_model
+from workspace import write_predictions
+
+# What soundfile can read, by extension (RAW needs its format spelled out, so not that).
+AUDIO_EXTENSIONS = ({f".{name.lower()}" for name in sf.available_formats()} - {".raw"}) | {".aif", ".oga", ".opus"}
+FOLD_WEIGHTS = re.compile(r"fold(\d+)\.weights\.h5")
+PREDICTION_CSVS = ("oof.csv", "test.csv", "fold*.oof.csv", "fold*.test.csv")
+
+
+class TagError(Exception):
+    """Nothing can be tagged (no models, no classes, no files); exit status 2."""
+
+
+@dataclass
+class Member:
+    """A trained zoo model as tagging uses it: its scaled config, folds and normalised weight."""
+    config: config.ModelConfig
+    folder: Path
+    folds: list[int]
+    weight: float
+
+
+def trained_folds(folder: Path) -> list[int]:
+    """Fold numbers whose training finished (fold<k>.json and fold<k>.weights.h5)."""
+    found = [int(m.group(1)) for p in folder.glob("fold*.weights.h5") if (m := FOLD_WEIGHTS.fullmatch(p.name))]
+    return sorted(k for k in found if training.is_finished(folder, f"fold{k}"))
+
+
+def choose_members(models_dir: Path, profile: config.Profile, names: list[str] | None) -> list[Member]:
+    """The models to tag with and their weights (normalised; a plain mean when all are 0)."""
+    wanted = config.select_models(names)
+    trained = [(m, trained_folds(models_dir / m.name)) for m in wanted]
+    untrained = [m.name for m, folds in trained if not folds]
+    trained = [(m, folds) for m, folds in trained if folds]
+    if names and untrained:
+        raise TagError(f"--models {' '.join(untrained)}: no trained folds in {models_dir} "
+                       f"(looked for <model>/fold<k>.weights.h5); run code/train.py --models ... first")
+    if not trained:
+        raise TagError(f"no trained models in {models_dir} (looked for <model>/fold<k>.weights.h5 of "
+                       f"{', '.join(m.name for m in wanted)}); run code/train.py, or point --models-dir "
+                       f"(or --profile) at a folder of trained models")
+    if not names:
+        if untrained:
+            print(f"note: not trained in {models_dir}, left out: {', '.join(untrained)}", file=sys.stderr)
+        if any(m.weight > 0 for m, _ in trained):   # weight-0 members would add nothing
+            trained = [(m, folds) for m, folds in trained if m.weight > 0]
+    weights = np.array([m.weight for m, _ in trained], np.float64)
+    if weights.sum() <= 0:      # like ensemble.py: only weight-0 members, a plain mean
+        weights = np.ones_like(weights)
+    weights /= weights.sum()
+    return [Member(profile.scale(m), models_dir / m.name, folds, float(w))
+            for (m, folds), w in zip(trained, weights)]
+
+
+def find_classes(members: list[Member], data_dir: Path) -> tuple[list[str], Path]:
+    """Class names (and where they came from): a prediction CSV of the models, else the
+    dataset's sample_submission.csv."""
+    for member in members:
+        for pattern in PREDICTION_CSVS:
+            for path in sorted(member.folder.glob(pattern)):
+                return read_classes(path), path
+    path = Path(data_dir) / SUBMISSION_CSV
+    if path.is_file():
+        return read_classes(path), path
+    raise TagError(f"no class list: no prediction CSV in {members[0].folder} (run code/predict.py) "
+                   f"and no {path} (pass --data-dir)")
+
+
+def collect_files(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Audio files named or found (recursively) in folders, each once; (path, problem) for
+    inputs that do not exist or hold no audio."""
+    files, problems, seen = [], [], set()
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                problems.append((str(item), "folder holds no audio files"))
+        elif item.is_file():
+            found = [item]
+        else:
+            problems.append((str(item), "no such file or folder"))
+            continue
+        for path in found:
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                files.append(path)
+    return files, problems
+
+
+def featurise_files(files: list[Path], folder: Path) -> tuple[FeatureCache | None, list[tuple[str, str]]]:
+    """The files as a feature cache in `folder`, processed by the features stage's own
+    worker; (path, problem) for each file that could not be decoded."""
+    writer = CacheWriter(folder)
+    kept, problems = [], []
+    for path in files:
+        name, result = featurise((str(path), str(path)))
+        if isinstance(result, str):
+            problems.append((name, result))
+            continue
+        audio, scale, length, global_feats, notes = result
+        source = Source(name, path, *file_signature(path))
+        writer.add(source, audio, scale, length, global_feats, notes)
+        kept.append(source)
+    if not kept:
+        writer.close()
+        return None, problems
+    writer.finish(kept)
+    return FeatureCache(folder), problems
+
+
+def predict_members(members: list[Member], clips: ClipData, n_classes: int, batch_size: int,
+                    workers: int) -> np.ndarray:
+    """Weighted average over the members of each member's mean over its folds (3-TTA)."""
+    total = np.zeros((len(clips), n_classes), np.float64)
+    for member in members:
+        model = build_model(member.config, n_classes)
+        fold_sum = np.zeros_like(total)
+        for k in member.folds:
+            path = member.folder / f"fold{k}.weights.h5"
+            try:
+                model.load_weights(path)
+            except (ValueError, OSError) as e:   # another profile's widths or class list; a broken file
+                raise TagError(f"{path} does not fit a {member.config.name} of this profile with {n_classes} "
+                               f"classes (trained with another --profile or --set?): {e}") from None
+            fold_sum += predict_tta(model, clips, member.config.crop_samples, batch_size, workers)
+        total += member.weight * fold_sum / len(member.folds)
+    return total.astype(np.float32)
+
+
+def top_labels(scores: np.ndarray, classes: list[str], k: int) -> list[tuple[str, float]]:
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [(classes[i], float(scores[i])) for i in order]
+
+
+def results_json(members: list[Member], classes: list[str], fnames: list[str], scores: np.ndarray,
+                 notes: list[str], top_k: int, problems: list[tuple[str, str]]) -> str:
+    document = {
+        "combination": "weighted average of the models' fold-mean 3-TTA scores",
+        "models": [{"name": m.config.name, "folds": m.folds, "weight": round(m.weight, 6)} for m in members],
+        "classes": classes,
+        "files": [{"path": f, "top": [{"label": c, "score": round(s, 6)} for c, s in top_labels(row, classes, top_k)],
+                   "scores": {c: round(float(s), 6) for c, s in zip(classes, row)},
+                   "notes": [n for n in note.split("; ") if n]}
+                  for f, row, note in zip(fnames, scores, notes)],
+        "errors": [{"path": p, "error": why} for p, why in problems],
+    }
+    return json.dumps(document, indent=1) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="audio files and/or folders")
+    cli.add_common_args(parser)
+    parser.add_argument("--models", nargs="+", metavar="NAME",
+                        help=f"zoo members to tag with (default: every trained one with a weight): "
+                             f"{', '.join(config.ZOO_BY_NAME)}")
+    parser.add_argument("--top-k", type=int, default=5, help="labels printed per file (default 5)")
+    parser.add_argument("--csv", type=Path, metavar="PATH",
+                        help="write every class's score: fname (the path) + one column per class")
+    parser.add_argument("--json", type=Path, metavar="PATH",
+                        help="write models, classes and per file the top-k labels, all scores and notes")
+    parser.add_argument("--batch-size", type=int, help="clips per prediction batch (default: the profile's)")
+    parser.add_argument("--workers", type=int, default=2, help="threads building batches (default 2)")
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error("--top-k must be at least 1")
+    profile, paths = cli.resolve(args)
+
+    try:
+        members = choose_members(paths.models, profile, args.models)
+        classes, classes_from = find_classes(members, paths.data)
+        files, problems = collect_files(args.paths)
+        if not files and not problems:
+            raise TagError("no files to tag")
+    except (TagError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    used = ", ".join(f"{m.config.name} ({len(m.folds)} fold(s), weight {m.weight:.3f})" for m in members)
+    print(f"tag: profile {profile.name}, {len(files)} file(s); models (weighted average): {used}; "
+          f"classes from {classes_from}", file=sys.stderr)
+
+    with tempfile.TemporaryDirectory(prefix="tag-") as tmp:
+        cache, bad = featurise_files(files, Path(tmp) / "clips")
+        problems += bad
+        fnames, scores, notes = [], np.zeros((0, len(classes)), np.float32), []
+        if cache is not None:
+            clips = ClipData(cache, np.arange(len(cache)))
+            try:
+                scores = predict_members(members, clips, len(classes), args.batch_size or profile.predict_batch_size,
+                                         args.workers)
+            except TagError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            fnames, notes = clips.fnames, list(cache.index["notes"])
+
+    for fname, row in zip(fnames, scores):
+        print(fname)
+        for label, score in top_labels(row, classes, args.top_k):
+            print(f"  {score:.4f}  {label}")
+    for path, why in problems:
+        print(f"error: {path}: {why}", file=sys.stderr)
+    if args.csv:
+        write_predictions(args.csv, fnames, classes, scores)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.json, results_json(members, classes, fnames, scores, notes, args.top_k, problems))
+    if problems:
+        print(f"tag: {len(problems)} input(s) could not be tagged, {len(fnames)} tagged", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
