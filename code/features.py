@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 import cli
 import shutdown
-from audio import AudioError, process_clip
+from audio import AudioError, process_clip, warm_up
 from dataset import ClipSet, DatasetError, load_dataset, missing_file_problems
 from feature_cache import (CacheWriter, FeatureCache, Source, atomic_write_text, file_signature,
                            is_current, restore_interrupted_swap, to_int16)
@@ -139,6 +139,7 @@ def _map(fn, jobs: list, workers: int):
     if workers <= 1 or len(jobs) < 2:
         yield from map(fn, jobs)
         return
+    warm_up()  # once here, inherited by every forked worker (else ~1 s each, per clip set)
     ctx = multiprocessing.get_context("fork")
     # workers keep the default SIGTERM (die): the pool is ended with it, and the parent's
     # handler (shutdown.py) is for the parent's writes
