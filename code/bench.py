@@ -248,7 +248,7 @@ def bench_training(data: ClipData, peak: float, steps: int, batch_size: int) -> 
             ]
         else:
             rows.append(dict(figure=f"v1mix training on CPU, {policy}, clips/s", ours=batch_size / step,
-                             reference=rows[1]["ours"], goal=None, ratio_label="x float32",
+                             reference=rows[1]["ours"], goal=None, ratio_label="vs float32",
                              note=f"--mixed-precision bfloat16 on this CPU; inference {batch_size / infer:.2f} clips/s"))
     keras.mixed_precision.set_global_policy("float32")
     return rows
@@ -355,7 +355,7 @@ def bench_memory(cache: FeatureCache, work: Path, n_small: int, n_large: int, st
         dict(figure=f"peak RSS, epoch of batches over {n_small:,} clips, MB", ours=a["rss_pipeline_mb"],
              reference=None, goal=None, note=f"epoch built in {a['epoch_s']:.1f} s (TF imported, batch {batch_size})"),
         dict(figure=f"peak RSS, epoch of batches over {n_large:,} clips, MB", ours=b["rss_pipeline_mb"],
-             reference=a["rss_pipeline_mb"], goal=None, ratio_label="x of the small run",
+             reference=a["rss_pipeline_mb"], goal=None, ratio_label="vs the small run",
              note=f"epoch built in {b['epoch_s']:.1f} s; growth with 10x the clips: "
                   f"{b['rss_pipeline_mb'] - a['rss_pipeline_mb']:+.0f} MB"),
         dict(figure=f"peak RSS, {n_large:,}-clip epoch + {steps} full v1mix training steps on CPU, MB",
