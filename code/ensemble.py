@@ -10,6 +10,8 @@ by predict.py -- e.g. folds still training on another machine), then writes:
     submissions/submission.csv    the stacker's test predictions (sample_submission format)
     submissions/per_class.csv     per-class OOF lwlrap of the stacker, average and each model
     submissions/report.png        those per class, and the stacker's per-class model weights
+    models/stacker/               each fold's stacker (fold<k>.weights.h5) and stacker.json
+                                  (its models, average weights, classes), for code/tag.py
 
 The stacker sees, per class, each model's score and the weighted average (last column);
 it is trained per fold of models/folds.csv, its validation scored before each epoch's fit,
@@ -21,6 +23,9 @@ test labels, as the demo does) ends the stage.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import keras
 import numpy as np
 
@@ -28,6 +33,7 @@ import predict
 import reports
 import training
 from dataset import read_test_labels
+from feature_cache import atomic_write_text
 from metrics import lrap, lwlrap
 from models import build_stacker
 from workspace import NotReady, Workspace, read_predictions, run_stage, stage_parser, write_predictions
@@ -58,9 +64,15 @@ def stack_inputs(model_scores: list[np.ndarray], average: np.ndarray) -> np.ndar
     return np.stack([*model_scores, average], axis=-1).astype(np.float32)
 
 
-def fit_stacker(x, y, folds, x_test, profile, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+STACKER_DIR = "stacker"        # in the models folder: fold<k>.weights.h5 and stacker.json
+STACKER_JSON = "stacker.json"
+
+
+def fit_stacker(x, y, folds, x_test, profile, seed: int, save_dir: Path | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Out-of-fold and mean test predictions of one stacker per fold, and its per-class
-    weights over the inputs (n_classes, n_inputs), the mean over the folds."""
+    weights over the inputs (n_classes, n_inputs), the mean over the folds. Each fold's
+    stacker is saved to `save_dir`/fold<k>.weights.h5 (for tag.py)."""
     oof = np.zeros(y.shape, np.float32)
     class_weights = np.zeros(x.shape[1:], np.float64)
     test = np.zeros((len(x_test), y.shape[1]), np.float64)
@@ -74,6 +86,8 @@ def fit_stacker(x, y, folds, x_test, profile, seed: int) -> tuple[np.ndarray, np
         oof[val] = stacker.predict(x[val], verbose=0, batch_size=1024)
         test += stacker.predict(x_test, verbose=0, batch_size=1024)
         class_weights += keras.ops.convert_to_numpy(stacker.get_layer("classwise_weights").kernel)
+        if save_dir is not None:
+            training.save_weights_atomic(stacker, save_dir / f"fold{k}.weights.h5")
         print(f"stacker fold {k}: best before epoch {scorer.best_epoch + 1}, val LRAP {scorer.best_score:.4f}")
     return oof, (test / profile.n_folds).astype(np.float32), class_weights / profile.n_folds
 
@@ -126,8 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     write_predictions(out / "average_oof.csv", curated.fnames, ws.classes, avg_oof)
     write_predictions(out / "average.csv", all_test, ws.classes, complete_rows(all_test, test.fnames, avg_test))
 
+    stacker_dir = ws.paths.models / STACKER_DIR
+    stacker_dir.mkdir(parents=True, exist_ok=True)
+    (stacker_dir / STACKER_JSON).unlink(missing_ok=True)   # written last: the saved stacker is complete
     stack_oof, stack_test, stack_weights = fit_stacker(stack_inputs(oofs, avg_oof), y, ws.folds,
-                                                       stack_inputs(tests, avg_test), ws.profile, args.seed)
+                                                       stack_inputs(tests, avg_test), ws.profile, args.seed,
+                                                       save_dir=stacker_dir)
+    atomic_write_text(stacker_dir / STACKER_JSON, json.dumps(
+        {"models": [m.name for m in ws.models], "average_weights": weights.tolist(), "classes": ws.classes,
+         "n_folds": ws.profile.n_folds, "offset": ws.profile.stacker_offset}, indent=1))
     write_predictions(out / "stacker_oof.csv", curated.fnames, ws.classes, stack_oof)
     write_predictions(out / "submission.csv", all_test, ws.classes, complete_rows(all_test, test.fnames, stack_test))
     reports.ensemble_report(out, ws.classes, y, [m.name for m in ws.models], oofs, avg_oof, stack_oof,

@@ -9,9 +9,11 @@ trim silence, global features of the untrimmed clip, length, int16 storage; it i
 a temporary feature cache), then each model predicts it with the 3-TTA of predict.py,
 averaged over every trained fold of the model.
 
-Models are combined by the zoo's WEIGHTED AVERAGE (the weights in config.ZOO, as in the
-ensemble's average.csv), not by the stacker of submission.csv. By default every trained
-zoo member with a weight takes part; --models picks some (a single model: its own scores).
+Models are combined as in the submission: by the trained STACKER when ensemble.py has
+saved one (models/stacker/) and every model it stacks is trained, applied to the models'
+scores and their weighted average, averaged over its folds; otherwise (or with --combine
+average, or --models) by the zoo's WEIGHTED AVERAGE (config.ZOO weights, as average.csv),
+over every trained member with a weight. --models picks members (one model: its scores).
 
 Class names come from the header of a prediction CSV in the models folder (oof.csv,
 test.csv, fold<k>.*.csv, written by predict.py with the training data's classes), so a
@@ -43,9 +45,10 @@ import config
 import training
 from batches import ClipData, predict_tta
 from dataset import SUBMISSION_CSV, DatasetError, read_classes
+from ensemble import STACKER_DIR, STACKER_JSON, stack_inputs
 from feature_cache import CacheWriter, FeatureCache, Source, atomic_write_text, file_signature
 from features import featurise
-from models import build_model
+from models import build_model, build_stacker
 from workspace import write_predictions
 
 # What soundfile can read, by extension (RAW needs its format spelled out, so not that).
@@ -155,13 +158,38 @@ def featurise_files(files: list[Path], folder: Path) -> tuple[FeatureCache | Non
     return FeatureCache(folder), problems
 
 
+def load_stacker(models_dir: Path) -> dict | None:
+    """stacker.json of the stacker ensemble.py saved (None when there is none), with the
+    paths of its fold weights."""
+    path = models_dir / STACKER_DIR / STACKER_JSON
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    saved["weights"] = [models_dir / STACKER_DIR / f"fold{k}.weights.h5" for k in range(saved["n_folds"])]
+    missing = [str(p) for p in saved["weights"] if not p.is_file()]
+    if missing:
+        raise TagError(f"the saved stacker in {path.parent} lacks {missing}; rerun code/ensemble.py")
+    return saved
+
+
+def apply_stacker(stacker: dict, member_scores: list[np.ndarray], average: np.ndarray) -> np.ndarray:
+    """The stacker's mean over its folds, on the models' scores and their weighted average."""
+    x = stack_inputs(member_scores, average)
+    model = build_stacker(x.shape[1], x.shape[2], offset=stacker["offset"])
+    total = np.zeros(average.shape, np.float64)
+    for path in stacker["weights"]:
+        model.load_weights(path)
+        total += model.predict(x, verbose=0, batch_size=1024)
+    return (total / len(stacker["weights"])).astype(np.float32)
+
+
 def predict_members(members: list[Member], clips: ClipData, n_classes: int, batch_size: int,
-                    workers: int) -> np.ndarray:
-    """Weighted average over the members of each member's mean over its folds (3-TTA)."""
-    total = np.zeros((len(clips), n_classes), np.float64)
+                    workers: int) -> list[np.ndarray]:
+    """Each member's mean over its folds (3-TTA)."""
+    scores = []
     for member in members:
         model = build_model(member.config, n_classes)
-        fold_sum = np.zeros_like(total)
+        fold_sum = np.zeros((len(clips), n_classes), np.float64)
         for k in member.folds:
             path = member.folder / f"fold{k}.weights.h5"
             try:
@@ -170,8 +198,12 @@ def predict_members(members: list[Member], clips: ClipData, n_classes: int, batc
                 raise TagError(f"{path} does not fit a {member.config.name} of this profile with {n_classes} "
                                f"classes (trained with another --profile or --set?): {e}") from None
             fold_sum += predict_tta(model, clips, member.config.crop_samples, batch_size, workers)
-        total += member.weight * fold_sum / len(member.folds)
-    return total.astype(np.float32)
+        scores.append((fold_sum / len(member.folds)).astype(np.float32))
+    return scores
+
+
+def weighted_average(members: list[Member], scores: list[np.ndarray]) -> np.ndarray:
+    return sum(m.weight * s.astype(np.float64) for m, s in zip(members, scores)).astype(np.float32)
 
 
 def top_labels(scores: np.ndarray, classes: list[str], k: int) -> list[tuple[str, float]]:
@@ -180,9 +212,9 @@ def top_labels(scores: np.ndarray, classes: list[str], k: int) -> list[tuple[str
 
 
 def results_json(members: list[Member], classes: list[str], fnames: list[str], scores: np.ndarray,
-                 notes: list[str], top_k: int, problems: list[tuple[str, str]]) -> str:
+                 notes: list[str], top_k: int, problems: list[tuple[str, str]], combination: str) -> str:
     document = {
-        "combination": "weighted average of the models' fold-mean 3-TTA scores",
+        "combination": combination,
         "models": [{"name": m.config.name, "folds": m.folds, "weight": round(m.weight, 6)} for m in members],
         "classes": classes,
         "files": [{"path": f, "top": [{"label": c, "score": round(s, 6)} for c, s in top_labels(row, classes, top_k)],
@@ -206,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="write every class's score: fname (the path) + one column per class")
     parser.add_argument("--json", type=Path, metavar="PATH",
                         help="write models, classes and per file the top-k labels, all scores and notes")
+    parser.add_argument("--combine", choices=["auto", "stacker", "average"], default="auto",
+                        help="auto (default): the saved stacker when there is one and --models is not "
+                             "given, else the weighted average")
     parser.add_argument("--batch-size", type=int, help="clips per prediction batch (default: the profile's)")
     parser.add_argument("--workers", type=int, default=2, help="threads building batches (default 2)")
     args = parser.parse_args(argv)
@@ -214,8 +249,21 @@ def main(argv: list[str] | None = None) -> int:
     profile, paths = cli.resolve(args)
 
     try:
-        members = choose_members(paths.models, profile, args.models)
+        stacker = None
+        if args.combine == "stacker" or (args.combine == "auto" and not args.models):
+            stacker = load_stacker(paths.models)
+            if stacker is None and args.combine == "stacker":
+                raise TagError(f"no saved stacker in {paths.models / STACKER_DIR} (run code/ensemble.py)")
+        if stacker is not None:
+            # every model the stacker was trained on, weight 0 ones included, with its weights
+            members = choose_members(paths.models, profile, stacker["models"])
+            for member, weight in zip(members, stacker["average_weights"]):
+                member.weight = weight
+        else:
+            members = choose_members(paths.models, profile, args.models)
         classes, classes_from = find_classes(members, paths.data)
+        if stacker is not None and stacker["classes"] != classes:
+            raise TagError(f"the saved stacker's classes differ from {classes_from}; rerun code/ensemble.py")
         files, problems = collect_files(args.paths)
         if not files and not problems:
             raise TagError("no files to tag")
@@ -223,7 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     used = ", ".join(f"{m.config.name} ({len(m.folds)} fold(s), weight {m.weight:.3f})" for m in members)
-    print(f"tag: profile {profile.name}, {len(files)} file(s); models (weighted average): {used}; "
+    combination = ("stacker over the models' fold-mean 3-TTA scores and their weighted average"
+                   if stacker is not None else "weighted average of the models' fold-mean 3-TTA scores")
+    print(f"tag: profile {profile.name}, {len(files)} file(s); "
+          f"{'stacker' if stacker is not None else 'weighted average'} of {used}; "
           f"classes from {classes_from}", file=sys.stderr)
 
     with tempfile.TemporaryDirectory(prefix="tag-") as tmp:
@@ -233,8 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         if cache is not None:
             clips = ClipData(cache, np.arange(len(cache)))
             try:
-                scores = predict_members(members, clips, len(classes), args.batch_size or profile.predict_batch_size,
-                                         args.workers)
+                member_scores = predict_members(members, clips, len(classes),
+                                                args.batch_size or profile.predict_batch_size, args.workers)
+                scores = weighted_average(members, member_scores)
+                if stacker is not None:
+                    scores = apply_stacker(stacker, member_scores, scores)
             except TagError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
@@ -250,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         write_predictions(args.csv, fnames, classes, scores)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.json, results_json(members, classes, fnames, scores, notes, args.top_k, problems))
+        atomic_write_text(args.json, results_json(members, classes, fnames, scores, notes, args.top_k, problems,
+                                                   combination))
     if problems:
         print(f"tag: {len(problems)} input(s) could not be tagged, {len(fnames)} tagged", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import config
+import models
 import tag
 from helpers import PIPELINE_SETTINGS
 
@@ -95,10 +96,34 @@ def test_scores_are_the_predict_stage_fold_mean_and_the_zoo_weighted_average(set
     np.testing.assert_allclose(alone.to_numpy(), predicted.loc[[p.name for p in setup["wavs"]], setup["classes"]],
                                atol=1e-5)
     v1mix = tag_scores(setup, ["--models", "v1mix"], tmp_path, "v1mix")
-    both = tag_scores(setup, [], tmp_path, "both")
+    both = tag_scores(setup, ["--combine", "average"], tmp_path, "both")
     w = {m.name: m.weight for m in config.ZOO}
     expected = (w["v1mix"] * v1mix.to_numpy() + w["max3exam"] * alone.to_numpy()) / (w["v1mix"] + w["max3exam"])
     np.testing.assert_allclose(both.to_numpy(), expected, atol=2e-6)
+
+    # by default, the stacker that ensemble.py saved: its fold mean on [v1mix, max3exam, average]
+    stacked = tag_scores(setup, [], tmp_path, "stacked")
+    saved = tag.load_stacker(setup["root"] / "models")
+    assert saved["models"] == ["v1mix", "max3exam"] and len(saved["weights"]) == 2
+    x = np.stack([v1mix.to_numpy(), alone.to_numpy(), expected], axis=-1).astype(np.float32)
+    manual = []
+    for path in saved["weights"]:
+        stacker = models.build_stacker(x.shape[1], x.shape[2], offset=saved["offset"])
+        stacker.load_weights(path)
+        manual.append(stacker.predict(x, verbose=0))
+    np.testing.assert_allclose(stacked.to_numpy(), np.mean(manual, axis=0), atol=1e-5)
+    assert not np.allclose(stacked.to_numpy(), both.to_numpy(), atol=1e-3)   # it is not the average
+
+
+def test_stacker_is_required_only_when_asked_for(setup, tmp_path, capsys):
+    bare = tmp_path / "models"
+    shutil.copytree(setup["root"] / "models", bare, ignore=shutil.ignore_patterns("stacker"))
+    options = [a if a != str(setup["root"] / "models") else str(bare) for a in setup["options"]]
+    wav = str(setup["wavs"][0])
+    assert tag.main([wav, *options, "--combine", "stacker"]) == 2
+    assert "no saved stacker" in capsys.readouterr().err
+    assert tag.main([wav, *options]) == 0                      # auto: falls back to the average
+    assert "weighted average of" in capsys.readouterr().err
 
 
 def test_undecodable_and_missing_files_are_reported_and_the_rest_tagged(setup, tmp_path, capsys):
