@@ -41,19 +41,13 @@ import soundfile as sf
 from tqdm import tqdm
 
 import config
+from dataset import CURATED_CSV, NOISY_CSV, SUBMISSION_CSV, TEST_AUDIO, TEST_LABELS_CSV, TRAIN_AUDIO
 
 # Bump when the recipes or the layout change: a marker of another version is a different
 # dataset, so a rerun regenerates instead of keeping stale files.
 GENERATOR_VERSION = 1
 MARKER_NAME = "DEMO_DATASET"
 CLASSES_FILE = Path(__file__).resolve().with_name("fsd2019_classes.txt")
-
-CURATED_CSV = "train_curated.csv"
-NOISY_CSV = "train_noisy.csv"
-SUBMISSION_CSV = "sample_submission.csv"
-TEST_LABELS_CSV = "test_labels.csv"
-TRAIN_AUDIO = "audio_train"
-TEST_AUDIO = "audio_test"
 
 SPLITS = ("curated", "noisy", "test")
 SPLIT_AUDIO = {"curated": TRAIN_AUDIO, "noisy": TRAIN_AUDIO, "test": TEST_AUDIO}

@@ -10,6 +10,7 @@ for real, and what the pipeline does with it.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -40,6 +41,12 @@ def wav_bytes(data: np.ndarray, rate: int = RATE, subtype: str = "PCM_16", forma
 
 def run_features(data, *extra) -> int:
     return features.main(["--data-dir", str(data), "--workers", "1", "--sets", "curated", *extra])
+
+
+def run_features_capturing_stderr(data) -> tuple[int, str]:
+    with contextlib.redirect_stderr(io.StringIO()) as capture:
+        rc = run_features(data)
+    return rc, capture.getvalue()
 
 
 # --- odd but decodable audio: kept and noted ------------------------------------------------
@@ -196,24 +203,16 @@ def bad(tmp_path_factory):
         rows.append([case.fname, CLASSES[1]])
     write_csv(data / "train_curated.csv", ["fname", "labels"], rows)
 
-    capture = io.StringIO()
-    mp = pytest.MonkeyPatch()
-    mp.setattr("sys.stderr", capture)
-    try:
-        failed_rc = run_features(data)
-    finally:
-        mp.undo()
+    failed_rc, stderr = run_features_capturing_stderr(data)
     table = pd.read_csv(data / "features" / "curated" / "bad_files.csv", dtype=str, keep_default_na=False)
     assert not (data / "features" / "curated" / "index.csv").exists()
 
     decoded = []
     real = features.featurise
-    mp.setattr(features, "featurise", lambda job: decoded.append(job[0]) or real(job))
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(features, "featurise", lambda job: decoded.append(job[0]) or real(job))
         skip_rc = run_features(data, "--skip-bad")
-    finally:
-        mp.undo()
-    return data, failed_rc, capture.getvalue(), table, skip_rc, decoded
+    return data, failed_rc, stderr, table, skip_rc, decoded
 
 
 @pytest.mark.parametrize("case", BAD, ids=[c.case for c in BAD])
@@ -280,16 +279,10 @@ def csv_error(tmp_path_factory):
     write_csv(data / "train_noisy.csv", ["fname", "labels"], [["c000.wav", "Bark"]])
     write_csv(data / "sample_submission.csv", ["fname", "Bark", "Buzz", "Chirp"],
               [["t000.wav", 0, 0, 0], ["t000.wav", 0, 0, 0], ["sub/t9.wav", 0, 0, 0]])
-    capture = io.StringIO()
-    mp = pytest.MonkeyPatch()
-    mp.setattr("sys.stderr", capture)
-    try:
-        rc = run_features(data)
-    finally:
-        mp.undo()
+    rc, stderr = run_features_capturing_stderr(data)
     with pytest.raises(DatasetError) as err:
         load_dataset(data, check_files=False)
-    return data, rc, capture.getvalue(), err.value
+    return data, rc, stderr, err.value
 
 
 @pytest.mark.parametrize("case,needle", CSV_CASES, ids=[c for c, _ in CSV_CASES])
