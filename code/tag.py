@@ -254,6 +254,13 @@ def main(argv: list[str] | None = None) -> int:
             stacker = load_stacker(paths.models)
             if stacker is None and args.combine == "stacker":
                 raise TagError(f"no saved stacker in {paths.models / STACKER_DIR} (run code/ensemble.py)")
+            untrained = [n for n in (stacker or {}).get("models", []) if not trained_folds(paths.models / n)]
+            if untrained:
+                problem = f"the saved stacker stacks {', '.join(untrained)}, with no trained folds in {paths.models}"
+                if args.combine == "stacker":
+                    raise TagError(f"{problem}; train them or use --combine average")
+                print(f"note: {problem}; using the weighted average", file=sys.stderr)
+                stacker = None
         if stacker is not None:
             # every model the stacker was trained on, weight 0 ones included, with its weights
             members = choose_members(paths.models, profile, stacker["models"])

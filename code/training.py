@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -151,12 +152,19 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
     remove_temporaries(folder, prefix)
     state_path, last_path = folder / f"{prefix}.state.json", folder / f"{prefix}.last.keras"
     best_path = folder / f"{prefix}.weights.h5"
+    replicas = strategy.num_replicas_in_sync
     state = {"next_epoch": 0, "best_epoch": None, "best_score": -1.0, "history": [], "seconds": 0.0}
     if state_path.is_file() and last_path.is_file():
         state = json.loads(state_path.read_text())
         with strategy.scope():  # its variables must live on the same replicas
             model = keras.models.load_model(last_path)
         print(f"{label}: resuming at epoch {state['next_epoch'] + 1}")
+        started_on = state.get("replicas", 1)
+        if started_on != replicas:
+            print(f"warning: {label} started on {started_on} replica(s) and resumes on {replicas}: from epoch "
+                  f"{state['next_epoch'] + 1} the global batch is {schedule.batch_size} and the lr x "
+                  f"sqrt({replicas}) (see history.csv); --force restarts it on {replicas}", file=sys.stderr)
+    state["replicas"] = replicas  # the schedule's scaling depends on it
 
     # Written here rather than by Keras' TensorBoard callback: model.fit runs one epoch at
     # a time, and the callback would restart its step count at every call (and on resume).

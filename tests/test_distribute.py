@@ -149,3 +149,46 @@ def test_force_forgets_the_runs_tensorboard_logs(tmp_path):
     training.clear(tmp_path, "fold0")
     assert not training.tensorboard_dir(tmp_path, "fold0").exists()
     assert (training.tensorboard_dir(tmp_path, "fold1") / "events.out.tfevents.1").is_file()
+
+
+class Interrupted(BaseException):
+    """Stands for a kill: not an Exception, so no stage handler turns it into an exit code."""
+
+
+def test_resuming_on_another_replica_count_is_said(pipeline_run, tmp_path, monkeypatch, capsys):
+    import train
+    args = ["--profile", "demo", "--data-dir", str(pipeline_run["data"]), "--models-dir", str(tmp_path),
+            "--set", *SETTINGS, "--models", "v1mix", "--folds", "0", "--from-scratch", "--workers", "1"]
+    calls = []
+    real_predict = training.predict_tta
+
+    def predict_then_stop(*a, **kw):   # validation of epoch 2: the run is killed
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupted
+        return real_predict(*a, **kw)
+
+    monkeypatch.setattr(training, "predict_tta", predict_then_stop)
+    with pytest.raises(Interrupted):
+        train.main(args)
+    monkeypatch.undo()
+    state_path = tmp_path / "v1mix" / "fold0.state.json"
+    state = json.loads(state_path.read_text())
+    assert (state["next_epoch"], state["replicas"]) == (1, 1)
+
+    state["replicas"] = 2              # as if the run had started on 2 GPUs
+    state_path.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert train.main(args) == 0
+    err = capsys.readouterr().err
+    assert "started on 2 replica(s) and resumes on 1: from epoch 2 the global batch is 2" in err
+    assert (tmp_path / "v1mix" / "fold0.json").is_file()
+
+    training.clear(tmp_path / "v1mix", "fold0")   # a run that did not change says nothing
+    monkeypatch.setattr(training, "predict_tta", predict_then_stop)
+    calls.clear()
+    with pytest.raises(Interrupted):
+        train.main(args)
+    monkeypatch.undo()
+    assert train.main(args) == 0
+    assert "replica" not in capsys.readouterr().err

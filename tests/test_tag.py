@@ -126,6 +126,18 @@ def test_stacker_is_required_only_when_asked_for(setup, tmp_path, capsys):
     assert "weighted average of" in capsys.readouterr().err
 
 
+def test_stacker_over_an_untrained_model_is_refused_or_skipped(setup, tmp_path, capsys):
+    partial = tmp_path / "models"
+    shutil.copytree(setup["root"] / "models", partial, ignore=shutil.ignore_patterns("max3exam"))
+    options = [a if a != str(setup["root"] / "models") else str(partial) for a in setup["options"]]
+    wav = str(setup["wavs"][0])
+    assert tag.main([wav, *options, "--combine", "stacker"]) == 2
+    assert "the saved stacker stacks max3exam, with no trained folds" in capsys.readouterr().err
+    assert tag.main([wav, *options]) == 0                      # auto: the average of what is trained
+    err = capsys.readouterr().err
+    assert "using the weighted average" in err and "weighted average of v1mix" in err
+
+
 def test_undecodable_and_missing_files_are_reported_and_the_rest_tagged(setup, tmp_path, capsys):
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF\x00\x00not really a wave file")
