@@ -155,23 +155,27 @@ class Interrupted(BaseException):
     """Stands for a kill: not an Exception, so no stage handler turns it into an exit code."""
 
 
-def test_resuming_on_another_replica_count_is_said(pipeline_run, tmp_path, monkeypatch, capsys):
+def test_resuming_on_another_replica_count_is_said(pipeline_run, tmp_path, capsys):
     import train
     args = ["--profile", "demo", "--data-dir", str(pipeline_run["data"]), "--models-dir", str(tmp_path),
             "--set", *SETTINGS, "--models", "v1mix", "--folds", "0", "--from-scratch", "--workers", "1"]
-    calls = []
     real_predict = training.predict_tta
 
-    def predict_then_stop(*a, **kw):   # validation of epoch 2: the run is killed
-        calls.append(1)
-        if len(calls) == 2:
-            raise Interrupted
-        return real_predict(*a, **kw)
+    def run_killed_in_epoch_2():
+        calls = []
 
-    monkeypatch.setattr(training, "predict_tta", predict_then_stop)
-    with pytest.raises(Interrupted):
-        train.main(args)
-    monkeypatch.undo()
+        def predict_then_stop(*a, **kw):   # validation of epoch 2: the run is killed
+            calls.append(1)
+            if len(calls) == 2:
+                raise Interrupted
+            return real_predict(*a, **kw)
+
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(training, "predict_tta", predict_then_stop)
+            with pytest.raises(Interrupted):
+                train.main(args)
+
+    run_killed_in_epoch_2()
     state_path = tmp_path / "v1mix" / "fold0.state.json"
     state = json.loads(state_path.read_text())
     assert (state["next_epoch"], state["replicas"]) == (1, 1)
@@ -185,10 +189,6 @@ def test_resuming_on_another_replica_count_is_said(pipeline_run, tmp_path, monke
     assert (tmp_path / "v1mix" / "fold0.json").is_file()
 
     training.clear(tmp_path / "v1mix", "fold0")   # a run that did not change says nothing
-    monkeypatch.setattr(training, "predict_tta", predict_then_stop)
-    calls.clear()
-    with pytest.raises(Interrupted):
-        train.main(args)
-    monkeypatch.undo()
+    run_killed_in_epoch_2()
     assert train.main(args) == 0
     assert "replica" not in capsys.readouterr().err

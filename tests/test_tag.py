@@ -115,10 +115,15 @@ def test_scores_are_the_predict_stage_fold_mean_and_the_zoo_weighted_average(set
     assert not np.allclose(stacked.to_numpy(), both.to_numpy(), atol=1e-3)   # it is not the average
 
 
+def options_without(setup, tmp_path, left_out: str) -> list[str]:
+    """The tag options, on a copy of the models folder without `left_out`."""
+    copy = tmp_path / "models"
+    shutil.copytree(setup["root"] / "models", copy, ignore=shutil.ignore_patterns(left_out))
+    return [a if a != str(setup["root"] / "models") else str(copy) for a in setup["options"]]
+
+
 def test_stacker_is_required_only_when_asked_for(setup, tmp_path, capsys):
-    bare = tmp_path / "models"
-    shutil.copytree(setup["root"] / "models", bare, ignore=shutil.ignore_patterns("stacker"))
-    options = [a if a != str(setup["root"] / "models") else str(bare) for a in setup["options"]]
+    options = options_without(setup, tmp_path, "stacker")
     wav = str(setup["wavs"][0])
     assert tag.main([wav, *options, "--combine", "stacker"]) == 2
     assert "no saved stacker" in capsys.readouterr().err
@@ -127,9 +132,7 @@ def test_stacker_is_required_only_when_asked_for(setup, tmp_path, capsys):
 
 
 def test_stacker_over_an_untrained_model_is_refused_or_skipped(setup, tmp_path, capsys):
-    partial = tmp_path / "models"
-    shutil.copytree(setup["root"] / "models", partial, ignore=shutil.ignore_patterns("max3exam"))
-    options = [a if a != str(setup["root"] / "models") else str(partial) for a in setup["options"]]
+    options = options_without(setup, tmp_path, "max3exam")
     wav = str(setup["wavs"][0])
     assert tag.main([wav, *options, "--combine", "stacker"]) == 2
     assert "the saved stacker stacks max3exam, with no trained folds" in capsys.readouterr().err
