@@ -38,6 +38,13 @@ from metrics import lrap, lwlrap
 from models import build_stacker
 from workspace import NotReady, Workspace, read_predictions, run_stage, stage_parser, write_predictions
 
+STACKER_DIR = "stacker"        # in the models folder: fold<k>.weights.h5 and stacker.json
+STACKER_JSON = "stacker.json"
+
+
+def stacker_weights_path(stacker_dir: Path, fold: int) -> Path:
+    return stacker_dir / f"fold{fold}.weights.h5"
+
 
 class ScoreBeforeEpoch(keras.callbacks.Callback):
     """Scores the validation fold before each epoch's fit; keeps the best weights and stops
@@ -64,10 +71,6 @@ def stack_inputs(model_scores: list[np.ndarray], average: np.ndarray) -> np.ndar
     return np.stack([*model_scores, average], axis=-1).astype(np.float32)
 
 
-STACKER_DIR = "stacker"        # in the models folder: fold<k>.weights.h5 and stacker.json
-STACKER_JSON = "stacker.json"
-
-
 def fit_stacker(x, y, folds, x_test, profile, seed: int, save_dir: Path | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Out-of-fold and mean test predictions of one stacker per fold, and its per-class
@@ -87,7 +90,7 @@ def fit_stacker(x, y, folds, x_test, profile, seed: int, save_dir: Path | None =
         test += stacker.predict(x_test, verbose=0, batch_size=1024)
         class_weights += keras.ops.convert_to_numpy(stacker.get_layer("classwise_weights").kernel)
         if save_dir is not None:
-            training.save_weights_atomic(stacker, save_dir / f"fold{k}.weights.h5")
+            training.save_weights_atomic(stacker, stacker_weights_path(save_dir, k))
         print(f"stacker fold {k}: best before epoch {scorer.best_epoch + 1}, val LRAP {scorer.best_score:.4f}")
     return oof, (test / profile.n_folds).astype(np.float32), class_weights / profile.n_folds
 

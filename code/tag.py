@@ -45,7 +45,7 @@ import config
 import training
 from batches import ClipData, predict_tta
 from dataset import SUBMISSION_CSV, DatasetError, read_classes
-from ensemble import STACKER_DIR, STACKER_JSON, stack_inputs
+from ensemble import STACKER_DIR, STACKER_JSON, stack_inputs, stacker_weights_path
 from feature_cache import CacheWriter, FeatureCache, Source, atomic_write_text, file_signature
 from features import featurise
 from models import build_model, build_stacker
@@ -165,7 +165,7 @@ def load_stacker(models_dir: Path) -> dict | None:
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    saved["weights"] = [models_dir / STACKER_DIR / f"fold{k}.weights.h5" for k in range(saved["n_folds"])]
+    saved["weights"] = [stacker_weights_path(path.parent, k) for k in range(saved["n_folds"])]
     missing = [str(p) for p in saved["weights"] if not p.is_file()]
     if missing:
         raise TagError(f"the saved stacker in {path.parent} lacks {missing}; rerun code/ensemble.py")
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             stacker = load_stacker(paths.models)
             if stacker is None and args.combine == "stacker":
                 raise TagError(f"no saved stacker in {paths.models / STACKER_DIR} (run code/ensemble.py)")
-            untrained = [n for n in (stacker or {}).get("models", []) if not trained_folds(paths.models / n)]
+            untrained = [n for n in stacker["models"] if not trained_folds(paths.models / n)] if stacker else []
             if untrained:
                 problem = f"the saved stacker stacks {', '.join(untrained)}, with no trained folds in {paths.models}"
                 if args.combine == "stacker":
@@ -278,10 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     used = ", ".join(f"{m.config.name} ({len(m.folds)} fold(s), weight {m.weight:.3f})" for m in members)
+    combiner = "stacker" if stacker is not None else "weighted average"
     combination = ("stacker over the models' fold-mean 3-TTA scores and their weighted average"
                    if stacker is not None else "weighted average of the models' fold-mean 3-TTA scores")
-    print(f"tag: profile {profile.name}, {len(files)} file(s); "
-          f"{'stacker' if stacker is not None else 'weighted average'} of {used}; "
+    print(f"tag: profile {profile.name}, {len(files)} file(s); {combiner} of {used}; "
           f"classes from {classes_from}", file=sys.stderr)
 
     with tempfile.TemporaryDirectory(prefix="tag-") as tmp:
