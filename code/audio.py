@@ -14,6 +14,7 @@ import soundfile as sf
 
 from config import (GLOBAL_PERCENTILES, LENGTH_NORMALISER, N_GLOBAL_STATS, N_GLOBAL_STEPS,
                     SAMPLE_RATE, TRIM_TOP_DB)
+from feature_cache import to_int16
 
 # A clip shorter than this is zero-padded (at the end) before its global features, so
 # that each of the 128 overlapping steps holds at least one sample.
@@ -260,3 +261,17 @@ def process_clip(path: Path | str) -> Clip:
     trimmed = trim(audio, notes)
     return Clip(trimmed=trimmed, global_features=global_features(audio),
                 length=length_feature(trimmed), notes=notes)
+
+
+def featurise(job: tuple[str, str]) -> tuple[str, object]:
+    """Worker: (fname, path) -> (fname, (int16 audio, scale, length, global features, notes))
+    or (fname, error message). Quantising here halves what travels back to the parent."""
+    fname, path = job
+    try:
+        clip = process_clip(path)
+    except AudioError as e:
+        return fname, str(e)
+    except Exception as e:  # a decoder bug must not end a many-hour run; report the file
+        return fname, f"unexpected error while processing ({type(e).__name__}: {e})"
+    audio, scale = to_int16(clip.trimmed)
+    return fname, (audio, scale, clip.length, clip.global_features, clip.notes)

@@ -223,7 +223,7 @@ def time_calls(fn, repeats: int) -> float:
 
 def bench_training(data: ClipData, peak: float, steps: int, batch_size: int) -> list[dict]:
     import keras
-    from zoo_table import count_flops
+    from flops import count_flops
 
     rows = [dict(figure="float32 matmul peak (TF, 4096^2), GFLOP/s", ours=peak, reference=None, goal=None,
                  note="this machine, measured in this run: the yardstick below")]

@@ -24,76 +24,16 @@ test labels, as the demo does) ends the stage.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import keras
 import numpy as np
 
-import predict
+import layout
 import reports
-import training
 from dataset import read_test_labels
 from feature_cache import atomic_write_text
 from metrics import lrap, lwlrap
-from models import build_stacker
+from stacking import fit_stacker, stack_inputs
 from workspace import NotReady, Workspace, read_predictions, run_stage, stage_parser, write_predictions
-
-STACKER_DIR = "stacker"        # in the models folder: fold<k>.weights.h5 and stacker.json
-STACKER_JSON = "stacker.json"
-
-
-def stacker_weights_path(stacker_dir: Path, fold: int) -> Path:
-    return stacker_dir / f"fold{fold}.weights.h5"
-
-
-class ScoreBeforeEpoch(keras.callbacks.Callback):
-    """Scores the validation fold before each epoch's fit; keeps the best weights and stops
-    after `patience` epochs without improvement."""
-
-    def __init__(self, x_val, y_val, patience: int):
-        super().__init__()
-        self.x_val, self.y_val, self.patience = x_val, y_val, patience
-        self.best_score, self.best_weights, self.best_epoch = -1.0, None, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        score = lrap(self.y_val, self.model.predict(self.x_val, verbose=0, batch_size=1024))
-        if score > self.best_score:
-            self.best_score, self.best_weights, self.best_epoch = score, self.model.get_weights(), epoch
-        elif epoch - self.best_epoch >= self.patience:
-            self.model.stop_training = True
-
-    def on_train_end(self, logs=None):
-        self.model.set_weights(self.best_weights)
-
-
-def stack_inputs(model_scores: list[np.ndarray], average: np.ndarray) -> np.ndarray:
-    """(clips, classes, models + 1): each model's scores, the weighted average last."""
-    return np.stack([*model_scores, average], axis=-1).astype(np.float32)
-
-
-def fit_stacker(x, y, folds, x_test, profile, seed: int, save_dir: Path | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Out-of-fold and mean test predictions of one stacker per fold, and its per-class
-    weights over the inputs (n_classes, n_inputs), the mean over the folds. Each fold's
-    stacker is saved to `save_dir`/fold<k>.weights.h5 (for tag.py)."""
-    oof = np.zeros(y.shape, np.float32)
-    class_weights = np.zeros(x.shape[1:], np.float64)
-    test = np.zeros((len(x_test), y.shape[1]), np.float64)
-    for k in range(profile.n_folds):
-        val, train = folds == k, folds != k
-        training.set_seed(seed + k)
-        stacker = build_stacker(y.shape[1], x.shape[-1], lr=profile.stacker_lr, offset=profile.stacker_offset)
-        scorer = ScoreBeforeEpoch(x[val], y[val], profile.stacker_patience)
-        stacker.fit(x[train], y[train], batch_size=profile.stacker_batch_size, epochs=profile.stacker_epochs,
-                    callbacks=[scorer], verbose=0)
-        oof[val] = stacker.predict(x[val], verbose=0, batch_size=1024)
-        test += stacker.predict(x_test, verbose=0, batch_size=1024)
-        class_weights += keras.ops.convert_to_numpy(stacker.get_layer("classwise_weights").kernel)
-        if save_dir is not None:
-            training.save_weights_atomic(stacker, stacker_weights_path(save_dir, k))
-        print(f"stacker fold {k}: best before epoch {scorer.best_epoch + 1}, val LRAP {scorer.best_score:.4f}")
-    return oof, (test / profile.n_folds).astype(np.float32), class_weights / profile.n_folds
-
 
 def complete_rows(all_fnames: list[str], fnames: list[str], scores: np.ndarray) -> np.ndarray:
     """Scores for every clip of `all_fnames` (sample_submission's order): clips the feature
@@ -113,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("error: ensemble.py uses every fold; --folds is for train.py and predict.py")
     not_ready = []
     for m in ws.models:
-        missing = predict.missing_folds(ws.model_dir(m.name), ws.profile.n_folds)
+        missing = layout.missing_folds(ws.model_dir(m.name), ws.profile.n_folds)
         if missing:
             not_ready.append(f"{m.name}: folds {missing} not trained and predicted")
-        elif not predict.is_gathered(ws.model_dir(m.name), ws.profile.n_folds):
+        elif not layout.is_gathered(ws.model_dir(m.name), ws.profile.n_folds):
             not_ready.append(f"{m.name}: every fold predicted, but oof.csv/test.csv are missing or older "
                              f"(run predict.py to gather them)")
     if not_ready:
@@ -125,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                        + "\n  ".join(not_ready))
     curated, test = ws.curated, ws.clip_data(ws.dataset.test)
     y = curated.labels
-    paths = [predict.gathered(ws.model_dir(m.name)) for m in ws.models]
+    paths = [layout.gathered(ws.model_dir(m.name)) for m in ws.models]
     oofs = [read_predictions(oof, curated.fnames, ws.classes) for oof, _ in paths]
     tests = [read_predictions(tst, test.fnames, ws.classes) for _, tst in paths]
 
@@ -140,20 +80,20 @@ def main(argv: list[str] | None = None) -> int:
     if len(test) < len(all_test):
         print(f"warning: {len(all_test) - len(test)} test clip(s) are not in the feature cache (bad files "
               f"skipped); average.csv and submission.csv give them each class's mean score")
-    write_predictions(out / "average_oof.csv", curated.fnames, ws.classes, avg_oof)
-    write_predictions(out / "average.csv", all_test, ws.classes, complete_rows(all_test, test.fnames, avg_test))
+    write_predictions(out / layout.AVERAGE_OOF_CSV, curated.fnames, ws.classes, avg_oof)
+    write_predictions(out / layout.AVERAGE_CSV, all_test, ws.classes, complete_rows(all_test, test.fnames, avg_test))
 
-    stacker_dir = ws.paths.models / STACKER_DIR
+    stacker_dir = layout.stacker_dir(ws.paths.models)
     stacker_dir.mkdir(parents=True, exist_ok=True)
-    (stacker_dir / STACKER_JSON).unlink(missing_ok=True)   # written last: the saved stacker is complete
+    (stacker_dir / layout.STACKER_JSON).unlink(missing_ok=True)   # written last: the saved stacker is complete
     stack_oof, stack_test, stack_weights = fit_stacker(stack_inputs(oofs, avg_oof), y, ws.folds,
                                                        stack_inputs(tests, avg_test), ws.profile, args.seed,
                                                        save_dir=stacker_dir)
-    atomic_write_text(stacker_dir / STACKER_JSON, json.dumps(
+    atomic_write_text(stacker_dir / layout.STACKER_JSON, json.dumps(
         {"models": [m.name for m in ws.models], "average_weights": weights.tolist(), "classes": ws.classes,
          "n_folds": ws.profile.n_folds, "offset": ws.profile.stacker_offset}, indent=1))
-    write_predictions(out / "stacker_oof.csv", curated.fnames, ws.classes, stack_oof)
-    write_predictions(out / "submission.csv", all_test, ws.classes, complete_rows(all_test, test.fnames, stack_test))
+    write_predictions(out / layout.STACKER_OOF_CSV, curated.fnames, ws.classes, stack_oof)
+    write_predictions(out / layout.SUBMISSION_CSV, all_test, ws.classes, complete_rows(all_test, test.fnames, stack_test))
     reports.ensemble_report(out, ws.classes, y, [m.name for m in ws.models], oofs, avg_oof, stack_oof,
                             stack_weights)
 

@@ -28,26 +28,12 @@ from tqdm import tqdm
 
 import cli
 import shutdown
-from audio import AudioError, process_clip, warm_up
+from audio import featurise, warm_up
 from dataset import ClipSet, DatasetError, load_dataset, missing_file_problems
 from feature_cache import (CacheWriter, FeatureCache, Source, atomic_write_text, file_signature,
-                           is_current, restore_interrupted_swap, to_int16)
+                           is_current, restore_interrupted_swap)
 
 BAD_FILES = "bad_files.csv"
-
-
-def featurise(job: tuple[str, str]) -> tuple[str, object]:
-    """Worker: (fname, path) -> (fname, (int16 audio, scale, length, global features, notes))
-    or (fname, error message). Quantising here halves what travels back to the parent."""
-    fname, path = job
-    try:
-        clip = process_clip(path)
-    except AudioError as e:
-        return fname, str(e)
-    except Exception as e:  # a decoder bug must not end a many-hour run; report the file
-        return fname, f"unexpected error while processing ({type(e).__name__}: {e})"
-    audio, scale = to_int16(clip.trimmed)
-    return fname, (audio, scale, clip.length, clip.global_features, clip.notes)
 
 
 def read_bad_files(folder: Path) -> pd.DataFrame:

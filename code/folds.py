@@ -15,8 +15,8 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
 from dataset import ClipSet, DatasetError
 from feature_cache import atomic_write_text
+from layout import FOLDS_CSV
 
-FOLDS_CSV = "folds.csv"
 FOLD_SEED = 0
 
 

@@ -10,12 +10,10 @@ skipped (--force redoes them); an interrupted one resumes at its next epoch.
 from __future__ import annotations
 
 import config
+import layout
 import training
 from models import build_model
 from workspace import Workspace, run_stage, stage_parser
-
-PREFIX = "pretrain"
-
 
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser(__doc__, trains=True).parse_args(argv)
@@ -31,15 +29,15 @@ def main(argv: list[str] | None = None) -> int:
         model_cfg = ws.profile.scale(config.ZOO_BY_NAME[name])
         folder = ws.model_dir(name)
         if args.force:
-            training.clear(folder, PREFIX)
-        if training.is_finished(folder, PREFIX):
+            training.clear(folder, layout.PRETRAIN)
+        if layout.is_finished(folder, layout.PRETRAIN):
             print(f"{name}: pretraining finished, skipped (--force to redo)")
             continue
         training.set_seed(args.seed)
         with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
             model = build_model(model_cfg, len(ws.classes))
         summary = training.fit(model, noisy, curated, training.Schedule.pretrain(ws.profile, model_cfg),
-                               model_cfg.crop_samples, folder, PREFIX, seed=args.seed,
+                               model_cfg.crop_samples, folder, layout.PRETRAIN, seed=args.seed,
                                label=f"{name} pretrain", workers=args.workers, tensorboard=args.tensorboard)
         print(f"{name}: pretrained, best epoch {summary['best_epoch']} (curated LRAP {summary['best_val_lrap']:.4f})")
     return 0

@@ -42,13 +42,13 @@ import soundfile as sf
 
 import cli
 import config
-import training
+import layout
+from audio import featurise
 from batches import ClipData, predict_tta
 from dataset import SUBMISSION_CSV, DatasetError, read_classes
-from ensemble import STACKER_DIR, STACKER_JSON, stack_inputs, stacker_weights_path
 from feature_cache import CacheWriter, FeatureCache, Source, atomic_write_text, file_signature
-from features import featurise
 from models import build_model, build_stacker
+from stacking import stack_inputs
 from workspace import write_predictions
 
 # What soundfile can read, by extension (RAW needs its format spelled out, so not that).
@@ -73,7 +73,7 @@ class Member:
 def trained_folds(folder: Path) -> list[int]:
     """Fold numbers whose training finished (fold<k>.json and fold<k>.weights.h5)."""
     found = [int(m.group(1)) for p in folder.glob("fold*.weights.h5") if (m := FOLD_WEIGHTS.fullmatch(p.name))]
-    return sorted(k for k in found if training.is_finished(folder, f"fold{k}"))
+    return sorted(k for k in found if layout.is_finished(folder, layout.fold_prefix(k)))
 
 
 def choose_members(models_dir: Path, profile: config.Profile, names: list[str] | None) -> list[Member]:
@@ -161,11 +161,11 @@ def featurise_files(files: list[Path], folder: Path) -> tuple[FeatureCache | Non
 def load_stacker(models_dir: Path) -> dict | None:
     """stacker.json of the stacker ensemble.py saved (None when there is none), with the
     paths of its fold weights."""
-    path = models_dir / STACKER_DIR / STACKER_JSON
+    path = layout.stacker_dir(models_dir) / layout.STACKER_JSON
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    saved["weights"] = [stacker_weights_path(path.parent, k) for k in range(saved["n_folds"])]
+    saved["weights"] = [layout.stacker_weights_path(path.parent, k) for k in range(saved["n_folds"])]
     missing = [str(p) for p in saved["weights"] if not p.is_file()]
     if missing:
         raise TagError(f"the saved stacker in {path.parent} lacks {missing}; rerun code/ensemble.py")
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.combine == "stacker" or (args.combine == "auto" and not args.models):
             stacker = load_stacker(paths.models)
             if stacker is None and args.combine == "stacker":
-                raise TagError(f"no saved stacker in {paths.models / STACKER_DIR} (run code/ensemble.py)")
+                raise TagError(f"no saved stacker in {layout.stacker_dir(paths.models)} (run code/ensemble.py)")
             untrained = [n for n in stacker["models"] if not trained_folds(paths.models / n)] if stacker else []
             if untrained:
                 problem = f"the saved stacker stacks {', '.join(untrained)}, with no trained folds in {paths.models}"

@@ -13,28 +13,23 @@ from __future__ import annotations
 
 import pandas as pd
 
+import layout
 import reports
 import training
 from feature_cache import atomic_write_text
 from models import build_model
-from pretrain import PREFIX as PRETRAIN
 from workspace import Workspace, run_stage, stage_parser
-
-
-def fold_prefix(fold: int) -> str:
-    return f"fold{fold}"
-
 
 def gather_history(folder, n_folds: int) -> None:
     """models/<name>/history.csv: fold, epoch, lr, loss, val_lrap, val_lwlrap."""
     parts = []
     for k in range(n_folds):
-        path = folder / f"{fold_prefix(k)}.history.csv"
+        path = layout.run_file(folder, layout.fold_prefix(k), ".history.csv")
         if path.is_file():
             parts.append(pd.read_csv(path).assign(fold=k))
     if parts:
         table = pd.concat(parts)[["fold", *training.HISTORY_COLUMNS]]
-        atomic_write_text(folder / "history.csv", table.to_csv(index=False))
+        atomic_write_text(folder / layout.HISTORY_CSV, table.to_csv(index=False))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,16 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     for model_cfg in ws.models:
         model_cfg = ws.profile.scale(model_cfg)
         folder = ws.model_dir(model_cfg.name)
-        pretrained = ws.model_dir(model_cfg.pretrain_source) / f"{PRETRAIN}.weights.h5"
-        if use_pretrained and not training.is_finished(pretrained.parent, PRETRAIN):
+        pretrained = layout.pretrain_weights(ws.paths.models, model_cfg.pretrain_source)
+        if use_pretrained and not layout.is_finished(pretrained.parent, layout.PRETRAIN):
             raise SystemExit(f"error: {model_cfg.name} starts from {pretrained}, which is missing or unfinished; "
                              f"run code/pretrain.py --models {model_cfg.name} first (or pass --from-scratch)")
         model = start = None
         for k in folds:
-            prefix = fold_prefix(k)
+            prefix = layout.fold_prefix(k)
             if args.force:
                 training.clear(folder, prefix)
-            if training.is_finished(folder, prefix):
+            if layout.is_finished(folder, prefix):
                 print(f"{model_cfg.name} fold {k}: finished, skipped (--force to redo)")
                 continue
             if model is None:  # built once per model; every fold starts from the same state
@@ -78,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"val LRAP {summary['best_val_lrap']:.4f}")
             gather_history(folder, ws.profile.n_folds)
         gather_history(folder, ws.profile.n_folds)  # again for folds other machines trained (--folds)
-        report = reports.update_training_report(folder, pretrained.with_name(f"{PRETRAIN}.history.csv")
+        report = reports.update_training_report(folder, layout.run_file(pretrained.parent, layout.PRETRAIN, ".history.csv")
                                                 if use_pretrained else None)
         if report:
             print(f"{model_cfg.name}: report {report}")

@@ -28,6 +28,7 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
+import layout
 import layers  # noqa: F401  (registers the custom layers, so load_model needs no custom_objects)
 import shutdown
 from batches import ClipData, TrainBatches, predict_tta
@@ -95,16 +96,10 @@ class Schedule:
                    keep_from_epoch=profile.pretrain_keep_from_epoch)
 
 
-def is_finished(folder: Path, prefix: str) -> bool:
-    return (folder / f"{prefix}.json").is_file() and (folder / f"{prefix}.weights.h5").is_file()
-
-
 def clear(folder: Path, prefix: str) -> None:
     """Forget a run (for --force): its marker first, so a crash midway leaves it unfinished."""
-    for suffix in (".json", ".state.json", ".last.keras", ".history.csv", ".weights.h5"):
-        path = folder / f"{prefix}{suffix}"
-        if path.exists():
-            path.unlink()
+    for suffix in layout.RUN_SUFFIXES:
+        layout.run_file(folder, prefix, suffix).unlink(missing_ok=True)
     shutil.rmtree(tensorboard_dir(folder, prefix), ignore_errors=True)
 
 

@@ -13,6 +13,7 @@ import pytest
 
 import ensemble
 import folds as folds_lib
+import layout
 import predict
 import train
 from dataset import ClipSet
@@ -94,11 +95,11 @@ def test_last_shard_gathers_every_fold(shards):
 def test_a_fold_retrained_after_its_prediction_counts_as_missing(shards, tmp_path):
     folder = tmp_path / "v1mix"
     shutil.copytree(shards["folder"], folder)   # copytree keeps the mtimes
-    assert predict.missing_folds(folder, 2) == [] and predict.is_gathered(folder, 2)
+    assert layout.missing_folds(folder, 2) == [] and layout.is_gathered(folder, 2)
     weights = folder / "fold1.weights.h5"
     later = (folder / "fold1.oof.csv").stat().st_mtime_ns + 10**9
     os.utime(weights, ns=(later, later))
-    assert predict.missing_folds(folder, 2) == [1] and not predict.is_gathered(folder, 2)
+    assert layout.missing_folds(folder, 2) == [1] and not layout.is_gathered(folder, 2)
 
 
 def test_folds_ignore_the_global_random_state(tmp_path):

@@ -1,0 +1,118 @@
+"""The on-disk layout of models/ and submissions/: every artifact's name, and the checks of
+what is finished, defined once. Stage scripts name their files through this module and
+never import one another.
+
+    models/
+        folds.csv                    fname, fold (folds.py)
+        <model>/
+            pretrain.*               the noisy pretraining run (files of a run: below)
+            fold<k>.*                the training run of fold k
+            fold<k>.oof.csv          fold k's predictions of its own validation clips
+            fold<k>.test.csv         fold k's predictions of the test clips
+            oof.csv, test.csv        every fold gathered: out-of-fold rows, mean test rows
+            history.csv, report.png  every fold's epochs, and their plot
+        stacker/
+            fold<k>.weights.h5       the stacker of fold k
+            stacker.json             written last: its models, average weights, classes
+    submissions/
+        average_oof.csv, average.csv, stacker_oof.csv, submission.csv, per_class.csv,
+        report.png
+
+The files of one training run called <prefix> (training.fit writes them):
+
+    <prefix>.weights.h5              best weights so far; final once <prefix>.json exists
+    <prefix>.history.csv             one row per epoch
+    <prefix>.json                    written last: the run is finished
+    <prefix>.last.keras, <prefix>.state.json, <prefix>.rng.json
+                                     the resume point while the run is unfinished
+    <prefix>.lock                    held (an OS lock) while a process works on the run
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+FOLDS_CSV = "folds.csv"
+PRETRAIN = "pretrain"                 # the prefix of a model's noisy pretraining run
+HISTORY_CSV = "history.csv"           # models/<model>/: every fold's epochs
+OOF_CSV, TEST_CSV = "oof.csv", "test.csv"
+STACKER_DIR = "stacker"
+STACKER_JSON = "stacker.json"
+RUN_SUFFIXES = (".json", ".state.json", ".rng.json", ".last.keras", ".history.csv", ".weights.h5")
+
+# submissions/
+AVERAGE_OOF_CSV, AVERAGE_CSV = "average_oof.csv", "average.csv"
+STACKER_OOF_CSV, SUBMISSION_CSV = "stacker_oof.csv", "submission.csv"
+
+
+def fold_prefix(fold: int) -> str:
+    return f"fold{fold}"
+
+
+def weights_path(folder: Path, prefix: str) -> Path:
+    return Path(folder) / f"{prefix}.weights.h5"
+
+
+def run_file(folder: Path, prefix: str, suffix: str) -> Path:
+    return Path(folder) / f"{prefix}{suffix}"
+
+
+def lock_path(folder: Path, prefix: str) -> Path:
+    return Path(folder) / f"{prefix}.lock"
+
+
+def is_finished(folder: Path, prefix: str) -> bool:
+    """The run's marker (<prefix>.json, written last) and its weights both exist."""
+    return run_file(folder, prefix, ".json").is_file() and weights_path(folder, prefix).is_file()
+
+
+def pretrain_weights(models_dir: Path, model_name: str) -> Path:
+    return weights_path(Path(models_dir) / model_name, PRETRAIN)
+
+
+# ---------------------------------------------------------------------------------------
+# Predictions (predict.py writes them, ensemble.py reads them)
+# ---------------------------------------------------------------------------------------
+
+def fold_predictions(folder: Path, k: int) -> tuple[Path, Path]:
+    """(out-of-fold CSV, test CSV) of fold k."""
+    return Path(folder) / f"{fold_prefix(k)}.oof.csv", Path(folder) / f"{fold_prefix(k)}.test.csv"
+
+
+def gathered(folder: Path) -> tuple[Path, Path]:
+    """(oof.csv, test.csv) of a model: every fold gathered."""
+    return Path(folder) / OOF_CSV, Path(folder) / TEST_CSV
+
+
+def is_predicted(folder: Path, k: int) -> bool:
+    """Fold k is trained and its predictions are not older than its weights."""
+    prefix = fold_prefix(k)
+    if not is_finished(folder, prefix):
+        return False
+    trained = weights_path(folder, prefix).stat().st_mtime_ns
+    return all(p.is_file() and p.stat().st_mtime_ns >= trained for p in fold_predictions(folder, k))
+
+
+def missing_folds(folder: Path, n_folds: int) -> list[int]:
+    """Folds not yet trained and predicted."""
+    return [k for k in range(n_folds) if not is_predicted(folder, k)]
+
+
+def is_gathered(folder: Path, n_folds: int) -> bool:
+    """oof.csv and test.csv exist and were gathered after every fold's predictions."""
+    if missing_folds(folder, n_folds) or not all(p.is_file() for p in gathered(folder)):
+        return False
+    newest_fold = max(p.stat().st_mtime_ns for k in range(n_folds) for p in fold_predictions(folder, k))
+    return all(p.stat().st_mtime_ns >= newest_fold for p in gathered(folder))
+
+
+# ---------------------------------------------------------------------------------------
+# The stacker (ensemble.py saves it, tag.py applies it)
+# ---------------------------------------------------------------------------------------
+
+def stacker_dir(models_dir: Path) -> Path:
+    return Path(models_dir) / STACKER_DIR
+
+
+def stacker_weights_path(folder: Path, fold: int) -> Path:
+    """Fold `fold`'s stacker weights in the stacker folder `folder`."""
+    return Path(folder) / f"fold{fold}.weights.h5"

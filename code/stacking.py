@@ -1,0 +1,68 @@
+"""The stacker of the ensemble, trained per fold: its inputs, its early stopping, its fit.
+
+The stacker (models.build_stacker) sees, per class, each model's out-of-fold score and
+their weighted average (last column). Each fold's stacker trains on the other folds'
+clips; its validation fold is scored before each epoch's fit, so the untrained state (a
+monotone map of the plain average) can win, and training stops after `patience` epochs
+without improvement.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import layout
+import training
+from metrics import lrap
+from models import build_stacker
+
+
+class ScoreBeforeEpoch(keras.callbacks.Callback):
+    """Scores the validation fold before each epoch's fit; keeps the best weights and stops
+    after `patience` epochs without improvement."""
+
+    def __init__(self, x_val, y_val, patience: int):
+        super().__init__()
+        self.x_val, self.y_val, self.patience = x_val, y_val, patience
+        self.best_score, self.best_weights, self.best_epoch = -1.0, None, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        score = lrap(self.y_val, self.model.predict(self.x_val, verbose=0, batch_size=1024))
+        if score > self.best_score:
+            self.best_score, self.best_weights, self.best_epoch = score, self.model.get_weights(), epoch
+        elif epoch - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        self.model.set_weights(self.best_weights)
+
+
+def stack_inputs(model_scores: list[np.ndarray], average: np.ndarray) -> np.ndarray:
+    """(clips, classes, models + 1): each model's scores, the weighted average last."""
+    return np.stack([*model_scores, average], axis=-1).astype(np.float32)
+
+
+def fit_stacker(x, y, folds, x_test, profile, seed: int, save_dir: Path | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Out-of-fold and mean test predictions of one stacker per fold, and its per-class
+    weights over the inputs (n_classes, n_inputs), the mean over the folds. Each fold's
+    stacker is saved to `save_dir`/fold<k>.weights.h5 (for tag.py)."""
+    oof = np.zeros(y.shape, np.float32)
+    class_weights = np.zeros(x.shape[1:], np.float64)
+    test = np.zeros((len(x_test), y.shape[1]), np.float64)
+    for k in range(profile.n_folds):
+        val, train = folds == k, folds != k
+        training.set_seed(seed + k)
+        stacker = build_stacker(y.shape[1], x.shape[-1], lr=profile.stacker_lr, offset=profile.stacker_offset)
+        scorer = ScoreBeforeEpoch(x[val], y[val], profile.stacker_patience)
+        stacker.fit(x[train], y[train], batch_size=profile.stacker_batch_size, epochs=profile.stacker_epochs,
+                    callbacks=[scorer], verbose=0)
+        oof[val] = stacker.predict(x[val], verbose=0, batch_size=1024)
+        test += stacker.predict(x_test, verbose=0, batch_size=1024)
+        class_weights += keras.ops.convert_to_numpy(stacker.get_layer("classwise_weights").kernel)
+        if save_dir is not None:
+            training.save_weights_atomic(stacker, layout.stacker_weights_path(save_dir, k))
+        print(f"stacker fold {k}: best before epoch {scorer.best_epoch + 1}, val LRAP {scorer.best_score:.4f}")
+    return oof, (test / profile.n_folds).astype(np.float32), class_weights / profile.n_folds
