@@ -15,13 +15,17 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
 from dataset import ClipSet, DatasetError
 from feature_cache import atomic_write_text
-from layout import FOLDS_CSV
+from layout import FOLDS_CSV, STACKER_DIR
 
-FOLD_SEED = 0
+# The original's tie-breaking seed (its train.py: MultilabelStratifiedKFold(n_splits=10,
+# random_state=66666)): with it, the folds are exactly the original's partition of the
+# curated set, so per-fold and out-of-fold figures compare with the original's.
+FOLD_SEED = 66666
 
 
 def assign_folds(labels: np.ndarray, n_folds: int, classes: list[str] | None = None) -> np.ndarray:
-    """Fold number of each clip: MultilabelStratifiedKFold, no shuffle (the original's).
+    """Fold number of each clip: MultilabelStratifiedKFold, no shuffle, ties broken by
+    FOLD_SEED (the original's), over the clips in train_curated.csv's order.
     The same labels give the same folds on every machine and in every run (sharded
     training relies on it).
 
@@ -76,7 +80,18 @@ def load_or_create(models_dir: Path, curated: ClipSet, n_folds: int,
         if problems:
             raise DatasetError("stale fold assignment", problems + [
                 "delete it (and the models trained on it) or point --models-dir elsewhere"])
-        return folds.set_index("fname").loc[curated.fnames].reset_index()
+        folds = folds.set_index("fname").loc[curated.fnames].reset_index()
+        expected = assign_folds(curated.labels, n_folds, classes)
+        if not np.array_equal(folds["fold"].to_numpy(), expected):
+            moved = int(np.sum(folds["fold"].to_numpy() != expected))
+            raise DatasetError("fold assignment differs from the original's", [
+                f"{path}: {moved} of {len(expected)} clips are in another fold than the original's partition "
+                f"(MultilabelStratifiedKFold({n_folds}), ties broken with seed {FOLD_SEED}); an earlier version "
+                f"of this project broke ties with seed 0",
+                f"to regenerate: delete {path} and the fold models trained on it (<models-dir>/<model>/fold*, "
+                f"and <models-dir>/{STACKER_DIR}/), then rerun train.py; or keep the old models by pointing "
+                f"--models-dir at a new folder"])
+        return folds
     folds = pd.DataFrame({"fname": curated.fnames, "fold": assign_folds(curated.labels, n_folds, classes)})
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, folds.to_csv(index=False))

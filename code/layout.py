@@ -23,7 +23,7 @@ The files of one training run called <prefix> (training.fit writes them):
     <prefix>.weights.h5              best weights so far; final once <prefix>.json exists
     <prefix>.history.csv             one row per epoch
     <prefix>.json                    written last: the run is finished
-    <prefix>.last.keras, <prefix>.state.json, <prefix>.rng.json
+    <prefix>.last.keras, <prefix>.state.json
                                      the resume point while the run is unfinished
     <prefix>.lock                    held (an OS lock) while a process works on the run
 """
@@ -37,7 +37,7 @@ HISTORY_CSV = "history.csv"           # models/<model>/: every fold's epochs
 OOF_CSV, TEST_CSV = "oof.csv", "test.csv"
 STACKER_DIR = "stacker"
 STACKER_JSON = "stacker.json"
-RUN_SUFFIXES = (".json", ".state.json", ".rng.json", ".last.keras", ".history.csv", ".weights.h5")
+RUN_SUFFIXES = (".json", ".state.json", ".last.keras", ".history.csv", ".weights.h5")
 
 # submissions/
 AVERAGE_OOF_CSV, AVERAGE_CSV = "average_oof.csv", "average.csv"

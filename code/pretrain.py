@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import config
 import layout
+import seeds
 import training
 from models import build_model
 from workspace import Workspace, run_stage, stage_parser
@@ -33,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         if layout.is_finished(folder, layout.PRETRAIN):
             print(f"{name}: pretraining finished, skipped (--force to redo)")
             continue
-        training.set_seed(args.seed)
+        seed = seeds.unit_seed(args.seed, name, layout.PRETRAIN)
         with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
-            model = build_model(model_cfg, len(ws.classes))
+            model, _ = training.start_state(lambda: build_model(model_cfg, len(ws.classes)), seed)
         summary = training.fit(model, noisy, curated, training.Schedule.pretrain(ws.profile, model_cfg),
-                               model_cfg.crop_samples, folder, layout.PRETRAIN, seed=args.seed,
+                               model_cfg.crop_samples, folder, layout.PRETRAIN, seed=seed,
                                label=f"{name} pretrain", workers=args.workers, tensorboard=args.tensorboard)
         print(f"{name}: pretrained, best epoch {summary['best_epoch']} (curated LRAP {summary['best_val_lrap']:.4f})")
     return 0

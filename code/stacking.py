@@ -14,34 +14,62 @@ import keras
 import numpy as np
 
 import layout
+import seeds
 import training
 from metrics import lrap
 from models import build_stacker
 
 
 class ScoreBeforeEpoch(keras.callbacks.Callback):
-    """Scores the validation fold before each epoch's fit; keeps the best weights and stops
-    after `patience` epochs without improvement."""
+    """Scores the validation fold before each epoch's fit (so the score "before epoch e" is
+    that of the stacker trained for e epochs; e = 0 is the untrained stacker), keeps the
+    best weights and stops after `patience` epochs without improvement."""
 
     def __init__(self, x_val, y_val, patience: int):
         super().__init__()
         self.x_val, self.y_val, self.patience = x_val, y_val, patience
         self.best_score, self.best_weights, self.best_epoch = -1.0, None, 0
+        self.untrained_score, self.epochs_run = None, 0
 
     def on_epoch_begin(self, epoch, logs=None):
         score = lrap(self.y_val, self.model.predict(self.x_val, verbose=0, batch_size=1024))
+        if self.untrained_score is None:
+            self.untrained_score = score
         if score > self.best_score:
             self.best_score, self.best_weights, self.best_epoch = score, self.model.get_weights(), epoch
         elif epoch - self.best_epoch >= self.patience:
             self.model.stop_training = True
 
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs_run = epoch + 1
+
     def on_train_end(self, logs=None):
         self.model.set_weights(self.best_weights)
+
+    def summary(self, fold: int) -> str:
+        """What happened, in plain words, for the log."""
+        if self.best_epoch == 0:
+            return (f"stacker fold {fold}: kept the untrained stacker (the weighted average, squashed); "
+                    f"{self.epochs_run} epoch(s) of training never beat its val LRAP {self.best_score:.4f}")
+        return (f"stacker fold {fold}: trained {self.best_epoch} epoch(s), val LRAP {self.best_score:.4f} "
+                f"(untrained: {self.untrained_score:.4f}); stopped after {self.epochs_run}")
 
 
 def stack_inputs(model_scores: list[np.ndarray], average: np.ndarray) -> np.ndarray:
     """(clips, classes, models + 1): each model's scores, the weighted average last."""
     return np.stack([*model_scores, average], axis=-1).astype(np.float32)
+
+
+def fit_stacker_fold(k: int, x, y, folds, profile, seed: int) -> tuple[keras.Model, ScoreBeforeEpoch]:
+    """The stacker of fold k, trained on the other folds' clips; its randomness (initial
+    state, batch shuffling) comes from (seed, "stacker", fold k) alone."""
+    val, train = folds == k, folds != k
+    seeds.reset_global_generators(seeds.unit_seed(seed, "stacker", layout.fold_prefix(k)))
+    stacker = build_stacker(y.shape[1], x.shape[-1], lr=profile.stacker_lr, offset=profile.stacker_offset)
+    scorer = ScoreBeforeEpoch(x[val], y[val], profile.stacker_patience)
+    stacker.fit(x[train], y[train], batch_size=profile.stacker_batch_size, epochs=profile.stacker_epochs,
+                callbacks=[scorer], verbose=0)
+    return stacker, scorer
 
 
 def fit_stacker(x, y, folds, x_test, profile, seed: int, save_dir: Path | None = None
@@ -53,16 +81,11 @@ def fit_stacker(x, y, folds, x_test, profile, seed: int, save_dir: Path | None =
     class_weights = np.zeros(x.shape[1:], np.float64)
     test = np.zeros((len(x_test), y.shape[1]), np.float64)
     for k in range(profile.n_folds):
-        val, train = folds == k, folds != k
-        training.set_seed(seed + k)
-        stacker = build_stacker(y.shape[1], x.shape[-1], lr=profile.stacker_lr, offset=profile.stacker_offset)
-        scorer = ScoreBeforeEpoch(x[val], y[val], profile.stacker_patience)
-        stacker.fit(x[train], y[train], batch_size=profile.stacker_batch_size, epochs=profile.stacker_epochs,
-                    callbacks=[scorer], verbose=0)
-        oof[val] = stacker.predict(x[val], verbose=0, batch_size=1024)
+        stacker, scorer = fit_stacker_fold(k, x, y, folds, profile, seed)
+        oof[folds == k] = stacker.predict(x[folds == k], verbose=0, batch_size=1024)
         test += stacker.predict(x_test, verbose=0, batch_size=1024)
         class_weights += keras.ops.convert_to_numpy(stacker.get_layer("classwise_weights").kernel)
         if save_dir is not None:
             training.save_weights_atomic(stacker, layout.stacker_weights_path(save_dir, k))
-        print(f"stacker fold {k}: best before epoch {scorer.best_epoch + 1}, val LRAP {scorer.best_score:.4f}")
+        print(scorer.summary(k))
     return oof, (test / profile.n_folds).astype(np.float32), class_weights / profile.n_folds

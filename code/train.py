@@ -15,6 +15,7 @@ import pandas as pd
 
 import layout
 import reports
+import seeds
 import training
 from feature_cache import atomic_write_text
 from models import build_model
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if use_pretrained and not layout.is_finished(pretrained.parent, layout.PRETRAIN):
             raise SystemExit(f"error: {model_cfg.name} starts from {pretrained}, which is missing or unfinished; "
                              f"run code/pretrain.py --models {model_cfg.name} first (or pass --from-scratch)")
-        model = start = None
+        model = None  # built once per model and reused across folds (training.start_state)
         for k in folds:
             prefix = layout.fold_prefix(k)
             if args.force:
@@ -56,25 +57,25 @@ def main(argv: list[str] | None = None) -> int:
             if layout.is_finished(folder, prefix):
                 print(f"{model_cfg.name} fold {k}: finished, skipped (--force to redo)")
                 continue
-            if model is None:  # built once per model; every fold starts from the same state
-                training.set_seed(args.seed)
-                with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
-                    model = build_model(model_cfg, len(ws.classes))
-                    if use_pretrained:
-                        model.load_weights(pretrained)
-                    start = training.snapshot(model)
-            training.restore(model, start)
+            seed = seeds.unit_seed(args.seed, model_cfg.name, prefix)
+            with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
+                fresh, start = training.start_state(lambda: build_model(model_cfg, len(ws.classes)), seed,
+                                                    pretrained if use_pretrained else None)
+            if model is None:
+                model = fresh
+            else:
+                training.restore(model, start)
             train, val = ws.split(k)
             summary = training.fit(model, train, val, training.Schedule.curated(ws.profile, model_cfg),
-                                   model_cfg.crop_samples, folder, prefix, seed=args.seed + k,
+                                   model_cfg.crop_samples, folder, prefix, seed=seed,
                                    label=f"{model_cfg.name} fold {k}", workers=args.workers,
                                    tensorboard=args.tensorboard)
             print(f"{model_cfg.name} fold {k}: best epoch {summary['best_epoch']}, "
                   f"val LRAP {summary['best_val_lrap']:.4f}")
             gather_history(folder, ws.profile.n_folds)
         gather_history(folder, ws.profile.n_folds)  # again for folds other machines trained (--folds)
-        report = reports.update_training_report(folder, layout.run_file(pretrained.parent, layout.PRETRAIN, ".history.csv")
-                                                if use_pretrained else None)
+        pretrain_history = layout.run_file(pretrained.parent, layout.PRETRAIN, ".history.csv")
+        report = reports.update_training_report(folder, pretrain_history if use_pretrained else None)
         if report:
             print(f"{model_cfg.name}: report {report}")
     return 0

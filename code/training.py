@@ -1,9 +1,15 @@
 """The epoch loop shared by noisy pretraining and per-fold training.
 
-Per epoch: set the learning rate of the schedule, fit one pass of random crops, score the
-validation clips with 3-TTA, keep the best weights, print one line, and checkpoint the
-whole model (optimizer included) so a killed run resumes at the next epoch. Files, for a
-run called <prefix> in the model's folder:
+Per epoch: check the early-stopping rule (before the epoch, as the original does), set the
+learning rate of the schedule, fit one pass of random crops, score the validation clips
+with 3-TTA, keep the best weights, print one line, and checkpoint the whole model
+(optimizer slots and iteration count included) so a killed run resumes at the next epoch.
+
+Reproducible whatever happens: every random draw of an epoch comes from (the unit's seed,
+epoch) -- the batches' own generators, and the global generators reseeded at the start of
+each epoch -- so a run resumed from its checkpoint trains exactly as one never killed, and
+a unit trains the same whatever ran before it in the process (seeds.py). Files, for a run
+called <prefix> in the model's folder:
 
     <prefix>.weights.h5     best weights so far (atomic), final once <prefix>.json exists
     <prefix>.history.csv    one row per epoch: epoch, lr, loss, val_lrap, val_lwlrap
@@ -28,8 +34,9 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-import layout
 import layers  # noqa: F401  (registers the custom layers, so load_model needs no custom_objects)
+import layout
+import seeds
 import shutdown
 from batches import ClipData, TrainBatches, predict_tta
 from config import ModelConfig, Profile
@@ -59,8 +66,14 @@ class Schedule:
     batch_size: int
     predict_batch_size: int
     keep_from_epoch: int = 0          # 0-based: only epochs >= this may be kept as best
-    stop_min_epoch: int | None = None  # 0-based: stop once epoch >= this and ...
-    patience: int | None = None        # ... this many epochs passed without improvement
+    stop_min_epoch: int | None = None  # 0-based: epoch e is not run when e >= this and ...
+    patience: int | None = None        # ... more than this many epochs passed since the best
+
+    def stops_before(self, epoch: int, best_epoch: int | None) -> bool:
+        """The original's early stopping, checked before epoch `epoch` (0-based) runs:
+        `if epoch >= 35 and epoch - best_epoch > 10: break` in its train.py."""
+        return (self.stop_min_epoch is not None and best_epoch is not None
+                and epoch >= self.stop_min_epoch and epoch - best_epoch > self.patience)
 
     def lr_at(self, epoch: int) -> float:
         return self.lr * self.lr_factor ** sum(epoch >= m for m in self.lr_milestones)
@@ -138,6 +151,8 @@ def remove_temporaries(folder: Path, prefix: str) -> None:
 def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, crop_samples: int,
         folder: Path, prefix: str, *, seed: int, label: str, workers: int = 2, tensorboard: bool = False) -> dict:
     """Train `model` by `schedule`, resuming `prefix` in `folder` if it was interrupted.
+    `seed` is the unit's own seed (seeds.unit_seed); `model` is in the unit's start state
+    (`start_state`).
     A model built inside a tf.distribute strategy's scope trains on its replicas, with the
     schedule scaled by `Schedule.for_replicas`. Returns the finished run's summary (also in
     <prefix>.json)."""
@@ -165,14 +180,19 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
     # a time, and the callback would restart its step count at every call (and on resume).
     writer = tf.summary.create_file_writer(str(tensorboard_dir(folder, prefix))) if tensorboard else None
     for epoch in range(state["next_epoch"], schedule.epochs):
+        if schedule.stops_before(epoch, state["best_epoch"]):
+            break
         start = time.perf_counter()
+        seeds.reset_global_generators(seeds.epoch_seed(seed, epoch))
         lr = schedule.lr_at(epoch)
         model.optimizer.learning_rate.assign(lr)
         batches = TrainBatches(train, schedule.batch_size, crop_samples, seed=seed, epoch=epoch,
                                mixup_prob=schedule.mixup_at(epoch), mixup_weight=schedule.mixup_weight,
                                label_smoothing=schedule.label_smoothing, workers=workers,
                                min_batch=strategy.num_replicas_in_sync)
-        loss = model.fit(batches, epochs=1, verbose=0).history["loss"][-1]
+        # shuffle=False: TrainBatches already orders the epoch from (seed, epoch); Keras would
+        # shuffle the batches again with Python's global `random`, a stream other work consumes.
+        loss = model.fit(batches, epochs=1, verbose=0, shuffle=False).history["loss"][-1]
         scores = predict_tta(model, val, crop_samples, schedule.predict_batch_size, workers)
         val_lrap, val_lwlrap = lrap(val.labels, scores), lwlrap(val.labels, scores)
 
@@ -189,8 +209,7 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
               f"val LRAP {val_lrap:.4f}  lwlrap {val_lwlrap:.4f}{'  *' if improved else '   '}  {took:.0f}s",
               flush=True)
 
-        stop = (schedule.stop_min_epoch is not None and state["best_epoch"] is not None
-                and epoch >= schedule.stop_min_epoch and epoch - state["best_epoch"] >= schedule.patience)
+        last = epoch + 1 == schedule.epochs or schedule.stops_before(epoch + 1, state["best_epoch"])
         atomic_write_text(folder / f"{prefix}.history.csv",
                           pd.DataFrame(state["history"], columns=HISTORY_COLUMNS).to_csv(index=False))
         if writer is not None:
@@ -199,7 +218,7 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
                 for name in HISTORY_COLUMNS[1:]:
                     tf.summary.scalar(name, state["history"][-1][name])
             writer.flush()
-        if stop or epoch + 1 == schedule.epochs:
+        if last:
             break
         with shutdown.critical():  # the checkpoint and its state, both or neither on SIGTERM
             save_model_atomic(model, last_path)
@@ -219,12 +238,19 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
     return summary
 
 
-def snapshot(model: keras.Model) -> tuple[list, list]:
-    """The model's weights and its optimizer's (freshly built) state, to start each fold
-    from. Reusing one model across folds saves tracing its functions again (seconds per
-    fold on a CPU; most of a demo fold)."""
+def start_state(build, seed: int, pretrained: Path | None = None) -> tuple[keras.Model, tuple[list, list]]:
+    """A unit's starting point, from its own seed: a model built by `build()` after
+    reseeding the global generators (so its initial weights depend on the unit alone),
+    with `pretrained` weights loaded when given, and its optimizer freshly built.
+    Returns the model and its (weights, optimizer state) snapshot, for `restore` into an
+    already-traced model of the same architecture: reusing one model across folds saves
+    tracing its functions again (seconds per fold on a CPU; most of a demo fold)."""
+    seeds.reset_global_generators(seed)
+    model = build()
+    if pretrained is not None:
+        model.load_weights(pretrained)
     model.optimizer.build(model.trainable_variables)
-    return model.get_weights(), [v.numpy() for v in model.optimizer.variables]
+    return model, (model.get_weights(), [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables])
 
 
 def restore(model: keras.Model, state: tuple[list, list]) -> None:
@@ -232,7 +258,3 @@ def restore(model: keras.Model, state: tuple[list, list]) -> None:
     model.set_weights(weights)
     for variable, value in zip(model.optimizer.variables, optimizer_state):
         variable.assign(value)
-
-
-def set_seed(seed: int) -> None:
-    keras.utils.set_random_seed(seed)

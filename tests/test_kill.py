@@ -6,6 +6,9 @@ at its next epoch) and the last one ends with every artifact.
 
 "Mid-fold" is detected by polling for the per-epoch checkpoint (`fold<k>.state.json`,
 written after `fold<k>.last.keras`), not by sleeping.
+
+And the killed-and-resumed folds are the same models as an uninterrupted run's (run in this
+process): identical history.csv and identical weights (issue: reproducible whatever happens).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -91,8 +95,9 @@ def runs(tmp_path_factory):
     assert features.main(["--data-dir", str(data), "--workers", "1", "--sets", "curated"]) == 0
     models = root / "models"
     folder = models / "v1mix"
-    cmd = [sys.executable, str(CODE / "train.py"), "--profile", "demo", "--data-dir", str(data),
-           "--models-dir", str(models), "--models", "v1mix", "--from-scratch", "--workers", "1", "--set", *TINY]
+    args = ["--profile", "demo", "--data-dir", str(data), "--models", "v1mix", "--from-scratch", "--workers", "1",
+            "--set", *TINY]
+    cmd = [sys.executable, str(CODE / "train.py"), "--models-dir", str(models), *args]
     phases = {}
     phases["sigkill"] = kill_when(cmd, folder / "fold0.state.json", signal.SIGKILL, root / "run1")
     phases["sigkill"]["after"] = inspect(folder)
@@ -103,6 +108,9 @@ def runs(tmp_path_factory):
     out, err = output(root / "run3")
     phases["final"] = {"rc": rc, "out": out, "err": err, "after": inspect(folder)}
     phases["models"] = models
+    phases["uninterrupted"] = root / "uninterrupted"
+    import train
+    assert train.main(["--models-dir", str(root / "uninterrupted"), *args]) == 0
     return phases
 
 
@@ -211,3 +219,22 @@ def test_sigterm_during_a_write_waits_for_it(sigterm_handler, tmp_path):
             written.append("b")
     assert written == ["a", "b"] and (tmp_path / "b.csv").read_text() == "y\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.csv"]
+
+
+# --- killed and resumed = never killed ----------------------------------------------------------
+
+def weight_arrays(path: Path) -> dict:
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+def test_killed_and_resumed_folds_equal_an_uninterrupted_run(runs):
+    killed, whole = runs["models"] / "v1mix", runs["uninterrupted"] / "v1mix"
+    for k in (0, 1):
+        assert (killed / f"fold{k}.history.csv").read_text() == (whole / f"fold{k}.history.csv").read_text()
+        a, b = weight_arrays(killed / f"fold{k}.weights.h5"), weight_arrays(whole / f"fold{k}.weights.h5")
+        assert a.keys() == b.keys() and len(a) > 10
+        different = [name for name in a if not np.array_equal(a[name], b[name])]
+        assert different == [], f"fold {k}: {len(different)} weight arrays differ, e.g. {different[:3]}"

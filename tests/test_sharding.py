@@ -113,11 +113,3 @@ def test_folds_ignore_the_global_random_state(tmp_path):
         folds_lib.load_or_create(tmp_path / str(seed), clips, 5)
         written.append((tmp_path / str(seed) / folds_lib.FOLDS_CSV).read_bytes())
     assert written[0] == written[1]
-
-
-def test_an_existing_folds_csv_is_used_as_it_is(tmp_path):
-    labels = np.eye(4, dtype=np.float32)[[0, 1, 2, 3, 0, 1, 2, 3]]
-    clips = ClipSet("curated", [f"c{i}.wav" for i in range(8)], [], labels)
-    mine = pd.DataFrame({"fname": clips.fnames, "fold": [0, 1, 0, 1, 1, 0, 1, 0]})  # not assign_folds' own
-    mine.to_csv(tmp_path / folds_lib.FOLDS_CSV, index=False)
-    assert folds_lib.load_or_create(tmp_path, clips, 2)["fold"].tolist() == mine["fold"].tolist()
