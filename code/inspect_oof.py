@@ -133,7 +133,8 @@ def read_folds(folds_csv: Path, fnames: list[str]) -> np.ndarray:
     for line, fields in rows:
         value = fields[at_fold].strip() if len(fields) == len(header) else ""
         if not value.isdigit():
-            problems.append(f"{folds_csv.name} line {line}: expected a clip name and a fold number (0, 1, ...), got {fields!r}")
+            problems.append(f"{folds_csv.name} line {line}: expected a clip name and a fold number (0, 1, ...), "
+                            f"got {fields!r}")
         elif fields[at_name] in fold_of:
             problems.append(f"{folds_csv.name} line {line}: clip {fields[at_name]!r} listed again")
         else:
@@ -386,8 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"labels: {labels_csv}; folds: {folds_csv or 'none (--no-folds)'}")
     per_class = tables["per_class"]
     without = int((per_class["n_positives"] == 0).sum())
-    print_section("per-class lwlrap, worst first" + (f"; {without} class(es) without clips left out" if without else ""),
-                  per_class[per_class["n_positives"] > 0], args.top)
+    left_out = f"; {without} class(es) without clips left out" if without else ""
+    print_section(f"per-class lwlrap, worst first{left_out}", per_class[per_class["n_positives"] > 0], args.top)
     print_section("lwlrap per fold", tables["folds"])
     clips = tables["clips"]
     print_section("clips whose worst true label ranks lowest (rank among all classes, 1 = top)",

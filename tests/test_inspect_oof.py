@@ -37,7 +37,8 @@ def synthetic_run(folder, n_clips=48, seed=0):
     scores[fnames.index(WORST), 0] = 0.0
     scores[fnames.index(LOUD), 4] = 0.999
     labels = folder / "labels.csv"
-    pd.DataFrame({"fname": fnames, "labels": [",".join(np.array(CLASSES)[t > 0]) for t in y]}).to_csv(labels, index=False)
+    label_lists = [",".join(np.array(CLASSES)[t > 0]) for t in y]
+    pd.DataFrame({"fname": fnames, "labels": label_lists}).to_csv(labels, index=False)
     folds = folder / "folds.csv"
     pd.DataFrame({"fname": fnames, "fold": np.arange(n_clips) % N_FOLDS}).to_csv(folds, index=False)
     oof = folder / "oof.csv"
@@ -112,7 +113,8 @@ def test_fold_scores_and_ranks_match_sklearn_with_ties(seed):
     scores = np.round(rng.random(truth.shape), 1)                    # rounded: many ties
     folds = rng.integers(0, 3, 90)
     folds[:4] = inspect_oof.NO_FOLD
-    oof = inspect_oof.OutOfFold([f"{i}.wav" for i in range(90)], [str(c) for c in range(7)], truth, scores, folds)
+    oof = inspect_oof.OutOfFold([f"{i}.wav" for i in range(90)], [str(c) for c in range(7)], truth, scores,
+                                folds)
     table = inspect_oof.per_fold_table(oof).set_index("fold")
     for name, rows in [("0", folds == 0), ("2", folds == 2), ("all", np.ones(90, bool))]:
         assert table.loc[name, "lwlrap"] == pytest.approx(metrics.lwlrap(truth[rows], scores[rows]), abs=1e-12)
@@ -146,7 +148,8 @@ def test_names_resolve_to_the_profile_folders(tmp_path, capsys):
 def test_a_class_missing_from_the_oof_columns_is_named(tmp_path):
     labels, folds, oof, *_ = synthetic_run(tmp_path)
     pd.read_csv(oof).drop(columns="Fart").to_csv(oof, index=False)
-    with pytest.raises(DatasetError, match=r"labels.csv do not fit .*oof.csv(.|\n)*\['Fart'\] \(not a column of oof.csv\)"):
+    with pytest.raises(DatasetError, match=r"labels.csv do not fit .*oof.csv(.|\n)*"
+                                           r"\['Fart'\] \(not a column of oof.csv\)"):
         inspect(oof, labels, folds)
 
 
@@ -203,6 +206,7 @@ def test_it_imports_no_tensorflow_or_keras():
     while todo:
         name = todo.pop()
         seen.add(name)
-        todo += [m for m in imported_modules(CODE / f"{name}.py") if (CODE / f"{m}.py").is_file() and m not in seen]
+        todo += [m for m in imported_modules(CODE / f"{name}.py")
+                 if (CODE / f"{m}.py").is_file() and m not in seen]
     reached = set().union(*(imported_modules(CODE / f"{m}.py") for m in seen))
     assert "reports" in seen and not reached & {"tensorflow", "keras", "kapre", "jax"}
