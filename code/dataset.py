@@ -170,9 +170,11 @@ def multi_hot(label_lists: list[list[str]], classes: list[str]) -> np.ndarray:
     return y
 
 
-def read_labelled_csv(path: Path, classes: list[str], audio_dir: Path, name: str) -> tuple[ClipSet, list[str]]:
+def read_labelled_csv(path: Path, classes: list[str], audio_dir: Path, name: str,
+                      classes_from: str = SUBMISSION_CSV) -> tuple[ClipSet, list[str]]:
     """A `fname,labels` CSV as a ClipSet, plus the problems found in it (not raised here,
-    so that all CSVs can be checked before anything fails)."""
+    so that all CSVs can be checked before anything fails). `classes_from` names the file
+    the classes came from, for the unknown-label message."""
     df, problems = _read_csv(path, ["fname", "labels"])
     known = set(classes)
     label_lists = []
@@ -186,7 +188,7 @@ def read_labelled_csv(path: Path, classes: list[str], audio_dir: Path, name: str
             problems.append(f"{where}: empty label field")
         unknown = [c for c in labels if c not in known]
         if unknown:
-            problems.append(f"{where}: unknown label(s) {unknown} (not a column of {SUBMISSION_CSV})")
+            problems.append(f"{where}: unknown label(s) {unknown} (not a column of {classes_from})")
         label_lists.append([c for c in labels if c in known])
     fnames = list(df["fname"])
     clips = ClipSet(name, fnames, [audio_dir / f for f in fnames], multi_hot(label_lists, classes))

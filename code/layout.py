@@ -17,6 +17,7 @@ never import one another.
     submissions/
         average_oof.csv, average.csv, stacker_oof.csv, submission.csv, per_class.csv,
         report.png
+    <folder of an OOF CSV>/inspect/  inspect_oof.py's tables and plot, named <OOF stem>.*
 
 The files of one training run called <prefix> (training.fit writes them):
 
@@ -42,6 +43,7 @@ RUN_SUFFIXES = (".json", ".state.json", ".last.keras", ".history.csv", ".weights
 # submissions/
 AVERAGE_OOF_CSV, AVERAGE_CSV = "average_oof.csv", "average.csv"
 STACKER_OOF_CSV, SUBMISSION_CSV = "stacker_oof.csv", "submission.csv"
+INSPECT_DIR = "inspect"               # inspect_oof.py writes next to the OOF CSV it reads
 
 
 def fold_prefix(fold: int) -> str:
