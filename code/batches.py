@@ -21,7 +21,8 @@ TTA_POSITIONS = ("start", "middle", "end")
 
 @dataclass
 class ClipData:
-    """A subset of one cached clip set, with multi-hot labels (None for the test set)."""
+    """A subset of one cached clip set, with multi-hot labels (None for the test set).
+    An empty set may have no cache (None)."""
     cache: FeatureCache
     rows: np.ndarray
     labels: np.ndarray | None = None
@@ -117,6 +118,8 @@ def predict_tta(model: keras.Model, data: ClipData, crop_samples: int, batch_siz
                 workers: int = 1) -> np.ndarray:
     """Mean prediction over crops at the start, middle and end of each clip (3-TTA)."""
     total = np.zeros((len(data), model.outputs[0].shape[-1]), np.float64)
+    if not len(data):   # no test clips: Keras refuses an empty dataset
+        return total.astype(np.float32)
     for position in TTA_POSITIONS:
         total += model.predict(CropBatches(data, batch_size, crop_samples, position, workers), verbose=0)
     return (total / len(TTA_POSITIONS)).astype(np.float32)

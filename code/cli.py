@@ -10,33 +10,50 @@ import config
 from dataset import CURATED_CSV
 
 
-def default_profile() -> str:
-    """`full` when the real data is in input/, otherwise the self-generated `demo`."""
+def default_profile(data_dir: Path | None = None) -> str:
+    """`demo` for the generated demo data, `full` for real data. Without --data-dir: `full`
+    when input/train_curated.csv exists, else `demo`. With --data-dir: `demo` for the
+    demo's folder (input/demo/), `full` for any other (your own data)."""
+    if data_dir is not None:
+        return "demo" if same_folder(data_dir, config.PROFILES["demo"].paths().data) else "full"
     full = config.PROFILES["full"].paths()
     return "full" if (full.data / CURATED_CSV).is_file() else "demo"
+
+
+def same_folder(a: Path, b: Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("profile and folders")
     g.add_argument("--profile", choices=sorted(config.PROFILES), default=None,
-                   help="hyperparameter set: 'full' = the original's (default when input/train_curated.csv "
-                        "exists), 'demo' = small and fast on the generated demo data (default otherwise)")
-    g.add_argument("--data-dir", type=Path, help="competition data (default: the profile's, input/ or input/demo/)")
+                   help="hyperparameter set: 'full' = the original's (default for real data: input/ with "
+                        "train_curated.csv, or any --data-dir but input/demo), 'demo' = small and fast, "
+                        "made for the generated demo data (default otherwise)")
+    g.add_argument("--data-dir", type=Path, help="the data (default: the profile's, input/ or input/demo/)")
     g.add_argument("--features-dir", type=Path, help="feature cache (default: <data-dir>/features)")
-    g.add_argument("--models-dir", type=Path, help="folds, weights, predictions (default: models/ or models/demo/)")
-    g.add_argument("--submissions-dir", type=Path, help="submission CSVs (default: submissions/ or submissions/demo/)")
+    g.add_argument("--models-dir", type=Path,
+                   help="folds, weights, predictions (default: models/ or models/demo/; for a --data-dir other "
+                        "than the profile's, <data-dir>/models/<profile>)")
+    g.add_argument("--submissions-dir", type=Path,
+                   help="submission CSVs (default: submissions/ or submissions/demo/; for a --data-dir other "
+                        "than the profile's, <data-dir>/submissions/<profile>)")
     g.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="overrides",
                    help="override profile fields, e.g. --set epochs=2 n_folds=3 lr_milestones=1,2")
 
 
 def resolve(args: argparse.Namespace) -> tuple[config.Profile, config.Paths]:
-    """The profile and folders the user asked for, defaults filled in."""
-    profile = override(config.get_profile(args.profile or default_profile()), args.overrides)
+    """The profile and folders the user asked for, defaults filled in. Own data (a
+    --data-dir that is not the profile's) keeps its models and submissions beside it, one
+    folder per profile, so it never overwrites the demo's or the competition's."""
+    profile = override(config.get_profile(args.profile or default_profile(args.data_dir)), args.overrides)
     paths = profile.paths()
-    data = args.data_dir or paths.data
+    data = Path(args.data_dir) if args.data_dir else paths.data
+    if not same_folder(data, paths.data):
+        paths = profile.own_data_paths(data)
     return profile, config.Paths(
-        data=Path(data),
-        features=Path(args.features_dir or (Path(data) / "features" if args.data_dir else paths.features)),
+        data=data,
+        features=Path(args.features_dir or paths.features),
         models=Path(args.models_dir or paths.models),
         submissions=Path(args.submissions_dir or paths.submissions),
     )

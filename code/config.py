@@ -19,6 +19,7 @@ TRIM_TOP_DB = 60              # librosa.effects.trim default
 
 # Where the stages read and write when no flag says otherwise (relative to the repo root).
 REPO_ROOT = Path(__file__).resolve().parent.parent
+FEATURES_DIR = "features"     # the feature cache, inside the data folder
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,16 @@ class Profile:
 
     def paths(self, root: Path = REPO_ROOT) -> "Paths":
         data = root / self.data_dir
-        return Paths(data=data, features=data / "features",
+        return Paths(data=data, features=data / FEATURES_DIR,
                      models=root / self.models_dir, submissions=root / self.submissions_dir)
+
+    def own_data_paths(self, data: Path) -> "Paths":
+        """The folders for data other than the profile's own (your own data): everything
+        beside it, models and submissions one folder per profile, so a demo-sized and a
+        full run on the same data never mix, and neither touches models/ or models/demo/."""
+        data = Path(data)
+        return Paths(data=data, features=data / FEATURES_DIR, models=data / "models" / self.name,
+                     submissions=data / "submissions" / self.name)
 
 
 @dataclass(frozen=True)

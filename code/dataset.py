@@ -2,10 +2,18 @@
 
     <data>/train_curated.csv      fname,labels   (labels: comma-separated class names)
     <data>/train_noisy.csv        fname,labels   (optional: without it, no pretraining)
-    <data>/sample_submission.csv  fname + one column per class; defines classes and order
+    <data>/sample_submission.csv  fname + one column per class (optional, see below)
     <data>/test_labels.csv        fname,labels   (optional: held-back truth, demo data only)
     <data>/audio_train/           curated and noisy clips together
     <data>/audio_test/            test clips
+
+The class list and the test clips come from sample_submission.csv: its columns after
+`fname`, in order, and its rows. Without it (your own data), the classes are the labels
+train_curated.csv uses, sorted by code point (Python's `sorted`), and the test clips are
+the audio files directly inside audio_test/, sorted by name (none when the folder is
+missing or empty: then the stages produce out-of-fold results only). Class names cannot
+contain a comma (the labels field is a comma-separated list), start or end with a space,
+or be `fname`.
 
 Every problem found on load is collected and raised at once, one line per offender, so a
 user fixes a broken CSV in one pass instead of one error per run.
@@ -18,6 +26,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 
 CURATED_CSV = "train_curated.csv"
 NOISY_CSV = "train_noisy.csv"
@@ -27,6 +36,8 @@ TRAIN_AUDIO = "audio_train"
 TEST_AUDIO = "audio_test"
 MAX_LISTED = 50  # offenders printed in one error; the rest are counted
 MAX_FNAME_BYTES = 255  # longer names cannot exist on common file systems (NAME_MAX)
+# What soundfile can read, by extension (RAW needs its format spelled out, so not that).
+AUDIO_EXTENSIONS = ({f".{name.lower()}" for name in sf.available_formats()} - {".raw"}) | {".aif", ".oga", ".opus"}
 
 
 class DatasetError(ValueError):
@@ -63,6 +74,8 @@ class Dataset:
     curated: ClipSet
     noisy: ClipSet
     test: ClipSet
+    classes_from: Path           # sample_submission.csv, or train_curated.csv (its labels)
+    test_from: Path              # sample_submission.csv, or the audio_test/ folder listed
 
     def sets(self) -> list[ClipSet]:
         return [s for s in (self.curated, self.noisy, self.test) if len(s)]
@@ -127,9 +140,58 @@ def read_classes(path: Path) -> list[str]:
     classes = header[1:]
     problems = [f"{path}: repeated class column {c!r}" for c in sorted({c for c in classes if classes.count(c) > 1})]
     problems += [f"{path}: column {i + 2} has an empty class name" for i, c in enumerate(classes) if not c.strip()]
+    problems += [f"{path}: column {i + 2}: {why}" for i, c in enumerate(classes) if c.strip()
+                 for why in [class_name_problem(c)] if why]
     if problems:
         raise DatasetError("bad sample submission", problems)
     return classes
+
+
+def class_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a class, or None: a label field could never name it."""
+    if "," in name:
+        return f"class name {name!r} contains a comma (labels are comma-separated, so no clip could carry it)"
+    if name != name.strip():
+        return f"class name {name!r} starts or ends with a space (labels are read stripped, so none would match)"
+    if name == "fname":
+        return "a class cannot be called 'fname' (the file name column of every prediction CSV)"
+    return None
+
+
+def classes_from_labels(path: Path) -> list[str]:
+    """The class list of a dataset without sample_submission.csv: every label that
+    train_curated.csv uses, sorted (code-point order, so the same on every machine)."""
+    path = Path(path)
+    df, problems = _read_csv(path, ["fname", "labels"])
+    classes = sorted({c for text in df["labels"] for c in split_labels(text)})
+    problems += [f"{path}: {why}" for c in classes for why in [class_name_problem(c)] if why]
+    if not classes:
+        problems.append(f"{path}: no labels, so no class list (and no {SUBMISSION_CSV} to give one)")
+    if problems:
+        raise DatasetError(f"cannot take the class list from {path}", problems)
+    return classes
+
+
+def load_classes(data_dir: Path) -> tuple[list[str], Path]:
+    """(class list, the file it comes from): sample_submission.csv's columns when it exists,
+    else the sorted labels of train_curated.csv."""
+    data_dir = Path(data_dir)
+    submission, curated = data_dir / SUBMISSION_CSV, data_dir / CURATED_CSV
+    if submission.is_file():
+        return read_classes(submission), submission
+    if curated.is_file():
+        return classes_from_labels(curated), curated
+    raise DatasetError("cannot read the class list", [f"{submission}: file not found", f"{curated}: file not found"])
+
+
+def audio_files_in(folder: Path) -> list[str]:
+    """Names of the audio files directly inside `folder` (by extension, hidden files left
+    out), sorted; none when the folder does not exist."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir()
+                  if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".") and is_file(p))
 
 
 def _read_csv(path: Path, columns: list[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -171,10 +233,10 @@ def multi_hot(label_lists: list[list[str]], classes: list[str]) -> np.ndarray:
 
 
 def read_labelled_csv(path: Path, classes: list[str], audio_dir: Path, name: str,
-                      classes_from: str = SUBMISSION_CSV) -> tuple[ClipSet, list[str]]:
+                      classes_from: str = f"a column of {SUBMISSION_CSV}") -> tuple[ClipSet, list[str]]:
     """A `fname,labels` CSV as a ClipSet, plus the problems found in it (not raised here,
-    so that all CSVs can be checked before anything fails). `classes_from` names the file
-    the classes came from, for the unknown-label message."""
+    so that all CSVs can be checked before anything fails). `classes_from` says, in an
+    unknown label's error, where the class list came from."""
     df, problems = _read_csv(path, ["fname", "labels"])
     known = set(classes)
     label_lists = []
@@ -188,7 +250,7 @@ def read_labelled_csv(path: Path, classes: list[str], audio_dir: Path, name: str
             problems.append(f"{where}: empty label field")
         unknown = [c for c in labels if c not in known]
         if unknown:
-            problems.append(f"{where}: unknown label(s) {unknown} (not a column of {classes_from})")
+            problems.append(f"{where}: unknown label(s) {unknown} (not {classes_from})")
         label_lists.append([c for c in labels if c in known])
     fnames = list(df["fname"])
     clips = ClipSet(name, fnames, [audio_dir / f for f in fnames], multi_hot(label_lists, classes))
@@ -217,41 +279,60 @@ def missing_file_problems(clips: ClipSet) -> list[tuple[str, str]]:
 
 
 def load_dataset(data_dir: Path, check_files: bool = True) -> Dataset:
-    """Read and validate the three CSVs of `data_dir`.
+    """Read and validate the CSVs of `data_dir` (the class list and test clips as the
+    module's docstring says).
 
     Raises DatasetError listing every unknown label, empty label field, path-like or
     duplicate fname and (with `check_files`) every missing audio file.
     """
     data_dir = Path(data_dir)
-    classes = read_classes(data_dir / SUBMISSION_CSV)
+    classes, classes_from = load_classes(data_dir)
+    described = (f"a column of {SUBMISSION_CSV}" if classes_from.name == SUBMISSION_CSV else
+                 f"a label of {CURATED_CSV}, which defines the classes when there is no {SUBMISSION_CSV}")
     train_dir, test_dir = data_dir / TRAIN_AUDIO, data_dir / TEST_AUDIO
 
     problems: list[str] = []
-    curated, p = read_labelled_csv(data_dir / CURATED_CSV, classes, train_dir, "curated") \
+    curated, p = read_labelled_csv(data_dir / CURATED_CSV, classes, train_dir, "curated", described) \
         if (data_dir / CURATED_CSV).is_file() else (None, [f"{data_dir / CURATED_CSV}: file not found"])
     problems += p
     if (data_dir / NOISY_CSV).is_file():
-        noisy, p = read_labelled_csv(data_dir / NOISY_CSV, classes, train_dir, "noisy")
+        noisy, p = read_labelled_csv(data_dir / NOISY_CSV, classes, train_dir, "noisy", described)
         problems += p
     else:
         noisy = ClipSet("noisy", [], [], np.zeros((0, len(classes)), np.float32))
-    sub, p = _read_csv(data_dir / SUBMISSION_CSV, ["fname"])
-    problems += p
-    test_fnames = list(sub["fname"])
-    problems += [f"{SUBMISSION_CSV} line {i} ({f!r}): {fname_problem(f)}"
-                 for i, f in zip(sub.index, test_fnames) if fname_problem(f)]
+    if (data_dir / SUBMISSION_CSV).is_file():
+        sub, p = _read_csv(data_dir / SUBMISSION_CSV, ["fname"])
+        problems += p
+        test_fnames, test_from = list(sub["fname"]), data_dir / SUBMISSION_CSV
+        problems += [f"{SUBMISSION_CSV} line {i} ({f!r}): {fname_problem(f)}"
+                     for i, f in zip(sub.index, test_fnames) if fname_problem(f)]
+    else:   # own data without a test list: whatever audio audio_test/ holds
+        test_fnames, test_from = audio_files_in(test_dir), test_dir
     test = ClipSet("test", test_fnames, [test_dir / f for f in test_fnames], None)
     if curated is None:
         raise DatasetError(f"incomplete dataset in {data_dir}", problems)
 
-    csv_names = {"curated": CURATED_CSV, "noisy": NOISY_CSV, "test": SUBMISSION_CSV}
+    csv_names = {"curated": CURATED_CSV, "noisy": NOISY_CSV, "test": test_from.name}
     problems += duplicate_problems([curated, noisy, test], csv_names)
     if check_files:
         for clips in (curated, noisy, test):
             problems += [f"{csv_names[clips.name]}: {fname!r}: {why}" for fname, why in missing_file_problems(clips)]
     if problems:
         raise DatasetError(f"the dataset in {data_dir} has problems", problems)
-    return Dataset(data_dir, classes, curated, noisy, test)
+    return Dataset(data_dir, classes, curated, noisy, test, classes_from, test_from)
+
+
+def describe_sources(dataset: Dataset) -> str:
+    """Where the class list and the test clips came from, for the stages' logs."""
+    classes = (f"{len(dataset.classes)} classes from {dataset.classes_from.name}"
+               + (f" labels (sorted; no {SUBMISSION_CSV})" if dataset.classes_from.name == CURATED_CSV else ""))
+    if dataset.test_from.name == SUBMISSION_CSV:
+        test = f"{len(dataset.test)} test clips from {SUBMISSION_CSV}"
+    elif len(dataset.test):
+        test = f"{len(dataset.test)} test clips: the audio files in {dataset.test_from}"
+    else:
+        test = f"no test clips (no {SUBMISSION_CSV}, no audio files in {dataset.test_from}): out-of-fold results only"
+    return f"{classes}; {test}"
 
 
 def read_test_labels(data_dir: Path, dataset: Dataset) -> np.ndarray | None:

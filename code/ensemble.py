@@ -17,7 +17,8 @@ The stacker sees, per class, each model's score and the weighted average (last c
 it is trained per fold of models/folds.csv, its validation scored before each epoch's fit,
 so the untrained state (a monotone map of the plain average) can win. Test = mean of the
 fold stackers. A summary table of CV scores (and test scores when the data has held-back
-test labels, as the demo does) ends the stage.
+test labels, as the demo does) ends the stage. Data without test clips (own data: no
+sample_submission.csv, nothing in audio_test/) gets the out-of-fold files only, with a note.
 
     python code/ensemble.py --profile demo
 """
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {len(all_test) - len(test)} test clip(s) are not in the feature cache (bad files "
               f"skipped); average.csv and submission.csv give them each class's mean score")
     write_predictions(out / layout.AVERAGE_OOF_CSV, curated.fnames, ws.classes, avg_oof)
-    write_predictions(out / layout.AVERAGE_CSV, all_test, ws.classes, complete_rows(all_test, test.fnames, avg_test))
+    if all_test:
+        write_predictions(out / layout.AVERAGE_CSV, all_test, ws.classes, complete_rows(all_test, test.fnames, avg_test))
 
     stacker_dir = layout.stacker_dir(ws.paths.models)
     stacker_dir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         {"models": [m.name for m in ws.models], "average_weights": weights.tolist(), "classes": ws.classes,
          "n_folds": ws.profile.n_folds, "offset": ws.profile.stacker_offset}, indent=1))
     write_predictions(out / layout.STACKER_OOF_CSV, curated.fnames, ws.classes, stack_oof)
-    write_predictions(out / layout.SUBMISSION_CSV, all_test, ws.classes, complete_rows(all_test, test.fnames, stack_test))
+    if all_test:
+        write_predictions(out / layout.SUBMISSION_CSV, all_test, ws.classes,
+                          complete_rows(all_test, test.fnames, stack_test))
+    else:   # own data without test clips: out-of-fold results only; no stale test files either
+        for name in (layout.AVERAGE_CSV, layout.SUBMISSION_CSV):
+            (out / name).unlink(missing_ok=True)
+        print(f"note: no test clips in {ws.dataset.test_from}, so no {layout.AVERAGE_CSV} or "
+              f"{layout.SUBMISSION_CSV}; the out-of-fold results are {out / layout.STACKER_OOF_CSV} and "
+              f"{out / layout.AVERAGE_OOF_CSV}")
     reports.ensemble_report(out, ws.classes, y, [m.name for m in ws.models], oofs, avg_oof, stack_oof,
                             stack_weights)
 
@@ -108,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, o, t in rows:
         line = f"{name:<30} {lrap(y, o):>8.4f} {lwlrap(y, o):>10.4f}"
         print(line + (f" {lwlrap(truth, t):>12.4f}" if truth is not None else ""))
-    print(f"\nsubmission: {out / 'submission.csv'}; per-class report: {out / 'report.png'}")
+    result = f"submission: {out / layout.SUBMISSION_CSV}" if all_test else f"out-of-fold: {out / layout.STACKER_OOF_CSV}"
+    print(f"\n{result}; per-class report: {out / 'report.png'}")
     return 0
 
 

@@ -29,7 +29,7 @@ from tqdm import tqdm
 import cli
 import shutdown
 from audio import featurise, warm_up
-from dataset import ClipSet, DatasetError, load_dataset, missing_file_problems
+from dataset import ClipSet, DatasetError, describe_sources, load_dataset, missing_file_problems
 from feature_cache import (CacheWriter, FeatureCache, Source, atomic_write_text, file_signature,
                            is_current, restore_interrupted_swap)
 
@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"features: profile {profile.name}, data {paths.data}, cache {paths.features}")
+    print(f"  {describe_sources(dataset)}")
     unused = dataset.classes_without_clips()
     if unused:
         print(f"note: {len(unused)} class(es) of sample_submission.csv have no curated clip: {unused[:10]}"

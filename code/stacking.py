@@ -83,7 +83,8 @@ def fit_stacker(x, y, folds, x_test, profile, seed: int, save_dir: Path | None =
     for k in range(profile.n_folds):
         stacker, scorer = fit_stacker_fold(k, x, y, folds, profile, seed)
         oof[folds == k] = stacker.predict(x[folds == k], verbose=0, batch_size=1024)
-        test += stacker.predict(x_test, verbose=0, batch_size=1024)
+        if len(x_test):   # own data may have no test clips; Keras refuses empty input
+            test += stacker.predict(x_test, verbose=0, batch_size=1024)
         class_weights += keras.ops.convert_to_numpy(stacker.get_layer("classwise_weights").kernel)
         if save_dir is not None:
             training.save_weights_atomic(stacker, layout.stacker_weights_path(save_dir, k))

@@ -17,8 +17,8 @@ over every trained member with a weight. --models picks members (one model: its 
 
 Class names come from the header of a prediction CSV in the models folder (oof.csv,
 test.csv, fold<k>.*.csv, written by predict.py with the training data's classes), so a
-models folder tags on its own; before predict.py has run, from
-<data-dir>/sample_submission.csv.
+models folder tags on its own; before predict.py has run, from the data's class list
+(<data-dir>/sample_submission.csv, or without it the labels of train_curated.csv).
 
 Exit status: 0 when every file was tagged; 1 when some could not be decoded (each is
 named, the others are still tagged and written); 2 when there is nothing to tag with
@@ -38,21 +38,18 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported: readable output
 
 import numpy as np
-import soundfile as sf
 
 import cli
 import config
 import layout
 from audio import featurise
 from batches import ClipData, predict_tta
-from dataset import SUBMISSION_CSV, DatasetError, read_classes
+from dataset import AUDIO_EXTENSIONS, DatasetError, load_classes, read_classes
 from feature_cache import CacheWriter, FeatureCache, Source, atomic_write_text, file_signature
 from models import build_model, build_stacker
 from stacking import stack_inputs
 from workspace import write_predictions
 
-# What soundfile can read, by extension (RAW needs its format spelled out, so not that).
-AUDIO_EXTENSIONS = ({f".{name.lower()}" for name in sf.available_formats()} - {".raw"}) | {".aif", ".oga", ".opus"}
 FOLD_WEIGHTS = re.compile(r"fold(\d+)\.weights\.h5")
 PREDICTION_CSVS = ("oof.csv", "test.csv", "fold*.oof.csv", "fold*.test.csv")
 
@@ -104,16 +101,16 @@ def choose_members(models_dir: Path, profile: config.Profile, names: list[str] |
 
 def find_classes(members: list[Member], data_dir: Path) -> tuple[list[str], Path]:
     """Class names (and where they came from): a prediction CSV of the models, else the
-    dataset's sample_submission.csv."""
+    dataset's class list (dataset.load_classes)."""
     for member in members:
         for pattern in PREDICTION_CSVS:
             for path in sorted(member.folder.glob(pattern)):
                 return read_classes(path), path
-    path = Path(data_dir) / SUBMISSION_CSV
-    if path.is_file():
-        return read_classes(path), path
-    raise TagError(f"no class list: no prediction CSV in {members[0].folder} (run code/predict.py) "
-                   f"and no {path} (pass --data-dir)")
+    try:
+        return load_classes(data_dir)
+    except DatasetError as e:
+        raise TagError(f"no class list: no prediction CSV in {members[0].folder} (run code/predict.py) "
+                       f"and none in --data-dir: {e}") from None
 
 
 def collect_files(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:

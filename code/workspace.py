@@ -78,7 +78,10 @@ class Workspace:
 
     def clip_data(self, clips: ClipSet) -> ClipData:
         """The clips of a set that the feature cache holds (clips left out by
-        `features.py --skip-bad` are left out here too, with a note)."""
+        `features.py --skip-bad` are left out here too, with a note). An empty set (no test
+        clips in own data) has no cache: its ClipData is empty."""
+        if not len(clips):
+            return ClipData(None, np.zeros(0, np.int64), clips.labels)
         cache = self.cache(clips.name)
         kept = [i for i, f in enumerate(clips.fnames) if f in cache.row]
         if len(kept) < len(clips):

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audio import AudioError, Clip, process_clip
-from dataset import Dataset, DatasetError, fname_problem, load_dataset
+from dataset import Dataset, DatasetError, class_name_problem, fname_problem, load_dataset
 from folds import assign_folds
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None,
@@ -119,12 +119,15 @@ def check_loads_or_dataset_error(folder: Path) -> None:
         assert len(set(clips.fnames)) == len(clips.fnames)
     assert dataset.curated.labels.shape == (len(dataset.curated), len(dataset.classes))
     assert np.all(dataset.curated.labels.sum(axis=1) >= 1)            # no clip without a label
+    assert all(c and class_name_problem(c) is None for c in dataset.classes)   # every class can be a label
 
 
 @FUZZ
 @given(curated=st.tuples(HEADERS, CSV_TEXT), noisy=st.one_of(st.none(), st.tuples(HEADERS, CSV_TEXT)),
-       submission=st.tuples(st.sampled_from(["fname,Bark,Buzz\n", "fname,Bark,Bark\n", "fname\n", "name,Bark\n",
-                                             "fname,,Buzz\n", "\ufefffname,Bark,Buzz\n"]), CSV_TEXT),
+       submission=st.one_of(st.none(),   # none: the classes come from the curated labels
+                            st.tuples(st.sampled_from(["fname,Bark,Buzz\n", "fname,Bark,Bark\n", "fname\n",
+                                                       "name,Bark\n", "fname,,Buzz\n", "\ufefffname,Bark,Buzz\n"]),
+                                      CSV_TEXT)),
        raw=st.one_of(st.none(), st.tuples(st.sampled_from(["train_curated.csv", "train_noisy.csv",
                                                             "sample_submission.csv"]), st.binary(max_size=60))))
 def test_csv_loader_on_random_text(curated, noisy, submission, raw):
@@ -133,7 +136,8 @@ def test_csv_loader_on_random_text(curated, noisy, submission, raw):
         (folder / "train_curated.csv").write_text("".join(curated), encoding="utf-8")
         if noisy is not None:
             (folder / "train_noisy.csv").write_text("".join(noisy), encoding="utf-8")
-        (folder / "sample_submission.csv").write_text("".join(submission), encoding="utf-8")
+        if submission is not None:
+            (folder / "sample_submission.csv").write_text("".join(submission), encoding="utf-8")
         if raw is not None:  # arbitrary bytes, not even UTF-8, in one of the files
             name, content = raw
             (folder / name).write_bytes(content)
