@@ -107,7 +107,7 @@ def read_truth(labels_csv: Path, oof_csv: Path, fnames: list[str], classes: list
     labels_csv, oof_csv = Path(labels_csv), Path(oof_csv)
     if not labels_csv.is_file():
         raise DatasetError(f"cannot read {labels_csv}", [f"{labels_csv}: file not found (name it with --labels)"])
-    clips, problems = read_labelled_csv(labels_csv, classes, labels_csv.parent, "labels", classes_from=oof_csv.name)
+    clips, problems = read_labelled_csv(labels_csv, classes, labels_csv.parent, "labels", classes_from=f"a column of {oof_csv.name}")
     problems += [f"{labels_csv.name}: clip {f!r} appears {n} times" for f, n in repeated_names(clips.fnames).items()]
     if problems:
         raise DatasetError(f"the labels in {labels_csv} do not fit {oof_csv}", problems)
