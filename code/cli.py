@@ -1,10 +1,17 @@
-"""Command-line pieces every stage script shares: profile and folder options."""
+"""Command-line pieces every stage script shares: profile and folder options.
+
+Stage scripts import this module first: it sets TensorFlow's C++ log level (unless the
+user set one) before TensorFlow is imported, so --help and the logs start without its
+start-up INFO lines.
+"""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
 from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import config
 from dataset import CURATED_CSV
@@ -24,38 +31,44 @@ def same_folder(a: Path, b: Path) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
+def add_common_args(parser: argparse.ArgumentParser, *, features: bool = True, submissions: bool = True,
+                    overrides: bool = True) -> None:
+    """--profile, --data-dir, --models-dir, and the folder and profile options a script uses."""
     g = parser.add_argument_group("profile and folders")
     g.add_argument("--profile", choices=sorted(config.PROFILES), default=None,
                    help="hyperparameter set: 'full' = the original's (default for real data: input/ with "
                         "train_curated.csv, or any --data-dir but input/demo), 'demo' = small and fast, "
                         "made for the generated demo data (default otherwise)")
     g.add_argument("--data-dir", type=Path, help="the data (default: the profile's, input/ or input/demo/)")
-    g.add_argument("--features-dir", type=Path, help="feature cache (default: <data-dir>/features)")
+    if features:
+        g.add_argument("--features-dir", type=Path, help="feature cache (default: <data-dir>/features)")
     g.add_argument("--models-dir", type=Path,
                    help="folds, weights, predictions (default: models/ or models/demo/; for a --data-dir other "
                         "than the profile's, <data-dir>/models/<profile>)")
-    g.add_argument("--submissions-dir", type=Path,
-                   help="submission CSVs (default: submissions/ or submissions/demo/; for a --data-dir other "
-                        "than the profile's, <data-dir>/submissions/<profile>)")
-    g.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="overrides",
-                   help="override profile fields, e.g. --set epochs=2 n_folds=3 lr_milestones=1,2")
+    if submissions:
+        g.add_argument("--submissions-dir", type=Path,
+                       help="submission CSVs (default: submissions/ or submissions/demo/; for a --data-dir "
+                            "other than the profile's, <data-dir>/submissions/<profile>)")
+    if overrides:
+        g.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="overrides",
+                       help="override profile fields, e.g. --set epochs=2 n_folds=3 lr_milestones=1,2")
 
 
 def resolve(args: argparse.Namespace) -> tuple[config.Profile, config.Paths]:
     """The profile and folders the user asked for, defaults filled in. Own data (a
     --data-dir that is not the profile's) keeps its models and submissions beside it, one
     folder per profile, so it never overwrites the demo's or the competition's."""
-    profile = override(config.get_profile(args.profile or default_profile(args.data_dir)), args.overrides)
+    profile = override(config.get_profile(args.profile or default_profile(args.data_dir)),
+                       getattr(args, "overrides", []))
     paths = profile.paths()
     data = Path(args.data_dir) if args.data_dir else paths.data
     if not same_folder(data, paths.data):
         paths = profile.own_data_paths(data)
     return profile, config.Paths(
         data=data,
-        features=Path(args.features_dir or paths.features),
+        features=Path(getattr(args, "features_dir", None) or paths.features),
         models=Path(args.models_dir or paths.models),
-        submissions=Path(args.submissions_dir or paths.submissions),
+        submissions=Path(getattr(args, "submissions_dir", None) or paths.submissions),
     )
 
 

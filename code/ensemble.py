@@ -28,6 +28,7 @@ import json
 
 import numpy as np
 
+import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 import layout
 import reports
 from dataset import read_test_labels
@@ -48,10 +49,8 @@ def complete_rows(all_fnames: list[str], fnames: list[str], scores: np.ndarray) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = stage_parser(__doc__).parse_args(argv)
+    args = stage_parser(__doc__, folds=False, force=False, workers=False, precision=False).parse_args(argv)
     ws = Workspace(args)
-    if args.folds is not None:
-        raise SystemExit("error: ensemble.py uses every fold; --folds is for train.py and predict.py")
     not_ready = []
     for m in ws.models:
         missing = layout.missing_folds(ws.model_dir(m.name), ws.profile.n_folds)

@@ -337,7 +337,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=20, help="rows printed per table, bars in the plot (default 20)")
     p.add_argument("--out", type=Path, help=f"folder for the CSVs and the PNG (default: the OOF CSV's folder "
                                             f"/ {layout.INSPECT_DIR})")
-    cli.add_common_args(p)
+    cli.add_common_args(p, features=False)
     return p
 
 

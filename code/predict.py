@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 import layout
 from batches import predict_tta
 from models import build_model
@@ -22,7 +23,7 @@ from workspace import Workspace, read_predictions, run_stage, stage_parser, writ
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser(__doc__)
+    parser = stage_parser(__doc__, seed=False)
     args = parser.parse_args(argv)
     ws = Workspace(args)
     test = ws.clip_data(ws.dataset.test)

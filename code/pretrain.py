@@ -9,6 +9,7 @@ skipped (--force redoes them); an interrupted one resumes at its next epoch.
 """
 from __future__ import annotations
 
+import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 import config
 import layout
 import seeds
@@ -17,7 +18,7 @@ from models import build_model
 from workspace import Workspace, run_stage, stage_parser
 
 def main(argv: list[str] | None = None) -> int:
-    args = stage_parser(__doc__, trains=True).parse_args(argv)
+    args = stage_parser(__doc__, folds=False, trains=True).parse_args(argv)
     ws = Workspace(args)
     if not len(ws.dataset.noisy):
         print("pretrain: no train_noisy.csv clips; nothing to pretrain (train.py starts from scratch)")

@@ -28,14 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported: readable output
 
 import numpy as np
 
@@ -226,7 +223,7 @@ def results_json(members: list[Member], classes: list[str], fnames: list[str], s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="audio files and/or folders")
-    cli.add_common_args(parser)
+    cli.add_common_args(parser, features=False, submissions=False)
     parser.add_argument("--models", nargs="+", metavar="NAME",
                         help=f"zoo members to tag with (default: every trained one with a weight): "
                              f"{', '.join(config.ZOO_BY_NAME)}")

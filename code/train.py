@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 import layout
 import reports
 import seeds

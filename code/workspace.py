@@ -21,21 +21,29 @@ from dataset import ClipSet, Dataset, DatasetError, load_dataset
 from feature_cache import FeatureCache, atomic_write_text
 
 
-def stage_parser(description: str, *, trains: bool = False) -> argparse.ArgumentParser:
-    """Options every training-side stage takes: profile, folders, models, folds, force;
+def stage_parser(description: str, *, folds: bool = True, force: bool = True, workers: bool = True,
+                 seed: bool = True, precision: bool = True, trains: bool = False) -> argparse.ArgumentParser:
+    """The options of a training-side stage: profile, folders and models always; the others
+    only for the stages they mean something to (so --help lists only what a stage uses);
     with `trains`, those of the stages that fit models: devices and TensorBoard."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_common_args(parser)
     parser.add_argument("--models", nargs="+", metavar="NAME",
                         help=f"zoo members to process (default: all): {', '.join(config.ZOO_BY_NAME)}")
-    parser.add_argument("--folds", nargs="+", type=int, metavar="K",
-                        help="folds to process, 0-based (default: all); to shard folds across machines")
-    parser.add_argument("--force", action="store_true", help="redo work that is already finished")
-    parser.add_argument("--workers", type=int, default=2, help="threads building batches (default 2)")
-    parser.add_argument("--seed", type=int, default=0, help="base random seed (default 0)")
-    parser.add_argument("--mixed-precision", choices=["float16", "bfloat16"], default=None,
-                        help="compute in 16-bit floats on a GPU (Keras mixed_<type> policy; the log-mel, "
-                             "the output and the loss stay float32; float16 adds loss scaling)")
+    if folds:
+        parser.add_argument("--folds", nargs="+", type=int, metavar="K",
+                            help="folds to process, 0-based (default: all); to shard folds across machines")
+    if force:
+        parser.add_argument("--force", action="store_true", help="redo work that is already finished")
+    if workers:
+        parser.add_argument("--workers", type=int, default=2, help="threads building batches (default 2)")
+    if seed:
+        parser.add_argument("--seed", type=int, default=0,
+                            help="base random seed (default 0); each unit of work derives its own from it")
+    if precision:
+        parser.add_argument("--mixed-precision", choices=["float16", "bfloat16"], default=None,
+                            help="compute in 16-bit floats on a GPU (Keras mixed_<type> policy; the log-mel, "
+                                 "the output and the loss stay float32; float16 adds loss scaling)")
     if trains:
         g = parser.add_argument_group("devices and logs")
         g.add_argument("--strategy", choices=distribute.STRATEGIES, default="auto",
@@ -103,7 +111,8 @@ class Workspace:
         return table.set_index("fname").loc[fnames, "fold"].to_numpy()
 
     def fold_numbers(self) -> list[int]:
-        wanted = self.args.folds if self.args.folds is not None else list(range(self.profile.n_folds))
+        wanted = getattr(self.args, "folds", None)
+        wanted = wanted if wanted is not None else list(range(self.profile.n_folds))
         bad = [k for k in wanted if not 0 <= k < self.profile.n_folds]
         if bad:
             raise SystemExit(f"--folds {bad}: the {self.profile.name} profile has folds 0..{self.profile.n_folds - 1}")
