@@ -1,5 +1,7 @@
 """tag.py --segments: sliding windows over a long file, on the session's tiny pipeline models."""
+import io
 import json
+from contextlib import redirect_stdout
 
 import numpy as np
 import pandas as pd
@@ -78,15 +80,23 @@ def setup(pipeline_run, tmp_path_factory):
     return dict(options=options, long=long_wav, short=short_wav, classes=classes)
 
 
-def run_segments(setup, tmp_path, *args):
-    out = tmp_path / "out"
-    assert tag.main([str(setup["long"]), str(setup["short"]), *setup["options"], "--top-k", "2",
-                     "--csv", str(out / "tags.csv"), "--json", str(out / "tags.json"), *args]) == 0
-    return pd.read_csv(out / "tags.csv"), json.loads((out / "tags.json").read_text()), out
+def run_segments(setup, out, *args):
+    """tag.py on the long file and the short clip with `args`: the CSV, the JSON and stdout."""
+    with redirect_stdout(io.StringIO()) as stdout:
+        assert tag.main([str(setup["long"]), str(setup["short"]), *setup["options"], "--top-k", "2",
+                         "--csv", str(out / "tags.csv"), "--json", str(out / "tags.json"), *args]) == 0
+    return pd.read_csv(out / "tags.csv"), json.loads((out / "tags.json").read_text()), stdout.getvalue()
 
 
-def test_windows_are_rows_with_times_and_each_file_gets_a_heatmap(setup, tmp_path, capsys):
-    table, document, out = run_segments(setup, tmp_path, "--segments", "3")
+@pytest.fixture(scope="module")
+def by_3s(setup, tmp_path_factory):
+    """--segments 3 (the stacker combines the models, as by default): CSV, JSON, stdout, folder."""
+    out = tmp_path_factory.mktemp("by_3s")
+    return (*run_segments(setup, out, "--segments", "3"), out)
+
+
+def test_windows_are_rows_with_times_and_each_file_gets_a_heatmap(setup, by_3s):
+    table, document, stdout, out = by_3s
     classes, long_name, short_name = setup["classes"], str(setup["long"]), str(setup["short"])
     assert list(table.columns) == ["fname", "start", "end", *classes]
     long_seconds, short_seconds = (sf.info(p).frames / SAMPLE_RATE for p in (setup["long"], setup["short"]))
@@ -104,14 +114,16 @@ def test_windows_are_rows_with_times_and_each_file_gets_a_heatmap(setup, tmp_pat
     assert "all samples are zero" in document["files"][2]["notes"]
     assert not any("all samples are zero" in f["notes"] for i, f in enumerate(document["files"]) if i != 2)
 
-    assert capsys.readouterr().out.splitlines()[0] == f"{long_name}  0.00-3.00 s"
+    assert stdout.splitlines()[0] == f"{long_name}  0.00-3.00 s"
     for name in ("long_recording.heatmap.png", f"{setup['short'].stem}.heatmap.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_hop_overlaps_windows_and_plot_picks_the_folder(setup, tmp_path):
     plots = tmp_path / "plots"
-    table, document, out = run_segments(setup, tmp_path, "--segments", "4", "--hop", "2", "--plot", str(plots))
+    out = tmp_path / "out"
+    table, document, _ = run_segments(setup, out, "--segments", "4", "--hop", "2", "--plot", str(plots),
+                                      "--models", "v1mix")
     long_rows = table[table["fname"] == str(setup["long"])]
     np.testing.assert_allclose(long_rows["start"], [0, 2, 4, 6, 8, 10], atol=1e-6)
     np.testing.assert_allclose(long_rows["end"], [4, 6, 8, 10, 12, sf.info(setup["long"]).frames / SAMPLE_RATE],
@@ -122,8 +134,8 @@ def test_hop_overlaps_windows_and_plot_picks_the_folder(setup, tmp_path):
     assert not list(out.glob("*.png"))
 
 
-def test_a_window_is_tagged_as_its_audio_saved_as_a_clip(setup, tmp_path):
-    table, _, _ = run_segments(setup, tmp_path, "--segments", "3")
+def test_a_window_is_tagged_as_its_audio_saved_as_a_clip(setup, by_3s, tmp_path):
+    table = by_3s[0]
     audio, rate = sf.read(setup["long"], dtype="float32")
     clips = tmp_path / "windows"
     clips.mkdir()
