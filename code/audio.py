@@ -253,7 +253,12 @@ def warm_up() -> None:
 def process_clip(path: Path | str) -> Clip:
     """Decode, trim and featurise one file: the features stage's unit of work."""
     notes: list[str] = []
-    audio = decode(path, notes)
+    return process_audio(decode(path, notes), notes)
+
+
+def process_audio(audio: np.ndarray, notes: list[str]) -> Clip:
+    """Trim and featurise decoded audio (mono float32, 44.1 kHz): a whole file's, or one
+    window of a long recording (tag.py --segments), so that both are treated alike."""
     if len(audio) < MIN_GLOBAL_SAMPLES:
         notes.append(f"only {len(audio)} samples: zero-padded for global features")
     if not np.any(audio):
@@ -273,5 +278,10 @@ def featurise(job: tuple[str, str]) -> tuple[str, object]:
         return fname, str(e)
     except Exception as e:  # a decoder bug must not end a many-hour run; report the file
         return fname, f"unexpected error while processing ({type(e).__name__}: {e})"
+    return fname, cache_entry(clip)
+
+
+def cache_entry(clip: Clip) -> tuple[np.ndarray, float, float, np.ndarray, list[str]]:
+    """(int16 audio, scale, length, global features, notes): a clip as CacheWriter.add takes it."""
     audio, scale = to_int16(clip.trimmed)
-    return fname, (audio, scale, clip.length, clip.global_features, clip.notes)
+    return audio, scale, clip.length, clip.global_features, clip.notes

@@ -7,6 +7,8 @@
                                  average and the best single model; the stacker's per-class
                                  weights over the models
     submissions/per_class.csv    ensemble.py: the per-class figures behind that plot
+    <name>.heatmap.png           tag.py --segments: the top classes' scores over a long
+                                 file's windows
 
 Figures are drawn on matplotlib Figure objects (Agg canvas, no pyplot state) and written
 atomically, like every other file of the pipeline.
@@ -239,3 +241,35 @@ def ensemble_report(out_dir: Path, classes: list[str], y_true: np.ndarray, model
                  f"{len(y_true)} clips", fontsize=12)
     save_figure(fig, out_dir / ENSEMBLE_REPORT)
     return table
+
+
+def segments_heatmap(out: Path, title: str, classes: list[str], starts: np.ndarray, ends: np.ndarray,
+                     scores: np.ndarray, n_top: int = 10) -> Path:
+    """Scores over time of one file's windows (tag.py --segments) as a heatmap: the `n_top`
+    classes with the highest maximum score over the file, highest on top, score 0..1.
+
+    Each window is drawn from its start to the next window's start (when windows overlap,
+    the stretch it adds), the last one to its end; a gap between windows (hop longer than
+    the segment) stays blank."""
+    top = np.argsort(-scores.max(axis=0), kind="stable")[:n_top]
+    edges, columns = [float(starts[0])], []
+    blank = np.full(len(top), np.nan)
+    for i in range(len(starts)):
+        following = starts[i + 1] if i + 1 < len(starts) else None
+        right = float(ends[i] if following is None else min(ends[i], following))
+        edges.append(right)
+        columns.append(scores[i, top])
+        if following is not None and right < following:
+            edges.append(float(following))
+            columns.append(blank)
+    values = np.ma.masked_invalid(np.array(columns, np.float64).T)
+    fig = Figure(figsize=(min(16.0, 6.0 + 0.05 * len(starts)), 1.6 + 0.3 * len(top)), layout="constrained")
+    ax = fig.subplots()
+    mesh = ax.pcolormesh(edges, np.arange(len(top) + 1), values, cmap="magma", vmin=0.0, vmax=1.0)
+    ax.set_yticks(np.arange(len(top)) + 0.5, [classes[i] for i in top], fontsize=8)
+    ax.set_ylim(len(top), 0)
+    ax.set_xlabel("time (s)")
+    fig.colorbar(mesh, ax=ax, label="score", pad=0.01)
+    ax.set_title(f"{title}: {len(starts)} window(s), top {len(top)} classes by their highest score",
+                 fontsize=10)
+    return save_figure(fig, out)

@@ -20,6 +20,14 @@ test.csv, fold<k>.*.csv, written by predict.py with the training data's classes)
 models folder tags on its own; before predict.py has run, from the data's class list
 (<data-dir>/sample_submission.csv, or without it the labels of train_curated.csv).
 
+Long recordings: --segments SECONDS [--hop SECONDS] tags sliding windows of each file
+instead of the whole file (code/segments.py: the file is decoded once and each window goes
+through the same per-clip processing as a clip; a partial last window is kept when it
+holds half a segment or more; a file shorter than a segment is one window). Each window
+is a row of the CSV and JSON, with its `start` and `end` in seconds, and each file gets a
+heatmap of its top classes over time, <file stem>.heatmap.png in --plot FOLDER (default:
+the folder of --csv, else of --json).
+
 Exit status: 0 when every file was tagged; 1 when some could not be decoded (each is
 named, the others are still tagged and written); 2 when there is nothing to tag with
 (no trained models, no class list) or no file was given.
@@ -31,6 +39,8 @@ import json
 import re
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,11 +49,13 @@ import numpy as np
 import cli
 import config
 import layout
-from audio import featurise
+import segments
+from audio import AudioError, cache_entry, featurise
 from batches import ClipData, predict_tta
 from dataset import AUDIO_EXTENSIONS, DatasetError, load_classes, read_classes
 from feature_cache import CacheWriter, FeatureCache, Source, atomic_write_text, file_signature
 from models import build_model, build_stacker
+from reports import segments_heatmap
 from stacking import stack_inputs
 from workspace import write_predictions
 
@@ -131,25 +143,50 @@ def collect_files(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]
     return files, problems
 
 
-def featurise_files(files: list[Path], folder: Path) -> tuple[FeatureCache | None, list[tuple[str, str]]]:
-    """The files as a feature cache in `folder`, processed by the features stage's own
-    worker; (path, problem) for each file that could not be decoded."""
-    writer = CacheWriter(folder)
-    kept, problems = [], []
-    for path in files:
+Window = tuple[int, int] | None   # [start, end) in samples of a --segments window; None: the whole file
+
+
+def file_clips(path: Path, windowing: segments.Windowing | None) -> Iterator[tuple[str, Window, tuple]]:
+    """(cache key, window, cache entry) of the file as a whole (the features stage's own
+    worker), or of each of its windows. Raises AudioError when the file cannot be used."""
+    if windowing is None:
         name, result = featurise((str(path), str(path)))
         if isinstance(result, str):
-            problems.append((name, result))
+            raise AudioError(result)
+        yield name, None, result
+        return
+    for start, end, clip in segments.windows(path, windowing):
+        yield f"{path}@{start}", (start, end), cache_entry(clip)
+
+
+def featurise_files(files: list[Path], folder: Path, windowing: segments.Windowing | None = None
+                    ) -> tuple[FeatureCache | None, list[tuple[str, Window]], list[tuple[str, str]]]:
+    """The files (or their windows) as a feature cache in `folder`, one row each, written
+    as they are processed (only the file being processed is held in memory); the file and
+    window of each row; (path, problem) for each file that could not be used."""
+    writer = CacheWriter(folder)
+    kept, rows, problems = [], [], []
+    for path in files:
+        signature = file_signature(path)
+        added = []
+        try:
+            for key, window, entry in file_clips(path, windowing):
+                source = Source(key, path, *signature)
+                writer.add(source, *entry)
+                added.append((source, window))
+        except AudioError as e:
+            problems.append((str(path), str(e)))
             continue
-        audio, scale, length, global_feats, notes = result
-        source = Source(name, path, *file_signature(path))
-        writer.add(source, audio, scale, length, global_feats, notes)
-        kept.append(source)
+        except Exception as e:  # like the features stage: one odd file must not stop the others
+            problems.append((str(path), f"unexpected error while processing ({type(e).__name__}: {e})"))
+            continue
+        kept += [source for source, _ in added]
+        rows += [(str(path), window) for _, window in added]
     if not kept:
         writer.close()
-        return None, problems
+        return None, [], problems
     writer.finish(kept)
-    return FeatureCache(folder), problems
+    return FeatureCache(folder), rows, problems
 
 
 def load_stacker(models_dir: Path) -> dict | None:
@@ -205,19 +242,51 @@ def top_labels(scores: np.ndarray, classes: list[str], k: int) -> list[tuple[str
     return [(classes[i], float(scores[i])) for i in order]
 
 
-def results_json(members: list[Member], classes: list[str], fnames: list[str], scores: np.ndarray,
-                 notes: list[str], top_k: int, problems: list[tuple[str, str]], combination: str) -> str:
+def window_fields(window: Window) -> dict[str, float]:
+    """`start` and `end` in seconds of a --segments window; nothing for a whole file."""
+    return {} if window is None else {"start": segments.seconds(window[0]), "end": segments.seconds(window[1])}
+
+
+def listing_title(fname: str, window: Window) -> str:
+    """The line above a file's (or window's) labels on stdout."""
+    if window is None:
+        return fname
+    times = window_fields(window)
+    return f"{fname}  {times['start']:.2f}-{times['end']:.2f} s"
+
+
+def results_json(members: list[Member], classes: list[str], rows: list[tuple[str, Window]], scores: np.ndarray,
+                 notes: list[str], top_k: int, problems: list[tuple[str, str]], combination: str,
+                 windowing: segments.Windowing | None = None) -> str:
     document = {
         "combination": combination,
         "models": [{"name": m.config.name, "folds": m.folds, "weight": round(m.weight, 6)} for m in members],
         "classes": classes,
-        "files": [{"path": f, "top": [{"label": c, "score": round(s, 6)} for c, s in top_labels(row, classes, top_k)],
+        **({} if windowing is None else {"segments": {"seconds": segments.seconds(windowing.segment),
+                                                      "hop": segments.seconds(windowing.hop)}}),
+        "files": [{"path": f, **window_fields(window),
+                   "top": [{"label": c, "score": round(s, 6)} for c, s in top_labels(row, classes, top_k)],
                    "scores": {c: round(float(s), 6) for c, s in zip(classes, row)},
                    "notes": [n for n in note.split("; ") if n]}
-                  for f, row, note in zip(fnames, scores, notes)],
+                  for (f, window), row, note in zip(rows, scores, notes)],
         "errors": [{"path": p, "error": why} for p, why in problems],
     }
     return json.dumps(document, indent=1) + "\n"
+
+
+def write_heatmaps(folder: Path, rows: list[tuple[str, Window]], scores: np.ndarray, classes: list[str]) -> list[Path]:
+    """One heatmap per file of its windows' scores (segments.heatmap_name)."""
+    by_file: dict[str, list[int]] = {}
+    for i, (fname, _) in enumerate(rows):
+        by_file.setdefault(fname, []).append(i)
+    taken: set[str] = set()
+    written = []
+    for fname, picked in by_file.items():
+        starts = np.array([segments.seconds(rows[i][1][0]) for i in picked])
+        ends = np.array([segments.seconds(rows[i][1][1]) for i in picked])
+        out = folder / segments.heatmap_name(fname, taken)
+        written.append(segments_heatmap(out, Path(fname).name, classes, starts, ends, scores[picked]))
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,9 +306,26 @@ def main(argv: list[str] | None = None) -> int:
                              "given, else the weighted average")
     parser.add_argument("--batch-size", type=int, help="clips per prediction batch (default: the profile's)")
     parser.add_argument("--workers", type=int, default=2, help="threads building batches (default 2)")
+    g = parser.add_argument_group("long recordings")
+    g.add_argument("--segments", type=float, metavar="SECONDS",
+                   help="tag windows of SECONDS of each file instead of the whole file: one CSV/JSON row per "
+                        "window, with its start and end (seconds), and a heatmap per file")
+    g.add_argument("--hop", type=float, metavar="SECONDS",
+                   help="seconds from one window's start to the next (default: the segment length)")
+    g.add_argument("--plot", type=Path, metavar="FOLDER",
+                   help=f"folder for the heatmaps, <file stem>{segments.HEATMAP_SUFFIX} (default: the folder of "
+                        f"--csv, else of --json)")
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
+    windowing = None
+    if args.segments is not None:
+        try:
+            windowing = segments.Windowing.from_seconds(args.segments, args.hop)
+        except ValueError as e:
+            parser.error(f"--segments/--hop: {e}")
+    elif args.hop is not None or args.plot is not None:
+        parser.error("--hop and --plot need --segments")
     profile, paths = cli.resolve(args)
 
     try:
@@ -279,9 +365,11 @@ def main(argv: list[str] | None = None) -> int:
           f"classes from {classes_from}", file=sys.stderr)
 
     with tempfile.TemporaryDirectory(prefix="tag-") as tmp:
-        cache, bad = featurise_files(files, Path(tmp) / "clips")
+        started = time.perf_counter()
+        cache, rows, bad = featurise_files(files, Path(tmp) / "clips", windowing)
+        featurised = time.perf_counter()
         problems += bad
-        fnames, scores, notes = [], np.zeros((0, len(classes)), np.float32), []
+        scores, notes = np.zeros((0, len(classes)), np.float32), []
         if cache is not None:
             clips = ClipData(cache, np.arange(len(cache)))
             try:
@@ -293,22 +381,35 @@ def main(argv: list[str] | None = None) -> int:
             except TagError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
-            fnames, notes = clips.fnames, list(cache.index["notes"])
+            notes = list(cache.index["notes"])
+        print(f"tag: {len(rows)} {'window' if windowing else 'clip'}(s) decoded and featurised in "
+              f"{featurised - started:.1f} s, predicted in {time.perf_counter() - featurised:.1f} s", file=sys.stderr)
 
-    for fname, row in zip(fnames, scores):
-        print(fname)
+    fnames = [fname for fname, _ in rows]
+    for (fname, window), row in zip(rows, scores):
+        print(listing_title(fname, window))
         for label, score in top_labels(row, classes, args.top_k):
             print(f"  {score:.4f}  {label}")
     for path, why in problems:
         print(f"error: {path}: {why}", file=sys.stderr)
     if args.csv:
-        write_predictions(args.csv, fnames, classes, scores)
+        # start and end written as Python prints them: the CSV's %.6g would round long files' times
+        times = {} if windowing is None else {
+            column: [repr(window_fields(w)[column]) for _, w in rows] for column in ("start", "end")}
+        write_predictions(args.csv, fnames, classes, scores, times)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.json, results_json(members, classes, fnames, scores, notes, args.top_k, problems,
-                                                   combination))
+        atomic_write_text(args.json, results_json(members, classes, rows, scores, notes, args.top_k, problems,
+                                                   combination, windowing))
+    if windowing is not None and rows:
+        plot_dir = args.plot or next((p.parent for p in (args.csv, args.json) if p is not None), None)
+        if plot_dir is None:
+            print("note: no heatmaps written: give --plot FOLDER, --csv or --json", file=sys.stderr)
+        else:
+            for path in write_heatmaps(plot_dir, rows, scores, classes):
+                print(f"tag: heatmap {path}", file=sys.stderr)
     if problems:
-        print(f"tag: {len(problems)} input(s) could not be tagged, {len(fnames)} tagged", file=sys.stderr)
+        print(f"tag: {len(problems)} input(s) could not be tagged, {len(set(fnames))} tagged", file=sys.stderr)
         return 1
     return 0
 

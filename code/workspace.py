@@ -129,10 +129,14 @@ class Workspace:
         return self.paths.models / name
 
 
-def write_predictions(path: Path, fnames: list[str], classes: list[str], scores: np.ndarray) -> None:
-    """fname + one column per class, the sample_submission format (atomic)."""
+def write_predictions(path: Path, fnames: list[str], classes: list[str], scores: np.ndarray,
+                      extra: dict[str, list] | None = None) -> None:
+    """fname + one column per class, the sample_submission format (atomic). `extra` columns
+    (name: values) go between fname and the classes (tag.py --segments: start, end)."""
     table = pd.DataFrame(scores, columns=classes)
     table.insert(0, "fname", fnames)
+    for i, (name, values) in enumerate((extra or {}).items()):
+        table.insert(1 + i, name, values)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, table.to_csv(index=False, float_format="%.6g"))
 
