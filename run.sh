@@ -5,7 +5,8 @@
 # Every stage skips work that is already finished, so rerunning resumes.
 set -e
 cd "$(dirname "$0")"
-. code/setup_env.sh
+began=$(date +%s)
+. code/setup_env.sh || exit 1
 
 if [ -f input/train_curated.csv ]; then
     PROFILE=full
@@ -32,3 +33,11 @@ stage pretrain "$@"
 stage train "$@"
 stage predict "$@"
 stage ensemble "$@"
+
+took=$(( $(date +%s) - began ))
+# the profile's folders, from config.py (defined there once)
+set -- $(cd code && "$PY" -c "import config; p = config.PROFILES['$PROFILE']; print(p.submissions_dir, p.models_dir)")
+echo "=== all stages done in $((took / 60)) min $((took % 60)) s (profile $PROFILE)"
+echo "results: $1/submission.csv (stacker), $1/average.csv (weighted average), $1/report.png"
+echo "         per model: $2/<model>/oof.csv, test.csv, report.png"
+echo "         where the out-of-fold predictions lose: $PY code/inspect_oof.py --profile $PROFILE"

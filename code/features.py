@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 import cli
 import shutdown
@@ -32,6 +31,7 @@ from audio import featurise, warm_up
 from dataset import ClipSet, DatasetError, describe_sources, load_dataset, missing_file_problems
 from feature_cache import (CacheWriter, FeatureCache, Source, atomic_write_text, file_signature,
                            is_current, restore_interrupted_swap)
+from progress import Progress
 
 BAD_FILES = "bad_files.csv"
 
@@ -85,7 +85,7 @@ def build_set(clips: ClipSet, folder: Path, workers: int, skip_bad: bool) -> tup
     by_name = {s.fname: s for s in todo}
     jobs = [(s.fname, str(s.path)) for s in todo]
     decoded = 0
-    with tqdm(total=len(jobs), desc=f"features {clips.name}", unit="clip", disable=not jobs) as bar:
+    with Progress(len(jobs), f"features {clips.name}", "clip", every=30) as bar:
         for fname, result in _map(featurise, jobs, workers):
             if isinstance(result, str):
                 bad.append((fname, str(by_name[fname].path), result))

@@ -81,7 +81,9 @@ def load_or_create(models_dir: Path, curated: ClipSet, n_folds: int,
             raise DatasetError("stale fold assignment", problems + [
                 "delete it (and the models trained on it) or point --models-dir elsewhere"])
         folds = folds.set_index("fname").loc[curated.fnames].reset_index()
-        expected = assign_folds(curated.labels, n_folds, classes)
+        with warnings.catch_warnings():   # thin classes were warned about when the file was made
+            warnings.simplefilter("ignore")
+            expected = assign_folds(curated.labels, n_folds, classes)
         if not np.array_equal(folds["fold"].to_numpy(), expected):
             moved = int(np.sum(folds["fold"].to_numpy() != expected))
             raise DatasetError("fold assignment differs from the original's", [

@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import scipy.fft
 import soundfile as sf
-from tqdm import tqdm
 
 import config
 from dataset import CURATED_CSV, NOISY_CSV, SUBMISSION_CSV, TEST_AUDIO, TEST_LABELS_CSV, TRAIN_AUDIO
+from progress import Progress
 
 # Bump when the recipes or the layout change: a marker of another version is a different
 # dataset, so a rerun regenerates instead of keeping stale files.
@@ -552,7 +552,7 @@ def make_demo_dataset(out_dir: Path | str, seed: int = 0, n_curated: int = 300,
     recipes = {r.name: r for r in plan.recipes}
     tasks = [(clip, recipes, str(out_dir)) for clip in plan.clips]
     seconds_of_audio = 0.0
-    with tqdm(total=len(tasks), unit="clip", desc="writing clips", disable=not progress) as bar:
+    with Progress(len(tasks), "writing clips", "clip", every=30, disable=not progress) as bar:
         if jobs > 1 and len(tasks) > 1:
             with multiprocessing.get_context("spawn").Pool(jobs) as pool:
                 for seconds in pool.imap_unordered(write_clip, tasks, chunksize=4):

@@ -233,7 +233,10 @@ def ensemble_report(out_dir: Path, classes: list[str], y_true: np.ndarray, model
         axes[1].set_xticks(np.arange(weights.shape[1]), [*model_names, "weighted average"],
                            rotation=60, ha="right", fontsize=8)
         axes[1].tick_params(axis="y", left=False)
-        axes[1].set_title("stacker's per-class weights\n(mean over folds)", fontsize=10)
+        untrained = np.allclose(weights[:, :-1], 0, atol=1e-6) and np.allclose(weights[:, -1], 1, atol=1e-6)
+        axes[1].set_title("stacker's per-class weights\n(mean over folds)" + (
+            "\nuntrained in every fold: training never beat\nits start, the weighted average alone"
+            if untrained else ""), fontsize=10)
         fig.colorbar(mesh, ax=axes[1], shrink=0.5, aspect=30, label="weight")
     ax.set_ylim(n - 0.5, -0.5)   # after the heatmap, which would reset the shared limits
     left_out = f" ({len(classes) - n} without clips left out)" if n < len(classes) else ""

@@ -42,6 +42,7 @@ from batches import ClipData, TrainBatches, predict_tta
 from config import ModelConfig, Profile
 from feature_cache import atomic_write_text
 from metrics import lrap, lwlrap
+from progress import Progress
 
 # Weight files carry the optimizer's slots; loading them into a fresh model (pretrained
 # start, prediction) rightly skips those, and Keras warns about it every time.
@@ -107,6 +108,21 @@ class Schedule:
                    profile.pretrain_mixup_prob, profile.mixup_weight, profile.label_smoothing,
                    profile.batch_size, profile.predict_batch_size,
                    keep_from_epoch=profile.pretrain_keep_from_epoch)
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """The steps of one epoch's fit: a bar in a terminal, a line a minute in a log file
+    (progress.py); the epoch's summary line follows either way."""
+
+    def __init__(self, desc: str, steps: int):
+        super().__init__()
+        self.progress = Progress(steps, desc, "step", leave=False)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.progress.update()
+
+    def on_train_end(self, logs=None):
+        self.progress.close()
 
 
 def clear(folder: Path, prefix: str) -> None:
@@ -192,7 +208,8 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
                                min_batch=strategy.num_replicas_in_sync)
         # shuffle=False: TrainBatches already orders the epoch from (seed, epoch); Keras would
         # shuffle the batches again with Python's global `random`, a stream other work consumes.
-        loss = model.fit(batches, epochs=1, verbose=0, shuffle=False).history["loss"][-1]
+        steps = EpochProgress(f"{label} epoch {epoch + 1}/{schedule.epochs}", len(batches))
+        loss = model.fit(batches, epochs=1, verbose=0, shuffle=False, callbacks=[steps]).history["loss"][-1]
         scores = predict_tta(model, val, crop_samples, schedule.predict_batch_size, workers)
         val_lrap, val_lwlrap = lrap(val.labels, scores), lwlrap(val.labels, scores)
 
