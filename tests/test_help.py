@@ -1,0 +1,53 @@
+"""Each stage's --help is quiet (no TensorFlow log lines) and lists only what it uses."""
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ensemble
+import predict
+import pretrain
+import tag
+import train
+
+CODE = Path(__file__).resolve().parent.parent / "code"
+ALWAYS = {"--profile", "--data-dir", "--models-dir", "--models", "--set"}
+EXPECTED = {   # beyond ALWAYS
+    pretrain: {"--features-dir", "--force", "--workers", "--seed", "--mixed-precision", "--strategy",
+               "--logical-cpus", "--tensorboard"},
+    train: {"--features-dir", "--folds", "--force", "--workers", "--seed", "--mixed-precision", "--strategy",
+            "--logical-cpus", "--tensorboard", "--from-scratch"},
+    predict: {"--features-dir", "--folds", "--force", "--workers", "--mixed-precision"},
+    ensemble: {"--features-dir", "--submissions-dir", "--seed"},
+}
+
+
+def options_of(stage) -> set[str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        stage.main(["--help"])
+    usage = out.getvalue().split("\n\n")[0]           # every option, as [--name ...]
+    return set(re.findall(r"\[(--[a-z-]+)", usage))
+
+
+@pytest.mark.parametrize("stage", list(EXPECTED), ids=lambda m: m.__name__)
+def test_help_lists_only_the_options_the_stage_uses(stage):
+    assert options_of(stage) == ALWAYS | EXPECTED[stage]
+
+
+def test_tag_help_leaves_out_the_folders_it_does_not_use():
+    found = options_of(tag)
+    assert "--features-dir" not in found and "--submissions-dir" not in found and "--segments" in found
+
+
+def test_help_prints_no_tensorflow_log_lines():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}   # as a user's shell
+    run = subprocess.run([sys.executable, str(CODE / "train.py"), "--help"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0 and run.stdout.startswith("usage: train.py")
+    assert run.stderr == ""
