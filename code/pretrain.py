@@ -3,7 +3,8 @@
 Each zoo model that has its own pretraining (max3exam reuses v1mix's) trains on ALL noisy
 clips; after every epoch the curated set is scored with 3-TTA and the best-scoring weights
 among the late epochs are kept as models/<name>/pretrain.weights.h5. Finished models are
-skipped (--force redoes them); an interrupted one resumes at its next epoch.
+skipped (--force redoes them); an interrupted one resumes at its next epoch. A model
+another run is pretraining (models/<name>/pretrain.lock held) is skipped with a note.
 
     python code/pretrain.py --profile demo --models v1mix
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import config
 import layout
+import locks
 import training
 from models import build_model
 from workspace import Workspace, run_stage, stage_parser
@@ -28,18 +30,22 @@ def main(argv: list[str] | None = None) -> int:
     for name in sources:
         model_cfg = ws.profile.scale(config.ZOO_BY_NAME[name])
         folder = ws.model_dir(name)
-        if args.force:
-            training.clear(folder, layout.PRETRAIN)
-        if layout.is_finished(folder, layout.PRETRAIN):
-            print(f"{name}: pretraining finished, skipped (--force to redo)")
-            continue
-        training.set_seed(args.seed)
-        with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
-            model = build_model(model_cfg, len(ws.classes))
-        summary = training.fit(model, noisy, curated, training.Schedule.pretrain(ws.profile, model_cfg),
-                               model_cfg.crop_samples, folder, layout.PRETRAIN, seed=args.seed,
-                               label=f"{name} pretrain", workers=args.workers, tensorboard=args.tensorboard)
-        print(f"{name}: pretrained, best epoch {summary['best_epoch']} (curated LRAP {summary['best_val_lrap']:.4f})")
+        with locks.try_hold(layout.lock_path(folder, layout.PRETRAIN)) as lock:
+            if not lock.held:
+                print(f"{name}: pretraining {lock.holder}; skipped (a rerun picks it up if that run dies unfinished)")
+                continue
+            if args.force:
+                training.clear(folder, layout.PRETRAIN)
+            if layout.is_finished(folder, layout.PRETRAIN):
+                print(f"{name}: pretraining finished, skipped (--force to redo)")
+                continue
+            training.set_seed(args.seed)
+            with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
+                model = build_model(model_cfg, len(ws.classes))
+            summary = training.fit(model, noisy, curated, training.Schedule.pretrain(ws.profile, model_cfg),
+                                   model_cfg.crop_samples, folder, layout.PRETRAIN, seed=args.seed,
+                                   label=f"{name} pretrain", workers=args.workers, tensorboard=args.tensorboard)
+            print(f"{name}: pretrained, best epoch {summary['best_epoch']} (curated LRAP {summary['best_val_lrap']:.4f})")
     return 0
 
 
