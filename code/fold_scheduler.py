@@ -77,6 +77,27 @@ def devices(gpus: str) -> list[str]:
     return visible[:n]
 
 
+def take_devices(args: argparse.Namespace) -> list[str]:
+    """The workers' devices for `args.gpus`. With several, this process is their parent and
+    trains nothing: it keeps off the GPUs, and makes no replicas (args.strategy)."""
+    device_list = devices(args.gpus)
+    if len(device_list) > 1:
+        keep_this_process_off_the_gpus()
+        args.strategy = "default"
+    return device_list
+
+
+def keep_this_process_off_the_gpus() -> None:
+    """For the parent, which trains nothing: TensorFlow would otherwise take most of every
+    visible GPU's memory at its first operation, leaving the workers none."""
+    import tensorflow as tf   # here: the rest of the scheduler does not need it
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:      # TensorFlow already started in this process (stages run in-process)
+        print("warning: TensorFlow already started in this process; it may hold GPU memory the workers need",
+              file=sys.stderr)
+
+
 @dataclass
 class Unit:
     label: str                      # e.g. "v1mix fold 3", for messages
@@ -169,6 +190,15 @@ def stop(running: list[Running]) -> None:
             job.process.terminate()
     for job in running:
         job.process.wait()
+
+
+def exit_code(outcome: Outcome) -> int:
+    """1, naming the failed units, if any failed; else 0."""
+    if outcome.failed:
+        print(f"{len(outcome.failed)} unit(s) failed: {', '.join(outcome.failed)} (the end of each log is above); "
+              f"rerun the same command to retry them (finished work is kept)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run(units: list[Unit], device_list: list[str], *, redo: bool = False, poll_s: float = 0.2) -> Outcome:

@@ -7,10 +7,15 @@ skipped (--force redoes them); an interrupted one resumes at its next epoch. A m
 another run is pretraining (models/<name>/pretrain.lock held) is skipped with a note.
 
     python code/pretrain.py --profile demo --models v1mix
+    python code/pretrain.py --gpus 4      # 4 models' pretraining side by side, one per GPU
 """
 from __future__ import annotations
 
+import functools
+import sys
+
 import config
+import fold_scheduler
 import layout
 import locks
 import training
@@ -18,7 +23,11 @@ from models import build_model
 from workspace import Workspace, run_stage, stage_parser
 
 def main(argv: list[str] | None = None) -> int:
-    args = stage_parser(__doc__, trains=True).parse_args(argv)
+    parser = stage_parser(__doc__, trains=True)
+    fold_scheduler.add_gpus_arg(parser)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    devices = fold_scheduler.take_devices(args)
     ws = Workspace(args)
     if not len(ws.dataset.noisy):
         print("pretrain: no train_noisy.csv clips; nothing to pretrain (train.py starts from scratch)")
@@ -27,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     sources = list(dict.fromkeys(m.pretrain_source for m in ws.models))
     noisy, curated = ws.clip_data(ws.dataset.noisy), ws.curated
     print(f"pretrain: profile {ws.profile.name}, {len(noisy)} noisy clips, scored on {len(curated)} curated")
+    if len(devices) > 1:  # --gpus N: one worker process per device, each pretraining one model at a time
+        units = [fold_scheduler.Unit(f"{name} pretrain", fold_scheduler.worker_command(__file__, argv, "--models", name),
+                                     layout.log_path(ws.model_dir(name), layout.PRETRAIN),
+                                     functools.partial(layout.is_finished, ws.model_dir(name), layout.PRETRAIN))
+                 for name in sources]
+        return fold_scheduler.exit_code(fold_scheduler.run(units, devices, redo=args.force))
     for name in sources:
         model_cfg = ws.profile.scale(config.ZOO_BY_NAME[name])
         folder = ws.model_dir(name)

@@ -73,11 +73,7 @@ def train_on_devices(ws: Workspace, argv: list[str], devices: list[str], use_pre
     outcome = fold_scheduler.run(units, devices, redo=ws.args.force)
     for model_cfg, pretrained in zip(models, starts):
         finish_model(ws, model_cfg, pretrained, use_pretrained)
-    if outcome.failed:
-        print(f"train: {len(outcome.failed)} fold(s) failed: {', '.join(outcome.failed)} (their logs are above); "
-              f"rerun the same command to retry them (finished folds are kept)", file=sys.stderr)
-        return 1
-    return 0
+    return fold_scheduler.exit_code(outcome)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     fold_scheduler.add_gpus_arg(parser)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    devices = fold_scheduler.devices(args.gpus)
-    if len(devices) > 1:
-        args.strategy = "default"  # the parent trains nothing: it must not take the GPUs' memory
+    devices = fold_scheduler.take_devices(args)
     ws = Workspace(args)
     folds = ws.fold_numbers()
     use_pretrained = not args.from_scratch and len(ws.dataset.noisy) > 0
