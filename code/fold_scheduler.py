@@ -11,9 +11,9 @@ worker is the stage script itself on one unit (its own arguments, then `--models
 --folds <k> --gpus 1`: argparse keeps the last value), so it takes the unit's lock
 (locks.py), skips it if another run holds it, and resumes it if it was interrupted.
 
-On a machine without GPUs the devices are pretend ones (CUDA_VISIBLE_DEVICES is then
-harmless): the processes share the CPU, each limited to cores // N threads of TensorFlow's
-and OpenMP's pools, so they do not oversubscribe it.
+Without a visible GPU the devices are pretend ones (`devices`): the processes share the
+CPU, each limited to cores // N threads of TensorFlow's and OpenMP's pools, so that they
+do not oversubscribe it.
 """
 from __future__ import annotations
 
@@ -47,7 +47,12 @@ def visible_gpus() -> list[str]:
     `nvidia-smi -L` lists (none without the NVIDIA driver)."""
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
-        return [d.strip() for d in listed.split(",") if d.strip()]
+        ids = []
+        for d in (d.strip() for d in listed.split(",")):
+            if not d or d.startswith("-"):   # CUDA ignores the list from an invalid entry on ("-1": none)
+                break
+            ids.append(d)
+        return ids
     if shutil.which("nvidia-smi") is None:
         return []
     try:
@@ -59,11 +64,12 @@ def visible_gpus() -> list[str]:
 
 def devices(gpus: str) -> list[str]:
     """The CUDA_VISIBLE_DEVICES value of each worker for `--gpus`: N -> the first N visible
-    GPUs, or 0..N-1 when none is visible (pretend devices, to test on a CPU); 'auto' -> every
-    visible GPU (just one, this process, when there is none)."""
+    GPUs; 'auto' -> every visible GPU. Without a visible GPU: N pretend devices cpu0, cpu1,
+    ... (to run the scheduler on a CPU, as the tests do): not CUDA device names, so each
+    worker sees no GPU, even where GPUs exist but were hidden."""
     visible = visible_gpus()
     if gpus == "auto":
-        return visible or ["0"]
+        return visible or ["cpu0"]
     try:
         n = int(gpus)
     except ValueError:
@@ -71,7 +77,10 @@ def devices(gpus: str) -> list[str]:
     if n < 1:
         raise SystemExit(f"--gpus {n}: expected at least 1")
     if not visible:
-        return [str(i) for i in range(n)]
+        if n > 1:
+            print(f"note: --gpus {n} without a visible GPU (CUDA_VISIBLE_DEVICES, nvidia-smi -L): "
+                  f"{n} worker processes share the CPU", flush=True)
+        return [f"cpu{i}" for i in range(n)]
     if n > len(visible):
         raise SystemExit(f"--gpus {n}: only {len(visible)} GPU(s) visible ({','.join(visible)})")
     return visible[:n]

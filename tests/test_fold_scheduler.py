@@ -106,9 +106,14 @@ def test_gpus_names_the_devices(monkeypatch):
     assert fold_scheduler.devices("auto") == ["4", "5", "6"]
     with pytest.raises(SystemExit, match="only 3 GPU"):
         fold_scheduler.devices("4")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")            # no GPU: pretend devices
-    assert fold_scheduler.devices("3") == ["0", "1", "2"]
-    assert fold_scheduler.devices("auto") == ["0"]            # one process: no scheduling
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")            # no GPU: pretend devices, no CUDA names
+    assert fold_scheduler.devices("3") == ["cpu0", "cpu1", "cpu2"]
+    assert fold_scheduler.devices("auto") == ["cpu0"]         # one process: no scheduling
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,-1,2")      # CUDA stops at the invalid entry
+    assert fold_scheduler.devices("auto") == ["1"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(fold_scheduler.shutil, "which", lambda name: None)   # no NVIDIA driver
+    assert fold_scheduler.devices("2") == ["cpu0", "cpu1"]
     for bad in ("0", "two"):
         with pytest.raises(SystemExit, match="--gpus"):
             fold_scheduler.devices(bad)
