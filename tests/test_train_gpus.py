@@ -5,16 +5,19 @@ worker leaves the same files as one trained by a sequential `train.py` (weights 
 compared are which files exist, the finish markers and the gathered history)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 import features
 import layout
 import locks
+import pretrain
 import train
 from helpers import make_dataset
 
@@ -23,9 +26,13 @@ TINY = ["epochs=1", "n_folds=2", "width=0.0625", "duration=0.5", "lr_milestones=
         "predict_batch_size=8", "early_stop_min_epoch=0", "lr_multiplier=1"]
 
 
-def train_args(data: Path, models: Path) -> list[str]:
+def stage_args(data: Path, models: Path) -> list[str]:
     return ["--profile", "demo", "--data-dir", str(data), "--models-dir", str(models), "--models", "v1mix",
-            "--from-scratch", "--workers", "1", "--set", *TINY]
+            "--workers", "1", "--set", *TINY]
+
+
+def train_args(data: Path, models: Path) -> list[str]:
+    return [*stage_args(data, models), "--from-scratch"]
 
 
 def train_on_two_devices(data: Path, models: Path) -> subprocess.CompletedProcess:
@@ -40,9 +47,29 @@ def fold_files(folder: Path, k: int) -> list[str]:
     return sorted(p.name.replace(prefix, "foldK") for p in folder.glob(f"{prefix}.*") if p.suffix != ".log")
 
 
-def test_two_fold_processes_skip_a_locked_fold_and_leave_what_sequential_training_leaves(tmp_path):
-    data = make_dataset(tmp_path / "data", n_curated=10, n_noisy=0, n_test=1)
-    assert features.main(["--data-dir", str(data), "--workers", "1", "--sets", "curated"]) == 0
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    data = make_dataset(tmp_path_factory.mktemp("gpus") / "data", n_curated=10, n_noisy=4, n_test=1)
+    assert features.main(["--data-dir", str(data), "--workers", "1", "--sets", "curated", "noisy"]) == 0
+    return data
+
+
+def test_a_stage_skips_the_units_another_run_holds(data, tmp_path, capsys):
+    models = tmp_path / "models"
+    folder = models / "v1mix"
+    held = [layout.lock_path(folder, prefix) for prefix in (layout.PRETRAIN, "fold0", "fold1")]
+    with contextlib.ExitStack() as stack:
+        assert all(stack.enter_context(locks.try_hold(path)).held for path in held)
+        assert pretrain.main(stage_args(data, models)) == 0
+        assert train.main(train_args(data, models)) == 0
+    out = capsys.readouterr().out
+    for unit in ("v1mix: pretraining", "v1mix fold 0:", "v1mix fold 1:"):
+        assert f"{unit} held by pid {os.getpid()} on " in out
+    assert not any(layout.is_finished(folder, prefix) for prefix in (layout.PRETRAIN, "fold0", "fold1"))
+    assert list(folder.iterdir()) == []   # nothing written; the locks went with their holder
+
+
+def test_two_fold_processes_skip_a_locked_fold_and_leave_what_sequential_training_leaves(data, tmp_path):
     models = tmp_path / "models"
     folder = models / "v1mix"
     # another run holds fold 0: the workers train fold 1 only; fold 0 is skipped naming the holder
