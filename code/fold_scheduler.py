@@ -225,10 +225,11 @@ def run(units: list[Unit], device_list: list[str], *, redo: bool = False, poll_s
         print(f"scheduler: {len(pending)} unit(s) on {len(device_list)} device(s) ({','.join(device_list)}); "
               f"each unit's output goes to its log", flush=True)
     free, running = deque(device_list), []
+    n_workers = min(len(device_list), len(pending))   # fewer units than devices: more threads each
     try:
         while pending or running:
             while pending and free:
-                job = start(pending.popleft(), free.popleft(), len(device_list))
+                job = start(pending.popleft(), free.popleft(), n_workers)
                 running.append(job)
                 print(f"[device {job.device}] {job.unit.label}: started (log {job.unit.log})", flush=True)
             time.sleep(poll_s)

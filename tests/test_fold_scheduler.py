@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,12 +19,15 @@ import fold_scheduler
 from fold_scheduler import Unit
 from workspace import stage_parser
 
+CODE = Path(__file__).resolve().parent.parent / "code"
+
 # The fake worker: argv = out-folder unit-name. Appends what it saw to <unit>.runs, then
 # fails if the unit is in $FAKE_FAIL, exits cleanly without finishing if in $FAKE_HELD
 # (as a worker that finds its unit locked by another run), else writes <unit>.done.
 FAKE_WORKER = """import json, os, sys, time
 out, name = sys.argv[1], sys.argv[2]
 start = time.time()
+open(os.path.join(out, name + ".pid"), "w").write(str(os.getpid()))
 time.sleep(float(os.environ.get("FAKE_SLEEP", "0.05")))
 with open(os.path.join(out, name + ".runs"), "a") as f:
     f.write(json.dumps({"device": os.environ["CUDA_VISIBLE_DEVICES"], "pid": os.getpid(), "start": start,
@@ -138,3 +144,30 @@ def test_workers_share_the_cores_unless_told_otherwise(monkeypatch):
     assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["TF_NUM_INTRAOP_THREADS"] == "1"
     assert env["OMP_NUM_THREADS"] == "7"
     assert fold_scheduler.worker_env("0", 4)["TF_NUM_INTEROP_THREADS"] == "1"   # never 0
+
+
+# a parent running the fake units, as a stage script does (SIGTERM -> shutdown.Terminated)
+PARENT = """import sys, pathlib, shutdown, fold_scheduler
+out = pathlib.Path(sys.argv[1])
+units = [fold_scheduler.Unit(f"fold {k}", [sys.executable, str(out / "fake_worker.py"), str(out), f"fold{k}"],
+                             out / f"fold{k}.log", (out / f"fold{k}.done").exists) for k in range(3)]
+shutdown.install()
+fold_scheduler.run(units, ["0", "1"], poll_s=0.01)
+"""
+
+
+def test_a_terminated_parent_stops_its_workers(tmp_path, monkeypatch):
+    fake_units(tmp_path, 3)                       # writes the fake worker
+    monkeypatch.setenv("FAKE_SLEEP", "120")
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)], cwd=CODE)
+    pid_files = [tmp_path / "fold0.pid", tmp_path / "fold1.pid"]
+    deadline = time.monotonic() + 60
+    while not all(p.is_file() and p.read_text() for p in pid_files):
+        assert time.monotonic() < deadline and parent.poll() is None, "the workers never started"
+        time.sleep(0.02)
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) == 128 + signal.SIGTERM
+    for path in pid_files:                        # the parent waited for them: gone, not orphaned
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(path.read_text()), 0)
+    assert not (tmp_path / "fold2.pid").exists()  # and started nothing more
