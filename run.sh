@@ -1,12 +1,32 @@
 #!/bin/sh
 # The whole pipeline, stage by stage; stops at the first failing stage and names it.
 #   sh run.sh                      real data in input/ -> profile full; otherwise the demo
-#   sh run.sh --models v1mix       extra options go to pretrain/train/predict/ensemble
+#   sh run.sh --models v1mix       extra options go to pretrain/train/predict/ensemble, so give
+#                                  ones they all take (--models, --set, --data-dir, --models-dir)
+#   sh run.sh --gpus 4             pretrain and train run 4 processes side by side, one per GPU
 # Every stage skips work that is already finished, so rerunning resumes.
 set -e
 cd "$(dirname "$0")"
 began=$(date +%s)
 . code/setup_env.sh || exit 1
+
+# --gpus N goes to the training stages only (the others run on one device)
+GPUS=
+n=$#
+while [ "$n" -gt 0 ]; do
+    arg=$1
+    shift
+    n=$((n - 1))
+    case $arg in
+        --gpus)
+            [ "$n" -gt 0 ] || { echo "run.sh: --gpus needs a value (a number of GPUs, or auto)" >&2; exit 2; }
+            GPUS="--gpus $1"
+            shift
+            n=$((n - 1)) ;;
+        --gpus=*) GPUS=$arg ;;
+        *) set -- "$@" "$arg" ;;
+    esac
+done
 
 if [ -f input/train_curated.csv ]; then
     PROFILE=full
@@ -29,8 +49,8 @@ stage() {
 }
 
 stage features
-stage pretrain "$@"
-stage train "$@"
+stage pretrain $GPUS "$@"
+stage train $GPUS "$@"
 stage predict "$@"
 stage ensemble "$@"
 

@@ -26,7 +26,8 @@ The files of one training run called <prefix> (training.fit writes them):
     <prefix>.json                    written last: the run is finished
     <prefix>.last.keras, <prefix>.state.json
                                      the resume point while the run is unfinished
-    <prefix>.lock                    held (an OS lock) while a process works on the run
+    <prefix>.lock                    held (an OS lock, locks.py) while a process works on the run
+    <prefix>.log                     the run's output, when a worker of fold_scheduler.py ran it
 """
 from __future__ import annotations
 
@@ -60,6 +61,10 @@ def run_file(folder: Path, prefix: str, suffix: str) -> Path:
 
 def lock_path(folder: Path, prefix: str) -> Path:
     return Path(folder) / f"{prefix}.lock"
+
+
+def log_path(folder: Path, prefix: str) -> Path:
+    return Path(folder) / f"{prefix}.log"
 
 
 def is_finished(folder: Path, prefix: str) -> bool:

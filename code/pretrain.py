@@ -3,22 +3,34 @@
 Each zoo model that has its own pretraining (max3exam reuses v1mix's) trains on ALL noisy
 clips; after every epoch the curated set is scored with 3-TTA and the best-scoring weights
 among the late epochs are kept as models/<name>/pretrain.weights.h5. Finished models are
-skipped (--force redoes them); an interrupted one resumes at its next epoch.
+skipped (--force redoes them); an interrupted one resumes at its next epoch. A model
+another run is pretraining (models/<name>/pretrain.lock held) is skipped with a note.
 
     python code/pretrain.py --profile demo --models v1mix
+    python code/pretrain.py --gpus 4      # 4 models' pretraining side by side, one per GPU
 """
 from __future__ import annotations
 
+import functools
+import sys
+
 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 import config
+import fold_scheduler
 import layout
+import locks
 import seeds
 import training
 from models import build_model
 from workspace import Workspace, run_stage, stage_parser
 
+
 def main(argv: list[str] | None = None) -> int:
-    args = stage_parser(__doc__, folds=False, trains=True).parse_args(argv)
+    parser = stage_parser(__doc__, folds=False, trains=True)
+    fold_scheduler.add_gpus_arg(parser)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    devices = fold_scheduler.take_devices(args)
     ws = Workspace(args)
     if not len(ws.dataset.noisy):
         print("pretrain: no train_noisy.csv clips; nothing to pretrain (train.py starts from scratch)")
@@ -27,21 +39,31 @@ def main(argv: list[str] | None = None) -> int:
     sources = list(dict.fromkeys(m.pretrain_source for m in ws.models))
     noisy, curated = ws.clip_data(ws.dataset.noisy), ws.curated
     print(f"pretrain: profile {ws.profile.name}, {len(noisy)} noisy clips, scored on {len(curated)} curated")
+    if len(devices) > 1:  # --gpus N: one worker process per device, each pretraining one model at a time
+        units = [fold_scheduler.Unit(f"{name} pretrain", fold_scheduler.worker_command(__file__, argv, "--models", name),
+                                     layout.log_path(ws.model_dir(name), layout.PRETRAIN),
+                                     functools.partial(layout.is_finished, ws.model_dir(name), layout.PRETRAIN))
+                 for name in sources]
+        return fold_scheduler.exit_code(fold_scheduler.run(units, devices, redo=args.force))
     for name in sources:
         model_cfg = ws.profile.scale(config.ZOO_BY_NAME[name])
         folder = ws.model_dir(name)
-        if args.force:
-            training.clear(folder, layout.PRETRAIN)
-        if layout.is_finished(folder, layout.PRETRAIN):
-            print(f"{name}: pretraining finished, skipped (--force to redo)")
-            continue
-        seed = seeds.unit_seed(args.seed, name, layout.PRETRAIN)
-        with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
-            model, _ = training.start_state(lambda: build_model(model_cfg, len(ws.classes)), seed)
-        summary = training.fit(model, noisy, curated, training.Schedule.pretrain(ws.profile, model_cfg),
-                               model_cfg.crop_samples, folder, layout.PRETRAIN, seed=seed,
-                               label=f"{name} pretrain", workers=args.workers, tensorboard=args.tensorboard)
-        print(f"{name}: pretrained, best epoch {summary['best_epoch']} (curated LRAP {summary['best_val_lrap']:.4f})")
+        with locks.try_hold(layout.lock_path(folder, layout.PRETRAIN)) as lock:
+            if not lock.held:
+                print(f"{name}: pretraining {lock.holder}; skipped (a rerun picks it up if that run dies unfinished)")
+                continue
+            if args.force:
+                training.clear(folder, layout.PRETRAIN)
+            if layout.is_finished(folder, layout.PRETRAIN):
+                print(f"{name}: pretraining finished, skipped (--force to redo)")
+                continue
+            seed = seeds.unit_seed(args.seed, name, layout.PRETRAIN)
+            with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
+                model, _ = training.start_state(lambda: build_model(model_cfg, len(ws.classes)), seed)
+            summary = training.fit(model, noisy, curated, training.Schedule.pretrain(ws.profile, model_cfg),
+                                   model_cfg.crop_samples, folder, layout.PRETRAIN, seed=seed,
+                                   label=f"{name} pretrain", workers=args.workers, tensorboard=args.tensorboard)
+            print(f"{name}: pretrained, best epoch {summary['best_epoch']} (curated LRAP {summary['best_val_lrap']:.4f})")
     return 0
 
 

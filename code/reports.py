@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,9 @@ def save_figure(fig: Figure, path: Path) -> Path:
     """PNG written to a temporary name, then moved into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    # a temporary name of its own per host and process: fold processes (train.py --gpus)
+    # redraw the same report at once
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
     fig.savefig(tmp, format="png", dpi=DPI)
     os.replace(tmp, path)
     return path

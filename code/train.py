@@ -8,19 +8,29 @@ epoch. models/<name>/history.csv gathers every fold's epochs; models/<name>/repo
 plots them (reports.py), with the noisy pretraining curve.
 
     python code/train.py --profile demo --models v1mix --folds 0 1
+    python code/train.py --gpus 4      # 4 fold processes side by side, one per GPU
+
+A fold another run is training (its models/<name>/fold<k>.lock is held) is skipped with
+a note naming that run; a rerun picks it up if that run died before finishing it.
 """
 from __future__ import annotations
+
+import functools
+import sys
 
 import pandas as pd
 
 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
+import fold_scheduler
 import layout
+import locks
 import reports
 import seeds
 import training
 from feature_cache import atomic_write_text
 from models import build_model
 from workspace import Workspace, run_stage, stage_parser
+
 
 def gather_history(folder, n_folds: int) -> None:
     """models/<name>/history.csv: fold, epoch, lr, loss, val_lrap, val_lwlrap."""
@@ -34,51 +44,89 @@ def gather_history(folder, n_folds: int) -> None:
         atomic_write_text(folder / layout.HISTORY_CSV, table.to_csv(index=False))
 
 
+def pretrained_start(ws: Workspace, model_cfg, use_pretrained: bool):
+    """The noisy pretraining a model's folds start from; an error if it is needed and unfinished."""
+    pretrained = layout.pretrain_weights(ws.paths.models, model_cfg.pretrain_source)
+    if use_pretrained and not layout.is_finished(pretrained.parent, layout.PRETRAIN):
+        raise SystemExit(f"error: {model_cfg.name} starts from {pretrained}, which is missing or unfinished; "
+                         f"run code/pretrain.py --models {model_cfg.name} first (or pass --from-scratch)")
+    return pretrained
+
+
+def finish_model(ws: Workspace, model_cfg, pretrained, use_pretrained: bool) -> None:
+    """history.csv from every fold's (also those other runs trained), and report.png."""
+    folder = ws.model_dir(model_cfg.name)
+    gather_history(folder, ws.profile.n_folds)
+    pretrain_history = layout.run_file(pretrained.parent, layout.PRETRAIN, ".history.csv")
+    report = reports.update_training_report(folder, pretrain_history if use_pretrained else None)
+    if report:
+        print(f"{model_cfg.name}: report {report}")
+
+
+def train_on_devices(ws: Workspace, argv: list[str], devices: list[str], use_pretrained: bool) -> int:
+    """--gpus N: one worker process per device, each training one fold at a time."""
+    ws.folds  # models/folds.csv made here once, not by the workers at the same time
+    models = [ws.profile.scale(m) for m in ws.models]
+    starts = [pretrained_start(ws, m, use_pretrained) for m in models]
+    units = [fold_scheduler.Unit(f"{m.name} fold {k}",
+                                 fold_scheduler.worker_command(__file__, argv, "--models", m.name, "--folds", str(k)),
+                                 layout.log_path(ws.model_dir(m.name), layout.fold_prefix(k)),
+                                 functools.partial(layout.is_finished, ws.model_dir(m.name), layout.fold_prefix(k)))
+             for m in models for k in ws.fold_numbers()]
+    outcome = fold_scheduler.run(units, devices, redo=ws.args.force)
+    for model_cfg, pretrained in zip(models, starts):
+        finish_model(ws, model_cfg, pretrained, use_pretrained)
+    return fold_scheduler.exit_code(outcome)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__, trains=True)
     parser.add_argument("--from-scratch", action="store_true",
                         help="do not start from the noisy pretraining (the default when there is no noisy set)")
+    fold_scheduler.add_gpus_arg(parser)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    devices = fold_scheduler.take_devices(args)
     ws = Workspace(args)
     folds = ws.fold_numbers()
     use_pretrained = not args.from_scratch and len(ws.dataset.noisy) > 0
     print(f"train: profile {ws.profile.name}, {len(ws.curated)} curated clips, folds {folds}")
+    if len(devices) > 1:
+        return train_on_devices(ws, argv, devices, use_pretrained)
     for model_cfg in ws.models:
         model_cfg = ws.profile.scale(model_cfg)
         folder = ws.model_dir(model_cfg.name)
-        pretrained = layout.pretrain_weights(ws.paths.models, model_cfg.pretrain_source)
-        if use_pretrained and not layout.is_finished(pretrained.parent, layout.PRETRAIN):
-            raise SystemExit(f"error: {model_cfg.name} starts from {pretrained}, which is missing or unfinished; "
-                             f"run code/pretrain.py --models {model_cfg.name} first (or pass --from-scratch)")
+        pretrained = pretrained_start(ws, model_cfg, use_pretrained)
         model = None  # built once per model and reused across folds (training.start_state)
         for k in folds:
             prefix = layout.fold_prefix(k)
-            if args.force:
-                training.clear(folder, prefix)
-            if layout.is_finished(folder, prefix):
-                print(f"{model_cfg.name} fold {k}: finished, skipped (--force to redo)")
-                continue
-            seed = seeds.unit_seed(args.seed, model_cfg.name, prefix)
-            with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
-                fresh, start = training.start_state(lambda: build_model(model_cfg, len(ws.classes)), seed,
-                                                    pretrained if use_pretrained else None)
-            if model is None:
-                model = fresh
-            else:
-                training.restore(model, start)
-            train, val = ws.split(k)
-            summary = training.fit(model, train, val, training.Schedule.curated(ws.profile, model_cfg),
-                                   model_cfg.crop_samples, folder, prefix, seed=seed,
-                                   label=f"{model_cfg.name} fold {k}", workers=args.workers,
-                                   tensorboard=args.tensorboard)
-            print(f"{model_cfg.name} fold {k}: best epoch {summary['best_epoch']}, "
-                  f"val LRAP {summary['best_val_lrap']:.4f}")
+            with locks.try_hold(layout.lock_path(folder, prefix)) as lock:
+                if not lock.held:
+                    print(f"{model_cfg.name} fold {k}: {lock.holder}; skipped (a rerun picks it up if that run "
+                          f"dies unfinished)")
+                    continue
+                if args.force:
+                    training.clear(folder, prefix)
+                if layout.is_finished(folder, prefix):
+                    print(f"{model_cfg.name} fold {k}: finished, skipped (--force to redo)")
+                    continue
+                seed = seeds.unit_seed(args.seed, model_cfg.name, prefix)
+                with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
+                    fresh, start = training.start_state(lambda: build_model(model_cfg, len(ws.classes)), seed,
+                                                        pretrained if use_pretrained else None)
+                if model is None:
+                    model = fresh
+                else:
+                    training.restore(model, start)
+                train, val = ws.split(k)
+                summary = training.fit(model, train, val, training.Schedule.curated(ws.profile, model_cfg),
+                                       model_cfg.crop_samples, folder, prefix, seed=seed,
+                                       label=f"{model_cfg.name} fold {k}", workers=args.workers,
+                                       tensorboard=args.tensorboard)
+                print(f"{model_cfg.name} fold {k}: best epoch {summary['best_epoch']}, "
+                      f"val LRAP {summary['best_val_lrap']:.4f}")
             gather_history(folder, ws.profile.n_folds)
-        gather_history(folder, ws.profile.n_folds)  # again for folds other machines trained (--folds)
-        pretrain_history = layout.run_file(pretrained.parent, layout.PRETRAIN, ".history.csv")
-        report = reports.update_training_report(folder, pretrain_history if use_pretrained else None)
-        if report:
-            print(f"{model_cfg.name}: report {report}")
+        finish_model(ws, model_cfg, pretrained, use_pretrained)  # again for folds other runs trained
     return 0
 
 

@@ -19,9 +19,9 @@ CODE = Path(__file__).resolve().parent.parent / "code"
 ALWAYS = {"--profile", "--data-dir", "--models-dir", "--models", "--set"}
 EXPECTED = {   # beyond ALWAYS
     pretrain: {"--features-dir", "--force", "--workers", "--seed", "--mixed-precision", "--strategy",
-               "--logical-cpus", "--tensorboard"},
+               "--logical-cpus", "--tensorboard", "--gpus"},
     train: {"--features-dir", "--folds", "--force", "--workers", "--seed", "--mixed-precision", "--strategy",
-            "--logical-cpus", "--tensorboard", "--from-scratch"},
+            "--logical-cpus", "--tensorboard", "--from-scratch", "--gpus"},
     predict: {"--features-dir", "--folds", "--force", "--workers", "--mixed-precision"},
     ensemble: {"--features-dir", "--submissions-dir", "--seed"},
 }
