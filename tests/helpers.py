@@ -123,3 +123,52 @@ def run_tiny_pipeline(root: Path, monkeypatch) -> dict:
     finally:
         monkeypatch.undo()
     return dict(root=root, data=data, common=common, trained_on=trained_on, predicted=predicted)
+
+
+# ---------------------------------------------------------------------------------------
+# Running code under the JAX backend
+# ---------------------------------------------------------------------------------------
+
+# What the project's GPU machines with JAX lack: a snippet run with these blocked shows that
+# the code path needs only numpy / pandas / keras / jax.
+NOT_ON_JAX_MACHINES = ("tensorflow", "kapre", "librosa", "soundfile")
+
+# Prepended to every snippet: code/ and tests/ on sys.path, and an import hook that makes
+# the blocked top-level packages fail to import as if they were not installed.
+_JAX_PRELUDE = """
+import sys
+sys.path[:0] = {paths!r}
+BLOCKED = {blocked!r}
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked by the test)", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+import keras
+assert keras.backend.backend() == "jax", keras.backend.backend()
+"""
+
+
+def run_under_jax(snippet: str, cwd: Path | None = None, blocked=NOT_ON_JAX_MACHINES,
+                  timeout: float = 300) -> str:
+    """Run `snippet` in a fresh Python with KERAS_BACKEND=jax (Keras fixes its backend per
+    process, and the test process runs TensorFlow), with the `blocked` packages made
+    unimportable. Fails the calling test with the child's output unless it exits 0;
+    returns its stdout."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    tests_dir = Path(__file__).resolve().parent
+    prelude = _JAX_PRELUDE.format(paths=[str(tests_dir.parent / "code"), str(tests_dir)],
+                                  blocked=tuple(blocked))
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(snippet)],
+                            cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, (f"snippet failed under JAX (exit {result.returncode}):\n"
+                                    f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result.stdout

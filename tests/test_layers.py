@@ -6,6 +6,7 @@ import pytest
 import scipy.signal
 
 import layers
+from helpers import run_under_jax
 
 SR = 44_100
 
@@ -61,17 +62,20 @@ def test_same_padding_matches_tf_same_convolution():
         assert left == (left + right) // 2
 
 
-@pytest.mark.parametrize("n_samples", [220_500, 88_200, 30_001])
-def test_logmel_matches_numpy_reference(n_samples):
-    # A loud and a very quiet clip in one batch: the max is per clip, not per batch.
-    # The loud clip's silent tail hits the -80 dB floor; the quiet clip's tail is below
-    # amin (1e-10 = -100 dB absolute), which is only about -70 dB under its maximum.
-    loud, quiet = realistic_clip(n_samples, seed=0), realistic_clip(n_samples, seed=1, gain=1e-3)
-    out = run_logmel(np.stack([loud, quiet]))
-    n_frames = -(-n_samples // 512)
+def loud_and_quiet(n_samples):
+    """A loud and a very quiet clip in one batch: the max is per clip, not per batch.
+    The loud clip's silent tail hits the -80 dB floor; the quiet clip's tail is below
+    amin (1e-10 = -100 dB absolute), which is only about -70 dB under its maximum."""
+    return np.stack([realistic_clip(n_samples, seed=0), realistic_clip(n_samples, seed=1, gain=1e-3)])
+
+
+def assert_matches_reference(clips, out):
+    """`out`, a LogMelSpectrogram of `loud_and_quiet` clips, equals `reference_logmel`
+    within 0.01 dB, and both the -80 dB floor and amin are exercised."""
+    n_frames = -(-clips.shape[1] // 512)
     assert out.shape == (2, n_frames, 64, 1)
     assert out.dtype == np.float32
-    for clip, got in zip([loud, quiet], out[..., 0]):
+    for i, (clip, got) in enumerate(zip(clips, out[..., 0])):
         want = reference_logmel(clip)
         assert got.max() == 0.0 and got.min() >= -80.0
         above = want > -80.0
@@ -79,11 +83,62 @@ def test_logmel_matches_numpy_reference(n_samples):
         np.testing.assert_array_less(np.abs(got[above] - want[above]), 0.01)
         assert np.all(got[~above] == -80.0)
         assert np.all(want[got == -80.0] <= -80.0 + 0.01)
-        if clip is loud:
+        if i == 0:
             assert (~above).mean() > 0.05                 # the floor is exercised
         else:
             at_amin = np.isclose(want, want.min())
             assert want.min() > -80.0 and at_amin.mean() > 0.05   # so is amin
+
+
+@pytest.mark.parametrize("n_samples", [220_500, 88_200, 30_001])
+def test_logmel_matches_numpy_reference(n_samples):
+    clips = loud_and_quiet(n_samples)
+    assert_matches_reference(clips, run_logmel(clips))
+
+
+@pytest.mark.parametrize("sr, n_fft, n_mels, f_min, f_max", [
+    (44_100, 1024, 64, 0.0, None), (22_050, 2048, 128, 20.0, 8000.0), (16_000, 400, 40, 300.0, 7600.0)])
+def test_slaney_mel_filterbank_equals_librosa(sr, n_fft, n_mels, f_min, f_max):
+    ours = layers.slaney_mel_filterbank(sr, n_fft, n_mels, f_min, f_max)
+    theirs = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max,
+                                 htk=False, norm="slaney").T
+    assert ours.shape == theirs.shape == (n_fft // 2 + 1, n_mels) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_periodic_hann_equals_scipy():
+    np.testing.assert_allclose(layers.periodic_hann(1024),
+                               scipy.signal.get_window("hann", 1024, fftbins=True), atol=1e-7)
+
+
+def test_logmel_ops_path_equals_kapre_path_on_tensorflow():
+    assert keras.backend.backend() == "tensorflow"
+    layer = layers.LogMelSpectrogram()
+    assert layer.uses_kapre
+    for n_samples in (88_200, 30_001):
+        clips = np.concatenate([loud_and_quiet(n_samples),
+                                np.random.default_rng(n_samples).uniform(-1, 1, (2, n_samples))]
+                               ).astype(np.float32)
+        kapre_out = keras.ops.convert_to_numpy(layer(clips))
+        ops_out = keras.ops.convert_to_numpy(layer.call_with_ops(clips))
+        assert ops_out.shape == kapre_out.shape and ops_out.dtype == np.float32
+        np.testing.assert_array_less(np.abs(ops_out - kapre_out), 0.01)
+        assert ops_out.max() == 0.0 and ops_out.min() >= -80.0
+
+
+def test_logmel_under_jax_matches_numpy_reference(tmp_path):
+    # Run with TF, kapre and librosa unimportable, as on the JAX GPU machines.
+    clips = loud_and_quiet(88_200)
+    np.save(tmp_path / "clips.npy", clips)
+    run_under_jax("""
+        import numpy as np
+        import layers
+        layer = layers.LogMelSpectrogram()
+        assert not layer.uses_kapre
+        out = keras.ops.convert_to_numpy(layer(np.load("clips.npy")))
+        np.save("out.npy", out)
+    """, cwd=tmp_path)
+    assert_matches_reference(clips, np.load(tmp_path / "out.npy"))
 
 
 def test_logmel_five_seconds_is_431_by_64():
