@@ -1,12 +1,10 @@
 """layers.BiGRUSum against keras' Bidirectional(GRU(return_sequences=True), merge_mode="sum").
 
 The backend is fixed per process: the TensorFlow checks run here, the JAX ones (the fused
-scan, its gradients) in a child process with KERAS_BACKEND=jax that calls `jax_checks`.
+scan, its gradients) in a child process with KERAS_BACKEND=jax and no TensorFlow
+(helpers.run_under_jax) that calls `jax_checks`.
 """
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -15,7 +13,6 @@ import pytest
 
 import layers
 
-TESTS = Path(__file__).resolve().parent
 BATCH, STEPS, FEATURES, UNITS = 3, 9, 5, 4
 ATOL = 1e-5
 
@@ -145,9 +142,6 @@ def test_jax_outputs_gradients_and_tensorflow_weights(tmp_path):
     model.get_layer("bigru").set_weights(random_weights(seed=5))
     model.save_weights(tmp_path / "tf.weights.h5")
     np.save(tmp_path / "tf_outputs.npy", keras.ops.convert_to_numpy(model(random_inputs())))
-    code = (f"import sys; sys.path[:0] = [{str(TESTS.parent / 'code')!r}, {str(TESTS)!r}]; "
-            f"import test_bigru; from pathlib import Path; test_bigru.jax_checks(Path({str(tmp_path)!r}))")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-4000:]
+    from helpers import run_under_jax  # not at the top: the JAX child imports this module
+    run_under_jax(f"import test_bigru; from pathlib import Path; test_bigru.jax_checks(Path({str(tmp_path)!r}))")
     assert json.loads((tmp_path / "jax_ok.json").read_text()) == {"ok": True}
