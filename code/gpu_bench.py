@@ -8,7 +8,8 @@ time budget (what does not fit is reported as unmeasured):
 1. a synthetic feature cache (feature_cache.CacheWriter, int16 noise clips with the
    curated set's spread of lengths, random global features);
 2. the global-feature branch alone: one training step of keras' Bidirectional(GRU) vs
-   layers.BiGRUSum at several unrolls (the part of the step that is sequential);
+   layers.BiGRUSum at several unrolls (the part of the step that is sequential); the zoo
+   below runs with the fastest unroll (layers.GRU_UNROLL is set for this run only);
 3. the host side of the feed: building one training batch (one thread) and copying it to
    the device as float32 and as int16;
 4. every zoo model at full size (5 s crops, width 1, batch 32; prediction batch 64) through
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 import config
+import layers
 from batches import TTA_POSITIONS, ClipData, CropBatches, TrainBatches
 from feature_cache import UNIT_SCALE, CacheWriter, FeatureCache, Source, atomic_write_text
 
@@ -73,7 +75,7 @@ class Settings:
     predict_batches: int         # timed prediction batches per model and policy
     gru_units: int               # the branch benchmark's GRU width
     gru_batch: int
-    unrolls: tuple[int, ...]     # BiGRUSum unrolls tried on the branch
+    unrolls: tuple[int, ...]     # BiGRUSum unrolls tried on the branch; the zoo runs the fastest
     branch_steps: int
     workers: int                 # PyDataset threads
     policies: tuple[str, ...] = POLICIES
@@ -81,14 +83,14 @@ class Settings:
     @classmethod
     def full(cls, workers: int) -> "Settings":
         return cls(config.PROFILES["full"], n_clips=256, warmup_steps=3, train_steps=40, predict_batches=20,
-                   gru_units=128, gru_batch=32, unrolls=(1, 4, 16, 32, 128), branch_steps=20, workers=workers)
+                   gru_units=128, gru_batch=32, unrolls=(1, 4, 8, 16), branch_steps=20, workers=workers)
 
     @classmethod
     def quick(cls, workers: int) -> "Settings":
         """Tiny sizes for a smoke run on a CPU: the figures mean nothing."""
         tiny = dataclasses.replace(config.PROFILES["demo"], duration=0.5, batch_size=4, predict_batch_size=4)
         return cls(tiny, n_clips=12, warmup_steps=1, train_steps=2, predict_batches=2, gru_units=8,
-                   gru_batch=4, unrolls=(1, 8), branch_steps=2, workers=workers)
+                   gru_batch=4, unrolls=(1,), branch_steps=2, workers=workers)
 
 
 class Budget:
@@ -158,18 +160,23 @@ def seconds_of(fn) -> float:
 def branch_model(units: int, unroll: int | None):
     """BN - 2 BiGRU(sum) - max - Dense(80): keras' Bidirectional(GRU) when unroll is None."""
     import keras
-    from layers import BiGRUSum
     g = keras.Input((config.N_GLOBAL_STEPS, config.N_GLOBAL_STATS))
     x = keras.layers.BatchNormalization()(g)
     for _ in range(2):
         if unroll is None:
             x = keras.layers.Bidirectional(keras.layers.GRU(units, return_sequences=True), merge_mode="sum")(x)
         else:
-            x = BiGRUSum(units, unroll=unroll)(x)
+            x = layers.BiGRUSum(units, unroll=unroll)(x)
     x = keras.layers.GlobalMaxPooling1D()(x)
     model = keras.Model(g, keras.layers.Dense(N_CLASSES, activation="sigmoid", dtype="float32")(x))
     model.compile(optimizer=keras.optimizers.Nadam(), loss=keras.losses.BinaryCrossentropy())
     return model
+
+
+def fastest_unroll(branch: list[dict]) -> int | None:
+    """The unroll of the fastest BiGRUSum branch step measured, if any."""
+    fused = [b for b in branch if b["unroll"] is not None]
+    return min(fused, key=lambda b: b["step_ms"])["unroll"] if fused else None
 
 
 def bench_branch(s: Settings, unroll: int | None, policy: str) -> dict:
@@ -185,7 +192,7 @@ def bench_branch(s: Settings, unroll: int | None, policy: str) -> dict:
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy("float32")
     return dict(layer="keras Bidirectional(GRU)" if unroll is None else f"BiGRUSum, unroll {unroll}",
-                policy=policy, step_ms=1e3 * step_s, compile_s=compile_s)
+                unroll=unroll, policy=policy, step_ms=1e3 * step_s, compile_s=compile_s)
 
 
 def bench_feed(cache: FeatureCache, s: Settings) -> dict:
@@ -322,6 +329,8 @@ def report(s: Settings, command: str, seconds: float, quick: bool, branch: list[
               f"{config.N_GLOBAL_STEPS} steps.", "",
               "| layer | policy | step ms | compile s |", "|---|---|---:|---:|"]
     lines += [f"| {b['layer']} | {b['policy']} | {fmt(b['step_ms'])} | {fmt(b['compile_s'])} |" for b in branch]
+    lines += ["", f"The zoo below ran with BiGRUSum unroll {layers.GRU_UNROLL}"
+              + (" (the fastest above)." if fastest_unroll(branch) is not None else " (layers.GRU_UNROLL).")]
 
     lines += ["", "### Host side of the feed", ""]
     if feed is None:
@@ -443,6 +452,9 @@ def run(out: Path, command: str, *, quick: bool, budget_minutes: float, model_na
         if budget.allows():
             feed = budget.run(bench_feed, cache, s)
             print(f"  feed: {feed}", flush=True)
+        unroll = fastest_unroll(branch)
+        if unroll is not None:
+            layers.GRU_UNROLL = unroll
         write()
         for key in list(todo):
             if not budget.allows():

@@ -395,11 +395,13 @@ class ShiftedTanh(keras.layers.Layer):
 # Recurrent
 # ---------------------------------------------------------------------------------------
 
-# Time steps per iteration of the fused GRU's scan on JAX. Keras' JAX GRU runs a
-# lax.scan of one step per iteration and an input matmul inside every step; on a GPU each
-# iteration is a handful of tiny kernels plus loop control, so unrolling cuts the per-step
-# overhead. 128 steps / 16 = 8 iterations. The measured choice lives in BENCHMARKS.md.
-GRU_UNROLL = 16
+# Time steps per iteration of the fused GRU's scan on JAX. Unrolling cuts a GPU's per-step
+# loop overhead (each iteration is a few tiny kernels plus loop control), but on a CPU it
+# only costs: measured on the 2-core CPU (JAX 0.10, branch of batch 32, 128 units),
+# unroll 4 / 16 / 128 made a training step 1.25x / 4.2x / 13x slower than unroll 1 and
+# compiled for 12 s / 27 s / 380 s. `bench.py --gpu` measures the unrolls on a GPU and
+# runs the zoo with the fastest; set that here once measured.
+GRU_UNROLL = 1
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -414,13 +416,13 @@ class BiGRUSum(keras.layers.Layer):
     - TensorFlow: the sublayers run as in keras' Bidirectional, so a TF GPU keeps cuDNN.
     - other backends (JAX): `fused_bigru_sum` on the same variables: the input projections
       of all steps in one matmul, then both directions in one scan, one batched matmul per
-      step, unrolled `unroll` steps per iteration.
+      step, `unroll` steps per iteration (default: GRU_UNROLL at construction).
     """
 
-    def __init__(self, units, unroll=GRU_UNROLL, **kwargs):
+    def __init__(self, units, unroll=None, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
-        self.unroll = int(unroll)
+        self.unroll = int(GRU_UNROLL if unroll is None else unroll)
         sub = dict(return_sequences=True, dtype=self.dtype_policy)
         self.forward_layer = keras.layers.GRU(self.units, name="forward_gru", **sub)
         self.backward_layer = keras.layers.GRU(self.units, go_backwards=True, name="backward_gru", **sub)

@@ -76,6 +76,8 @@ def test_bench_gpu_quick_runs_without_tensorflow(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     out.write_text("# Benchmarks\n\nCPU figures\n")
     run_under_jax(f"""
+        import os
+        os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0"  # compile faster; read at jax's first use
         import bench
         bench.main(["--gpu", "--quick", "--models", "v1mix", "--workers", "1", "--out", {str(out)!r}])
     """)
