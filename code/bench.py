@@ -437,8 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--gpu", action="store_true",
                         help="the GPU benchmark under JAX instead (gpu_bench.py); with --quick a tiny smoke run")
-    parser.add_argument("--budget", type=float, default=7.0, metavar="MINUTES",
-                        help="--gpu: wall-clock budget; what does not fit is reported unmeasured (default 7)")
+    parser.add_argument("--budget", type=float, default=6.5, metavar="MINUTES",
+                        help="--gpu: wall-clock budget of the measurements (default 6.5: about 7 min with "
+                             "start-up); what does not fit is reported unmeasured")
     parser.add_argument("--models", nargs="+", default=None, help="--gpu: zoo members (default: all)")
     parser.add_argument("--workers", type=int, default=cli.default_workers(),
                         help="--gpu: batch-building threads (default: one per core)")
@@ -449,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.gpu:
         command = "python code/bench.py --gpu" + (" --quick" if args.quick else "") + \
-            (f" --budget {args.budget:g}" if args.budget != 7.0 else "") + \
+            (f" --budget {args.budget:g}" if args.budget != 6.5 else "") + \
             (f" --models {' '.join(args.models)}" if args.models else "")
         print(gpu_bench.run(args.out, command, quick=args.quick, budget_minutes=args.budget,
                             model_names=args.models, workers=args.workers, work=args.work))

@@ -82,7 +82,7 @@ class Settings:
 
     @classmethod
     def full(cls, workers: int) -> "Settings":
-        return cls(config.PROFILES["full"], n_clips=256, warmup_steps=3, train_steps=40, predict_batches=20,
+        return cls(config.PROFILES["full"], n_clips=256, warmup_steps=3, train_steps=60, predict_batches=30,
                    gru_units=128, gru_batch=32, unrolls=(1, 4, 8, 16), branch_steps=20, workers=workers)
 
     @classmethod
@@ -390,9 +390,9 @@ def report(s: Settings, command: str, seconds: float, quick: bool, branch: list[
 
     lines += ["", "### Running it", "", "On a machine with one GPU and JAX (no network needed there):", "",
               "```", GPU_COMMAND, "```", "",
-              "`--budget MINUTES` (default 7) bounds the run; `--models` picks zoo members. Measurements "
-              "run in priority order (branch, feed, every model at mixed_bfloat16, then float32) and the "
-              "section is rewritten after each one."]
+              "`--budget MINUTES` (default 6.5; about 7 min with start-up) bounds the run; `--models` "
+              "picks zoo members. Measurements run in priority order (branch, feed, every model at "
+              "mixed_bfloat16, then float32) and the section is rewritten after each one."]
     return "\n".join(lines) + "\n"
 
 

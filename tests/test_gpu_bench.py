@@ -1,8 +1,6 @@
 """The GPU benchmark's logic (gpu_bench.py), and `bench.py --gpu --quick` end to end under
 JAX on the CPU with TensorFlow, kapre, librosa and soundfile unimportable, as on the GPU
 machines. Its timings are not tested."""
-import dataclasses
-
 import numpy as np
 import pytest
 
