@@ -19,6 +19,12 @@ lengths (median 5 s, mean about 7.5 s, 0.3-30 s):
 6. prediction: per-clip inference time of every full-size zoo model, extrapolated to the
    full zoo x 10 folds x 3 TTA on the 3,361 test clips.
 7. GPU (only where one is visible): v1mix train / inference clips/s, float32 vs mixed.
+
+    python code/bench.py --gpu        # the GPU benchmark under JAX (gpu_bench.py): a section
+                                      # of BENCHMARKS.md of its own; the CPU figures stay
+
+The --gpu path imports neither TensorFlow, kapre, librosa nor soundfile (the GPU machines
+lack them), so those are imported only by the functions of the CPU benchmark that use them.
 """
 from __future__ import annotations
 
@@ -41,10 +47,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 
+import cli
 import config
-from audio import global_features, step_bounds
+import gpu_bench
 from batches import ClipData, TrainBatches
 from dataset import ClipSet
 from feature_cache import AUDIO, GLOBAL, INDEX, FeatureCache, atomic_write_text
@@ -61,6 +67,7 @@ N_PRETRAIN_CLIPS = 20_000    # about the noisy set's size (19,815)
 def write_clips(folder: Path, n: int, seed: int = 0) -> list[Path]:
     """n mono 16-bit 44.1 kHz wav files: tones and noise under envelopes, with silence at
     both ends, lengths log-normal around 5 s (clipped to 0.3-30 s) like the curated set."""
+    import soundfile as sf
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -81,6 +88,7 @@ def write_clips(folder: Path, n: int, seed: int = 0) -> list[Path]:
 
 def loop_global_features(y: np.ndarray) -> np.ndarray:
     """The original's definition, step by step (the reference we compare against)."""
+    from audio import step_bounds
     left, right = step_bounds(len(y))
     out = np.empty((len(left), config.N_GLOBAL_STATS), np.float32)
     for s, (a, b) in enumerate(zip(left, right)):
@@ -96,7 +104,10 @@ def loop_global_features(y: np.ndarray) -> np.ndarray:
 
 def bench_features(paths: list[Path], cache_dir: Path) -> tuple[list[dict], FeatureCache]:
     import librosa
+    import soundfile as sf
+
     import features
+    from audio import global_features
 
     n = len(paths)
     audio_seconds = sum(sf.info(str(p)).duration for p in paths)
@@ -424,10 +435,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer clips and steps: a smoke run")
     parser.add_argument("--out", type=Path, default=HERE.parent / "BENCHMARKS.md", help="report path")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="the GPU benchmark under JAX instead (gpu_bench.py); with --quick a tiny smoke run")
+    parser.add_argument("--budget", type=float, default=6.5, metavar="MINUTES",
+                        help="--gpu: wall-clock budget of the measurements (default 6.5: about 7 min with "
+                             "start-up); what does not fit is reported unmeasured")
+    parser.add_argument("--models", nargs="+", default=None, help="--gpu: zoo members (default: all)")
+    parser.add_argument("--workers", type=int, default=cli.default_workers(),
+                        help="--gpu: batch-building threads (default: one per core)")
     parser.add_argument("--rss-probe", nargs=3, metavar=("CACHE", "STEPS", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_probe:
         print(json.dumps(rss_probe(Path(args.rss_probe[0]), int(args.rss_probe[1]), int(args.rss_probe[2]))))
+        return 0
+    if args.gpu:
+        command = "python code/bench.py --gpu" + (" --quick" if args.quick else "") + \
+            (f" --budget {args.budget:g}" if args.budget != 6.5 else "") + \
+            (f" --models {' '.join(args.models)}" if args.models else "")
+        print(gpu_bench.run(args.out, command, quick=args.quick, budget_minutes=args.budget,
+                            model_names=args.models, workers=args.workers, work=args.work))
         return 0
 
     import tensorflow as tf
@@ -485,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
         "global features, 6 KB per clip); the audio is never loaded.",
     ]
     text = report(rows, command, time.perf_counter() - start, notes)
+    gpu_section = gpu_bench.existing_section(args.out)  # the GPU figures stay
+    if gpu_section:
+        text = text.rstrip("\n") + "\n\n" + gpu_section
     atomic_write_text(args.out, text)
     print(text)
     return 0

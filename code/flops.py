@@ -8,9 +8,9 @@ counts as 2 FLOPs. What is counted per layer:
   sums: 1 per element; HighwayGate: 4 per element;
 - pooling (AxisSplitPool, the head's reductions, global pools): 1 per element read per
   window, i.e. each 1-D pass costs (output elements x window length);
-- Bidirectional GRU: per step and direction 2 * 3 * (F_in * units + units^2) for the
-  gate matmuls plus ~10 per unit for biases and gate arithmetic, then the forward +
-  backward sum;
+- Bidirectional GRU (BiGRUSum, or keras' Bidirectional): per step and direction
+  2 * 3 * (F_in * units + units^2) for the gate matmuls plus ~10 per unit for biases
+  and gate arithmetic, then the forward + backward sum;
 - LogMelSpectrogram: the Hann window (1 per sample per frame), a real FFT at
   2.5 * N * log2(N), the power |X|^2 (3 per bin), the mel filterbank as the dense
   (bins x mels) matmul kapre performs, and ~3 per mel value for dB and normalisation.
@@ -98,7 +98,7 @@ def layer_flops(layer) -> int:
         return _conv_flops(layer, in_shape, out_shape)
     if isinstance(layer, keras.layers.Dense):
         return _dense_flops(layer, in_shape, out_shape)
-    if isinstance(layer, keras.layers.Bidirectional):
+    if isinstance(layer, (keras.layers.Bidirectional, fat_layers.BiGRUSum)):
         return _gru_flops(layer, in_shape)
     if isinstance(layer, fat_layers.LogMelSpectrogram):
         return _logmel_flops(layer, in_shape, out_shape)
@@ -129,6 +129,6 @@ def count_flops(model: keras.Model) -> dict[str, int]:
             counts["conv"] += flops
         elif isinstance(layer, fat_layers.LogMelSpectrogram):
             counts["logmel"] += flops
-        elif isinstance(layer, keras.layers.Bidirectional):
+        elif isinstance(layer, (keras.layers.Bidirectional, fat_layers.BiGRUSum)):
             counts["gru"] += flops
     return counts

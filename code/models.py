@@ -20,7 +20,7 @@ import keras
 from keras import layers
 
 from config import N_GLOBAL_STATS, N_GLOBAL_STEPS, SAMPLE_RATE, ModelConfig
-from layers import (AxisSplitPool, ClasswiseWeights, HighwayGate, LogMelSpectrogram,
+from layers import (AxisSplitPool, BiGRUSum, ClasswiseWeights, HighwayGate, LogMelSpectrogram,
                     MelPairShuffle, ShiftedTanh, TimeMaxMelMean)
 
 BN_MOMENTUM = 0.85
@@ -143,10 +143,10 @@ def global_feature_branch(g, width: float):
     units = scaled(GRU_UNITS, width)
     g = layers.BatchNormalization(name="global_bn")(g)
     for i in (1, 2):
-        # Keras' GRU defaults (tanh, sigmoid, reset_after=True) are the cuDNN-compatible
-        # ones, like the original's CuDNNGRU.
-        g = layers.Bidirectional(layers.GRU(units, return_sequences=True),
-                                 merge_mode="sum", name=f"global_bigru{i}")(g)
+        # Bidirectional(GRU(units, return_sequences=True), merge_mode="sum") with Keras'
+        # GRU defaults (tanh, sigmoid, reset_after=True: the cuDNN-compatible ones, like
+        # the original's CuDNNGRU); fused into one scan on JAX (layers.BiGRUSum).
+        g = BiGRUSum(units, name=f"global_bigru{i}")(g)
     return layers.GlobalMaxPooling1D(name="global_max")(g)
 
 
