@@ -26,8 +26,8 @@ from pathlib import Path
 
 import keras
 import pandas as pd
-import tensorflow as tf
 
+import distribute
 import layout
 import layers  # noqa: F401  (registers the custom layers, so load_model needs no custom_objects)
 import shutdown
@@ -107,6 +107,22 @@ def tensorboard_dir(folder: Path, prefix: str) -> Path:
     return folder / TENSORBOARD_DIR / prefix
 
 
+def open_tensorboard(folder: Path, prefix: str):
+    """A tf.summary writer for the run's scalars (TensorFlow backend only, so TensorFlow is
+    imported here; workspace refuses --tensorboard on other backends)."""
+    distribute.require_tensorflow("--tensorboard (tf.summary)")
+    import tensorflow as tf
+    return tf.summary.create_file_writer(str(tensorboard_dir(folder, prefix)))
+
+
+def log_scalars(writer, step: int, scalars: dict) -> None:
+    import tensorflow as tf
+    with writer.as_default(step=step):
+        for name, value in scalars.items():
+            tf.summary.scalar(name, value)
+    writer.flush()
+
+
 def save_weights_atomic(model: keras.Model, path: Path) -> None:
     tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
     with shutdown.critical():  # a SIGTERM lets the write finish (shutdown.py)
@@ -141,7 +157,7 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
     A model built inside a tf.distribute strategy's scope trains on its replicas, with the
     schedule scaled by `Schedule.for_replicas`. Returns the finished run's summary (also in
     <prefix>.json)."""
-    strategy = model.distribute_strategy
+    strategy = distribute.model_strategy(model)
     schedule = schedule.for_replicas(strategy.num_replicas_in_sync)
     folder.mkdir(parents=True, exist_ok=True)
     remove_temporaries(folder, prefix)
@@ -163,7 +179,7 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
 
     # Written here rather than by Keras' TensorBoard callback: model.fit runs one epoch at
     # a time, and the callback would restart its step count at every call (and on resume).
-    writer = tf.summary.create_file_writer(str(tensorboard_dir(folder, prefix))) if tensorboard else None
+    writer = open_tensorboard(folder, prefix) if tensorboard else None
     for epoch in range(state["next_epoch"], schedule.epochs):
         start = time.perf_counter()
         lr = schedule.lr_at(epoch)
@@ -195,10 +211,7 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
                           pd.DataFrame(state["history"], columns=HISTORY_COLUMNS).to_csv(index=False))
         if writer is not None:
             # step = the epoch of history.csv, so a resumed run continues the same curves
-            with writer.as_default(step=epoch + 1):
-                for name in HISTORY_COLUMNS[1:]:
-                    tf.summary.scalar(name, state["history"][-1][name])
-            writer.flush()
+            log_scalars(writer, epoch + 1, {name: state["history"][-1][name] for name in HISTORY_COLUMNS[1:]})
         if stop or epoch + 1 == schedule.epochs:
             break
         with shutdown.critical():  # the checkpoint and its state, both or neither on SIGTERM

@@ -38,15 +38,16 @@ def stage_parser(description: str, *, trains: bool = False) -> argparse.Argument
                              "the output and the loss stay float32; float16 adds loss scaling)")
     if trains:
         g = parser.add_argument_group("devices and logs")
-        g.add_argument("--strategy", choices=distribute.STRATEGIES, default="auto",
-                       help="auto (default): mirror over all GPUs when more than one is visible; mirrored: "
-                            "always (GPUs, else --logical-cpus); default: one device. Each replica takes "
-                            "batch_size clips per step (the lr rule: README, 'Bigger runs')")
+        g.add_argument("--strategy", choices=distribute.STRATEGIES, default="default",
+                       help="default: one device (GPU or CPU). mirrored (opt-in, TensorFlow backend): "
+                            "data-parallel over all visible GPUs (else --logical-cpus); each replica takes "
+                            "batch_size clips per step and the lr grows (README, 'Bigger runs')")
         g.add_argument("--logical-cpus", type=int, metavar="N",
                        help="split the CPU into N logical devices, for --strategy mirrored without GPUs "
-                            "(tests it on a CPU; not faster)")
+                            "(tests it on a CPU; not faster; TensorFlow backend)")
         g.add_argument("--tensorboard", action="store_true",
-                       help="log lr, loss, val_lrap, val_lwlrap per epoch to models/<name>/tensorboard/<run>/")
+                       help="log lr, loss, val_lrap, val_lwlrap per epoch to models/<name>/tensorboard/<run>/ "
+                            "(tf.summary: TensorFlow backend)")
     return parser
 
 
@@ -61,9 +62,25 @@ class Workspace:
         self.profile, self.paths = cli.resolve(args)
         self.models = config.select_models(args.models)
         set_precision(getattr(args, "mixed_precision", None))
+        if getattr(args, "tensorboard", False):
+            distribute.require_tensorflow("--tensorboard (tf.summary)")
         # made first, before anything starts TensorFlow's runtime (--logical-cpus needs that)
         self.strategy = distribute.make_strategy(getattr(args, "strategy", "default"),
                                                  getattr(args, "logical_cpus", None))
+        if self.strategy.num_replicas_in_sync > 1:
+            self.announce_replicas()
+
+    def announce_replicas(self) -> None:
+        """Say once how several replicas change the schedule (Schedule.for_replicas)."""
+        import training   # imported here: it builds on Keras, which the stage has just configured
+
+        replicas = self.strategy.num_replicas_in_sync
+        for model in self.models:
+            one = training.Schedule.curated(self.profile, self.profile.scale(model))
+            many = one.for_replicas(replicas)
+            print(f"{model.name} on {replicas} replicas: global batch {replicas} x {one.batch_size} = "
+                  f"{many.batch_size} clips (prediction {many.predict_batch_size}), learning rate "
+                  f"{one.lr:.2e} -> {many.lr:.2e} (x sqrt({replicas})); --strategy default keeps one device")
 
     @cached_property
     def dataset(self) -> Dataset:

@@ -5,7 +5,6 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 CLASSES = ["Bark", "Buzz", "Chirp", "Drip"]
 
@@ -30,6 +29,7 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 def make_dataset(root: Path, n_curated: int = 6, n_noisy: int = 4, n_test: int = 3,
                  classes: list[str] = CLASSES) -> Path:
     """A tiny valid dataset: short tones, one class (sometimes two) per clip."""
+    import soundfile as sf   # here, so that a JAX-machine test (run_under_jax) may import helpers
     (root / "audio_train").mkdir(parents=True, exist_ok=True)
     (root / "audio_test").mkdir(parents=True, exist_ok=True)
     rows = {"curated": [], "noisy": []}
@@ -134,11 +134,12 @@ def run_tiny_pipeline(root: Path, monkeypatch) -> dict:
 NOT_ON_JAX_MACHINES = ("tensorflow", "kapre", "librosa", "soundfile")
 
 # Prepended to every snippet: code/ and tests/ on sys.path, and an import hook that makes
-# the blocked top-level packages fail to import as if they were not installed.
+# the BLOCKED top-level packages fail to import as if they were not installed (a snippet may
+# unblock some later with BLOCKED.discard(name)).
 _JAX_PRELUDE = """
 import sys
 sys.path[:0] = {paths!r}
-BLOCKED = {blocked!r}
+BLOCKED = set({blocked!r})
 
 class NotInstalled:
     def find_spec(self, name, path=None, target=None):

@@ -1,5 +1,5 @@
-"""Data-parallel training (MirroredStrategy), its batch and learning-rate rule, and the
-per-epoch TensorBoard scalars.
+"""Data-parallel training (MirroredStrategy, opt-in), its batch and learning-rate rule, the
+per-epoch TensorBoard scalars, and what stands in for them on the JAX backend.
 
 MirroredStrategy runs here over a CPU split into 2 logical devices. The split must happen
 before TensorFlow starts, and this process has started it, so the training run is a fresh
@@ -21,6 +21,7 @@ import tensorflow as tf
 import distribute
 import training
 from batches import ClipData, TrainBatches
+from helpers import run_under_jax
 
 PER_REPLICA_BATCH = 2
 SETTINGS = ["n_folds=2", "epochs=2", f"batch_size={PER_REPLICA_BATCH}", "predict_batch_size=4", "width=0.0625",
@@ -66,7 +67,7 @@ def mirrored_run(pipeline_run, tmp_path_factory):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     folder = root / "models" / "v1mix"
     return dict(seen=json.loads((root / "seen.json").read_text()), root=root, folder=folder,
-                history=pd.read_csv(folder / "fold0.history.csv"))
+                history=pd.read_csv(folder / "fold0.history.csv"), stdout=done.stdout)
 
 
 def test_mirrored_training_runs_on_two_replicas(mirrored_run):
@@ -128,12 +129,40 @@ def test_schedule_for_replicas_scales_batches_and_lr_only():
     assert (four.epochs, four.lr_milestones, four.mixup_prob) == (5, (2,), 0.6)
 
 
-def test_auto_distributes_only_over_several_gpus():
-    strategy = distribute.make_strategy("auto")
-    gpus = len(tf.config.list_logical_devices("GPU"))
-    assert strategy.num_replicas_in_sync == (gpus if gpus > 1 else 1)
-    assert isinstance(strategy, tf.distribute.MirroredStrategy) == (gpus > 1)
-    assert distribute.make_strategy("default").num_replicas_in_sync == 1
+def test_the_changed_batch_and_lr_are_said_once(mirrored_run):
+    said = [line for line in mirrored_run["stdout"].splitlines() if "on 2 replicas" in line]
+    assert len(said) == 1
+    assert (f"global batch 2 x {PER_REPLICA_BATCH} = {2 * PER_REPLICA_BATCH} clips" in said[0]
+            and f"learning rate {MODEL_LR:.2e} -> {MODEL_LR * math.sqrt(2):.2e}" in said[0])
+
+
+def test_one_device_is_the_default_and_mirrored_is_opt_in():
+    import workspace
+    args = workspace.stage_parser("", trains=True).parse_args([])
+    assert args.strategy == "default"
+    strategy = distribute.make_strategy(args.strategy)
+    assert strategy.num_replicas_in_sync == 1
+    assert not isinstance(strategy, tf.distribute.MirroredStrategy)
+    with pytest.raises(SystemExit, match="choose one of"):
+        distribute.make_strategy("auto")
+
+
+def test_jax_gets_one_device_and_tensorflow_only_options_are_refused():
+    run_under_jax("""
+        import pytest
+        import distribute, workspace
+        strategy = distribute.make_strategy("default")
+        assert strategy.num_replicas_in_sync == 1
+        with strategy.scope():
+            model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        assert distribute.model_strategy(model).num_replicas_in_sync == 1
+        for argv, option in ((["--strategy", "mirrored"], "--strategy mirrored"),
+                             (["--logical-cpus", "2"], "--logical-cpus"),
+                             (["--tensorboard"], "--tensorboard")):
+            args = workspace.stage_parser("", trains=True).parse_args(["--profile", "demo", *argv])
+            with pytest.raises(SystemExit, match=f"{option}.* needs the TensorFlow backend.*'jax'"):
+                workspace.Workspace(args)
+    """)
 
 
 def test_logical_cpus_once_tensorflow_runs_is_refused():
