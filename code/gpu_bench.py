@@ -351,7 +351,7 @@ def report(s: Settings, command: str, seconds: float, quick: bool, branch: list[
               "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in runs:
         share = f"{r['train_tflops'] / peak:.1%}" if peak else "–"
-        lines.append(f"| {r['model']} | {r['policy']} | {r['gflops']:.2f} | {fmt(r['train_clips_s'])} | "
+        lines.append(f"| {r['model']} | {r['policy']} | {r['gflops']:.3g} | {fmt(r['train_clips_s'])} | "
                      f"{fmt(r['train_tflops'])} | {share} | {fmt(r['predict_clips_s'])} | "
                      f"{fmt(r['predict_tflops'])} | {r['train_compile_s']:.0f}, {r['predict_compile_s']:.0f} | "
                      f"{fmt(r['checkpoint_s'])} |")
