@@ -21,12 +21,12 @@ user fixes a broken CSV in one pass instead of one error per run.
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 
 CURATED_CSV = "train_curated.csv"
 NOISY_CSV = "train_noisy.csv"
@@ -36,8 +36,12 @@ TRAIN_AUDIO = "audio_train"
 TEST_AUDIO = "audio_test"
 MAX_LISTED = 50  # offenders printed in one error; the rest are counted
 MAX_FNAME_BYTES = 255  # longer names cannot exist on common file systems (NAME_MAX)
-# What soundfile can read, by extension (RAW needs its format spelled out, so not that).
-AUDIO_EXTENSIONS = ({f".{name.lower()}" for name in sf.available_formats()} - {".raw"}) | {".aif", ".oga", ".opus"}
+@functools.cache
+def audio_extensions() -> frozenset[str]:
+    """What soundfile can read, by extension (RAW needs its format spelled out, so not
+    that). Asked lazily: the model path (and the GPU machines) has no soundfile."""
+    import soundfile as sf
+    return frozenset(({f".{name.lower()}" for name in sf.available_formats()} - {".raw"}) | {".aif", ".oga", ".opus"})
 
 
 class DatasetError(ValueError):
@@ -191,7 +195,7 @@ def audio_files_in(folder: Path) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(p.name for p in folder.iterdir()
-                  if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".") and is_file(p))
+                  if p.suffix.lower() in audio_extensions() and not p.name.startswith(".") and is_file(p))
 
 
 def _read_csv(path: Path, columns: list[str]) -> tuple[pd.DataFrame, list[str]]:

@@ -49,7 +49,7 @@ def complete_rows(all_fnames: list[str], fnames: list[str], scores: np.ndarray) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = stage_parser(__doc__, folds=False, force=False, workers=False, precision=False, submissions=True).parse_args(argv)
+    args = stage_parser(__doc__, folds=False, force=False, workers=False, precision=False).parse_args(argv)
     ws = Workspace(args)
     not_ready = []
     for m in ws.models:

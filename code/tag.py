@@ -52,7 +52,7 @@ import layout
 import segments
 from audio import AudioError, cache_entry, featurise
 from batches import ClipData, predict_tta
-from dataset import AUDIO_EXTENSIONS, DatasetError, load_classes, read_classes
+from dataset import DatasetError, audio_extensions, load_classes, read_classes
 from feature_cache import CacheWriter, FeatureCache, Source, atomic_write_text, file_signature
 from models import build_model, build_stacker
 from reports import segments_heatmap
@@ -128,7 +128,7 @@ def collect_files(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]
     files, problems, seen = [], [], set()
     for item in inputs:
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in audio_extensions())
             if not found:
                 problems.append((str(item), "folder holds no audio files"))
         elif item.is_file():

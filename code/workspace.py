@@ -22,13 +22,12 @@ from feature_cache import FeatureCache, atomic_write_text
 
 
 def stage_parser(description: str, *, folds: bool = True, force: bool = True, workers: bool = True,
-                 seed: bool = True, precision: bool = True, submissions: bool = False,
-                 trains: bool = False) -> argparse.ArgumentParser:
+                 seed: bool = True, precision: bool = True, trains: bool = False) -> argparse.ArgumentParser:
     """The options of a training-side stage: profile, folders and models always; the others
     only for the stages they mean something to (so --help lists only what a stage uses);
     with `trains`, those of the stages that fit models: devices and TensorBoard."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_common_args(parser, submissions=submissions)
+    cli.add_common_args(parser)
     parser.add_argument("--models", nargs="+", metavar="NAME",
                         help=f"zoo members to process (default: all): {', '.join(config.ZOO_BY_NAME)}")
     if folds:

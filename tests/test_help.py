@@ -16,14 +16,16 @@ import tag
 import train
 
 CODE = Path(__file__).resolve().parent.parent / "code"
-ALWAYS = {"--profile", "--data-dir", "--models-dir", "--models", "--set"}
+# the folder options are the same for every training-side stage, so one set of them works
+# for every stage of a run (run.sh, the tests' tiny pipeline)
+ALWAYS = {"--profile", "--data-dir", "--features-dir", "--models-dir", "--submissions-dir", "--models", "--set"}
 EXPECTED = {   # beyond ALWAYS
     pretrain: {"--features-dir", "--force", "--workers", "--seed", "--mixed-precision", "--strategy",
                "--logical-cpus", "--tensorboard", "--gpus"},
     train: {"--features-dir", "--folds", "--force", "--workers", "--seed", "--mixed-precision", "--strategy",
             "--logical-cpus", "--tensorboard", "--from-scratch", "--gpus"},
     predict: {"--features-dir", "--folds", "--force", "--workers", "--mixed-precision"},
-    ensemble: {"--features-dir", "--submissions-dir", "--seed"},
+    ensemble: {"--seed"},
 }
 
 
