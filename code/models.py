@@ -14,6 +14,7 @@ blocks, by `config.w_ratio` (only the msc_se members of the zoo set it; it is 1.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import keras
@@ -31,6 +32,11 @@ POOL_STRIDES = (1, 2)
 SE_REDUCTION = 4
 GRU_UNITS = 128
 N_MELS = 64
+
+
+# Weight files carry the optimizer's slots; loading them into a fresh model (pretrained
+# start, prediction, tagging) rightly skips those, and Keras warns about it every time.
+warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +43,6 @@ from feature_cache import atomic_write_text
 from metrics import lrap, lwlrap
 from progress import Progress
 
-# Weight files carry the optimizer's slots; loading them into a fresh model (pretrained
-# start, prediction) rightly skips those, and Keras warns about it every time.
-warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
 
 HISTORY_COLUMNS = ["epoch", "lr", "loss", "val_lrap", "val_lwlrap"]
 TENSORBOARD_DIR = "tensorboard"
