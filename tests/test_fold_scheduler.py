@@ -146,6 +146,16 @@ def test_workers_share_the_cores_unless_told_otherwise(monkeypatch):
     assert fold_scheduler.worker_env("0", 4)["TF_NUM_INTEROP_THREADS"] == "1"   # never 0
 
 
+def test_pretend_devices_keep_the_default_thread_pools(monkeypatch):
+    """On the CPU the thread count changes the sums' order: a worker with the defaults
+    trains its fold bit-identically to a one-process run."""
+    for name in fold_scheduler.THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    env = fold_scheduler.worker_env("cpu1", 2)
+    assert env["CUDA_VISIBLE_DEVICES"] == "cpu1"
+    assert not any(name in env for name in fold_scheduler.THREAD_VARIABLES)
+
+
 # a parent running the fake units, as a stage script does (SIGTERM -> shutdown.Terminated)
 PARENT = """import sys, pathlib, shutdown, fold_scheduler
 out = pathlib.Path(sys.argv[1])
