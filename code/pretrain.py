@@ -18,7 +18,6 @@ import cli  # first: it quiets TensorFlow's C++ log lines before anything import
 import config
 import fold_scheduler
 import layout
-import locks
 import seeds
 import training
 from models import build_model
@@ -48,14 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in sources:
         model_cfg = ws.profile.scale(config.ZOO_BY_NAME[name])
         folder = ws.model_dir(name)
-        with locks.try_hold(layout.lock_path(folder, layout.PRETRAIN)) as lock:
-            if not lock.held:
-                print(f"{name}: pretraining {lock.holder}; skipped (a rerun picks it up if that run dies unfinished)")
-                continue
-            if args.force:
-                training.clear(folder, layout.PRETRAIN)
-            if layout.is_finished(folder, layout.PRETRAIN):
-                print(f"{name}: pretraining finished, skipped (--force to redo)")
+        with training.claim(folder, layout.PRETRAIN, f"{name}: pretraining", args.force) as mine:
+            if not mine:
                 continue
             seed = seeds.unit_seed(args.seed, name, layout.PRETRAIN)
             with ws.strategy.scope():  # its variables, the optimizer's too, on every replica

@@ -23,7 +23,6 @@ import pandas as pd
 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 import fold_scheduler
 import layout
-import locks
 import reports
 import seeds
 import training
@@ -100,15 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         model = None  # built once per model and reused across folds (training.start_state)
         for k in folds:
             prefix = layout.fold_prefix(k)
-            with locks.try_hold(layout.lock_path(folder, prefix)) as lock:
-                if not lock.held:
-                    print(f"{model_cfg.name} fold {k}: {lock.holder}; skipped (a rerun picks it up if that run "
-                          f"dies unfinished)")
-                    continue
-                if args.force:
-                    training.clear(folder, prefix)
-                if layout.is_finished(folder, prefix):
-                    print(f"{model_cfg.name} fold {k}: finished, skipped (--force to redo)")
+            with training.claim(folder, prefix, f"{model_cfg.name} fold {k}:", args.force) as mine:
+                if not mine:
                     continue
                 seed = seeds.unit_seed(args.seed, model_cfg.name, prefix)
                 with ws.strategy.scope():  # its variables, the optimizer's too, on every replica

@@ -19,6 +19,7 @@ called <prefix> in the model's folder:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -35,6 +36,7 @@ import pandas as pd
 import distribute
 import layers  # noqa: F401  (registers the custom layers, so load_model needs no custom_objects)
 import layout
+import locks
 import seeds
 import shutdown
 from batches import ClipData, TrainBatches, predict_tta
@@ -119,6 +121,25 @@ class EpochProgress(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.progress.close()
+
+
+@contextlib.contextmanager
+def claim(folder: Path, prefix: str, label: str, force: bool):
+    """Holds the lock of the run `prefix` while the caller trains it. Yields False, after
+    saying why, when another run holds it or it is finished (after --force clears it, it
+    is not); True when this process should train it."""
+    with locks.try_hold(layout.lock_path(folder, prefix)) as lock:
+        if not lock.held:
+            print(f"{label} {lock.holder}; skipped (a rerun picks it up if that run dies unfinished)")
+            yield False
+            return
+        if force:
+            clear(folder, prefix)
+        if layout.is_finished(folder, prefix):
+            print(f"{label} finished, skipped (--force to redo)")
+            yield False
+            return
+        yield True
 
 
 def clear(folder: Path, prefix: str) -> None:
@@ -207,9 +228,7 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
     # Written here rather than by Keras' TensorBoard callback: model.fit runs one epoch at
     # a time, and the callback would restart its step count at every call (and on resume).
     writer = open_tensorboard(folder, prefix) if tensorboard else None
-    for epoch in range(state["next_epoch"], schedule.epochs):
-        if schedule.stops_before(epoch, state["best_epoch"]):
-            break
+    for epoch in range(state["next_epoch"], schedule.epochs):  # stops_before: see `last` below
         start = time.perf_counter()
         seeds.reset_global_generators(seeds.epoch_seed(seed, epoch))
         lr = schedule.lr_at(epoch)
