@@ -18,7 +18,10 @@ time budget (what does not fit is reported as unmeasured):
    float32: training and prediction clips/s after warm-up (compilation excluded and
    reported), achieved TFLOP/s (flops.count_flops; training = 3 x forward) against the
    device's bf16 dense peak, and the seconds of one epoch's checkpoint;
-5. the recipe's hours on this device, stage by stage, from those rates (FSDKaggle2019
+5. the before/after profile of a v1mix training step at bf16: the global-feature branch as
+   keras' Bidirectional(GRU) (before: the probe's model), as layers.BiGRUSum (after: the
+   zoo's run above), and without recurrence (Dense + max: the probe's ablation, a bound);
+6. the recipe's hours on this device, stage by stage, from the zoo's rates (FSDKaggle2019
    sizes, the `full` profile's schedule).
 
 The report is a section of BENCHMARKS.md between two markers, rewritten after every
@@ -212,6 +215,15 @@ def bench_feed(cache: FeatureCache, s: Settings) -> dict:
                 audio_mb=audio.nbytes / 2 ** 20, batch=len(audio))
 
 
+def time_training(model, cache: FeatureCache, s: Settings, crop: int) -> tuple[float, float]:
+    """(seconds of the compiling warm-up fit, seconds of s.train_steps timed steps) through
+    the pipeline's TrainBatches."""
+    def fit(n_steps):
+        model.fit(train_batches(clip_data(cache, n_steps * s.profile.batch_size), s, crop, s.workers),
+                  epochs=1, verbose=0)
+    return seconds_of(lambda: fit(s.warmup_steps)), seconds_of(lambda: fit(s.train_steps))
+
+
 def bench_model(cache: FeatureCache, s: Settings, member: config.ModelConfig, policy: str, work: Path) -> dict:
     """Training and prediction clips/s of one zoo member through the pipeline's PyDatasets."""
     import keras
@@ -223,16 +235,11 @@ def bench_model(cache: FeatureCache, s: Settings, member: config.ModelConfig, po
     model = models.build_model(cfg, N_CLASSES)
     flops = count_flops(model)["total"]
 
-    def fit(n_steps):
-        model.fit(train_batches(clip_data(cache, n_steps * p.batch_size), s, cfg.crop_samples, s.workers),
-                  epochs=1, verbose=0)
-
     def predict(n_batches):
         data = clip_data(cache, n_batches * p.predict_batch_size)
         model.predict(CropBatches(data, p.predict_batch_size, cfg.crop_samples, "middle", s.workers), verbose=0)
 
-    train_compile_s = seconds_of(lambda: fit(s.warmup_steps))
-    train_s = seconds_of(lambda: fit(s.train_steps))
+    train_compile_s, train_s = time_training(model, cache, s, cfg.crop_samples)
     predict_compile_s = seconds_of(lambda: predict(1))
     predict_s = seconds_of(lambda: predict(s.predict_batches))
     # One epoch's checkpoint: training.fit saves the whole model (optimizer included) and,
@@ -247,6 +254,62 @@ def bench_model(cache: FeatureCache, s: Settings, member: config.ModelConfig, po
                 train_tflops=3 * flops * train_rate / 1e12, predict_clips_s=predict_rate,
                 predict_tflops=flops * predict_rate / 1e12, train_compile_s=train_compile_s,
                 predict_compile_s=predict_compile_s, checkpoint_s=checkpoint_s)
+
+
+def keras_bigru_branch(g, width: float):
+    """The global-feature branch before layers.BiGRUSum: keras' Bidirectional(GRU), whose
+    JAX GRU is one scan per direction with the input projection inside each step."""
+    import keras
+    import models
+    units = models.scaled(models.GRU_UNITS, width)
+    g = keras.layers.BatchNormalization(name="global_bn")(g)
+    for i in (1, 2):
+        g = keras.layers.Bidirectional(keras.layers.GRU(units, return_sequences=True), merge_mode="sum",
+                                       name=f"global_bigru{i}")(g)
+    return keras.layers.GlobalMaxPooling1D(name="global_max")(g)
+
+
+def dense_max_branch(g, width: float):
+    """The probe's ablation: the two BiGRUs replaced by one Dense, so the step has no
+    recurrence at all (a bound on what any GRU speed-up can buy, not the recipe)."""
+    import keras
+    import models
+    g = keras.layers.BatchNormalization(name="global_bn")(g)
+    g = keras.layers.Dense(models.scaled(models.GRU_UNITS, width), name="global_dense")(g)
+    return keras.layers.GlobalMaxPooling1D(name="global_max")(g)
+
+
+# The before/after of a v1mix step: branch name -> builder (None: the zoo's own, measured
+# with the zoo).
+STEP_VARIANTS = {"keras Bidirectional(GRU) (before)": keras_bigru_branch,
+                 "no recurrence: Dense + max (ablation)": dense_max_branch}
+STEP_MODEL = "v1mix"
+
+
+def bench_step_variant(cache: FeatureCache, s: Settings, variant: str, policy: str) -> dict:
+    """Training clips/s of v1mix with its global-feature branch swapped (STEP_VARIANTS)."""
+    import keras
+    import models
+    keras.mixed_precision.set_global_policy(policy)
+    cfg = s.profile.scale(config.ZOO_BY_NAME[STEP_MODEL])
+    model = models.build_model(cfg, N_CLASSES, global_branch=STEP_VARIANTS[variant])
+    compile_s, train_s = time_training(model, cache, s, cfg.crop_samples)
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy("float32")
+    return dict(branch=variant, policy=policy, train_clips_s=s.train_steps * s.profile.batch_size / train_s,
+                step_ms=1e3 * train_s / s.train_steps, compile_s=compile_s)
+
+
+def step_profile_rows(runs: list[dict], variants: list[dict], s: Settings) -> list[dict]:
+    """The before/after rows: the variants measured, and the zoo's own v1mix run at the
+    same policy as 'after'."""
+    policy = s.policies[0]
+    after = [dict(branch=f"layers.BiGRUSum, unroll {layers.GRU_UNROLL} (after)", policy=policy,
+                  train_clips_s=r["train_clips_s"], step_ms=1e3 * s.profile.batch_size / r["train_clips_s"],
+                  compile_s=r["train_compile_s"])
+             for r in runs if r["model"] == STEP_MODEL and r["policy"] == policy]
+    before = [v for v in variants if v["branch"].endswith("(before)")]
+    return before + after + [v for v in variants if not v["branch"].endswith("(before)")]
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,7 +380,7 @@ def device_lines(command: str, seconds: float, quick: bool) -> list[str]:
 
 
 def report(s: Settings, command: str, seconds: float, quick: bool, branch: list[dict], feed: dict | None,
-           runs: list[dict], skipped: list[str]) -> str:
+           runs: list[dict], skipped: list[str], variants: list[dict] = ()) -> str:
     import jax
     kind = jax.devices()[0].device_kind
     peak = bf16_peak(kind)
@@ -358,6 +421,20 @@ def report(s: Settings, command: str, seconds: float, quick: bool, branch: list[
     lines += [f"| {name} | {policy} | | unmeasured (time budget) | | | | | | |"
               for name, policy in (k.split(" @ ") for k in skipped)]
 
+    lines += ["", f"### Before / after: one {STEP_MODEL} training step at {s.policies[0]}", "",
+              f"The same model, batch {p.batch_size}, {p.duration:g} s crops, with its global-feature branch "
+              "built three ways. Goal: >= 2,000 training clips/s at bf16 (the probe: 864 before, 1,824 "
+              "without recurrence).", "",
+              "| global-feature branch | train clips/s | step ms | compile s |", "|---|---:|---:|---:|"]
+    profile = step_profile_rows(runs, list(variants), s)
+    lines += [f"| {r['branch']} | {fmt(r['train_clips_s'])} | {fmt(r['step_ms'])} | {r['compile_s']:.0f} |"
+              for r in profile]
+    measured = {r["branch"].rsplit(" (", 1)[-1] for r in profile}
+    lines += [f"| {name} | unmeasured | | |" for name in STEP_VARIANTS
+              if name.rsplit(" (", 1)[-1] not in measured]
+    if not any(r["branch"].endswith("(after)") for r in profile):
+        lines.append("| layers.BiGRUSum (after) | unmeasured | | |")
+
     full = config.PROFILES["full"]
     lines += ["", "### The recipe's hours on this device", "",
               f"FSDKaggle2019: {N_CURATED:,} curated, {N_NOISY:,} noisy, {N_TEST:,} test clips; `full` profile: "
@@ -392,7 +469,8 @@ def report(s: Settings, command: str, seconds: float, quick: bool, branch: list[
               "```", GPU_COMMAND, "```", "",
               "`--budget MINUTES` (default 6.5; about 7 min with start-up) bounds the run; `--models` "
               "picks zoo members. Measurements run in priority order (branch, feed, every model at "
-              "mixed_bfloat16, then float32) and the section is rewritten after each one."]
+              f"mixed_bfloat16, the {STEP_MODEL} step's before/after, then float32) and the section is "
+              "rewritten after each one."]
     return "\n".join(lines) + "\n"
 
 
@@ -429,13 +507,19 @@ def run(out: Path, command: str, *, quick: bool, budget_minutes: float, model_na
     s = settings or (Settings.quick if quick else Settings.full)(workers)
     members = config.select_models(model_names)
     budget = Budget(60 * budget_minutes)
-    branch, feed, runs = [], None, []
-    todo = [f"{m.name} @ {policy}" for policy in s.policies for m in members]
+    branch, feed, runs, variants = [], None, [], []
+    # Priority: the zoo at the first policy (the recipe's hours), the step's before/after,
+    # then the zoo at the other policies.
+    todo = [f"{m.name} @ {s.policies[0]}" for m in members]
+    if STEP_MODEL in [m.name for m in members]:
+        todo += [f"{STEP_MODEL}: {name} @ {s.policies[0]}" for name in STEP_VARIANTS]
+    todo += [f"{m.name} @ {policy}" for policy in s.policies[1:] for m in members]
     section = ""
 
     def write():
         nonlocal section
-        section = report(s, command, budget.elapsed(), quick, branch, feed, runs, todo)
+        section = report(s, command, budget.elapsed(), quick, branch, feed, runs,
+                         [k for k in todo if ": " not in k], variants)
         atomic_write_text(out, replace_section(out.read_text() if out.is_file() else "", section))
         print(f"bench --gpu: {budget.elapsed():.0f} s, report written to {out}", flush=True)
 
@@ -460,9 +544,13 @@ def run(out: Path, command: str, *, quick: bool, budget_minutes: float, model_na
             if not budget.allows():
                 break
             name, policy = key.split(" @ ")
-            runs.append(budget.run(bench_model, cache, s, config.ZOO_BY_NAME[name], policy, tmp))
+            if ": " in name:
+                variants.append(budget.run(bench_step_variant, cache, s, name.split(": ", 1)[1], policy))
+                print(f"  step variant: {variants[-1]}", flush=True)
+            else:
+                runs.append(budget.run(bench_model, cache, s, config.ZOO_BY_NAME[name], policy, tmp))
+                print(f"  model: {runs[-1]}", flush=True)
             todo.remove(key)
-            print(f"  model: {runs[-1]}", flush=True)
             write()
     write()
     return section

@@ -156,8 +156,11 @@ def global_feature_branch(g, width: float):
     return layers.GlobalMaxPooling1D(name="global_max")(g)
 
 
-def build_model(config: ModelConfig, n_classes: int) -> keras.Model:
-    """The tagger of one zoo member, compiled with Nadam(config.lr) and mean BCE."""
+def build_model(config: ModelConfig, n_classes: int, global_branch=None) -> keras.Model:
+    """The tagger of one zoo member, compiled with Nadam(config.lr) and mean BCE.
+
+    `global_branch(g, width)` replaces `global_feature_branch` (the GPU benchmark's
+    before/after and ablation of the step); the zoo never sets it."""
     audio = keras.Input((config.crop_samples,), name="audio")
     global_feat = keras.Input((N_GLOBAL_STEPS, N_GLOBAL_STATS), name="global_feat")
     other = keras.Input((1,), name="other")
@@ -167,7 +170,7 @@ def build_model(config: ModelConfig, n_classes: int) -> keras.Model:
     x = MelPairShuffle(name="mel_pair_shuffle")(x)   # (t, m, c) -> (t, m/2, 2c)
     x = TimeMaxMelMean(name="time_max_mel_mean")(x)  # -> (2c,)
 
-    g = global_feature_branch(global_feat, config.width)
+    g = (global_branch or global_feature_branch)(global_feat, config.width)
     x = layers.Concatenate(name="features")([x, g, other])
     # float32 output so the loss stays float32 under a mixed-precision policy.
     out = layers.Dense(n_classes, activation="sigmoid", dtype="float32", name="tags")(x)
