@@ -23,7 +23,9 @@ TOLERANCE = 1e-4   # max abs difference of the sigmoid scores across backends
 
 
 def tiny_model():
-    """v1mix at width 0.0625 on 0.5 s crops: (its config, the compiled model)."""
+    """v1mix at width 0.0625 on 0.5 s crops: (its config, the compiled model), its initial
+    weights seeded so every run of the test compares the same scores."""
+    keras.utils.set_random_seed(0)
     model_config = dataclasses.replace(config.PROFILES["demo"].scale(config.ZOO_BY_NAME["v1mix"]),
                                        width=0.0625, duration=0.5)
     return model_config, models.build_model(model_config, N_CLASSES)
@@ -85,7 +87,7 @@ def test_weights_and_saved_models_are_portable_between_backends(tmp_path):
         assert np.abs(got - want).max() <= TOLERANCE, what
     # the scores vary, and other weights give other scores: the comparisons can fail
     assert tf_scores.std() > 0.02 and jax_scores.std() > 0.02
-    assert np.abs(tf_scores - jax_scores).max() > 0.05
+    assert np.abs(tf_scores - jax_scores).max() > 100 * TOLERANCE
 
 
 def copy_trained_folds(models_dir, name, n_folds, to):
