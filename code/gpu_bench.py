@@ -10,18 +10,21 @@ time budget (what does not fit is reported as unmeasured):
 2. the global-feature branch alone: one training step of keras' Bidirectional(GRU) vs
    layers.BiGRUSum at several unrolls (the part of the step that is sequential); the zoo
    below runs with the fastest unroll (layers.GRU_UNROLL is set for this run only);
-3. the host side of the feed: building one training batch (one thread) and copying it to
+3. block 1's first pooling alone (3x3 max, stride 1, on a batch of 431 x 64 x 96 maps):
+   forward + backward with the max taken by windows (ops.max_pool, whose gradient XLA
+   computes by select-and-scatter) and by slices (layers.max_pool_by_slices, the default);
+4. the host side of the feed: building one training batch (one thread) and copying it to
    the device as float32 and as int16;
-4. every zoo model at full size (5 s crops, width 1, batch 32; prediction batch 64) through
+5. every zoo model at full size (5 s crops, width 1, batch 32; prediction batch 64) through
    the pipeline's own PyDatasets (batches.TrainBatches with mixup and smoothing,
    batches.CropBatches) and model code (models.build_model), mixed_bfloat16 first, then
    float32: training and prediction clips/s after warm-up (compilation excluded and
    reported), achieved TFLOP/s (flops.count_flops; training = 3 x forward) against the
    device's bf16 dense peak, and the seconds of one epoch's checkpoint;
-5. the before/after profile of a v1mix training step at bf16: the global-feature branch as
-   keras' Bidirectional(GRU) (before: the probe's model), as layers.BiGRUSum (after: the
-   zoo's run above), and without recurrence (Dense + max: the probe's ablation, a bound);
-6. the recipe's hours on this device, stage by stage, from the zoo's rates (FSDKaggle2019
+6. the before/after profile of a v1mix training step at bf16: the probe's model (keras'
+   Bidirectional(GRU), max pooling by windows) before, the zoo's run above after, and two
+   ablations: only the pooling changed, and no recurrence at all (Dense + max, a bound);
+7. the recipe's hours on this device, stage by stage, from the zoo's rates (FSDKaggle2019
    sizes, the `full` profile's schedule).
 
 The report is a section of BENCHMARKS.md between two markers, rewritten after every
@@ -80,20 +83,22 @@ class Settings:
     gru_batch: int
     unrolls: tuple[int, ...]     # BiGRUSum unrolls tried on the branch; the zoo runs the fastest
     branch_steps: int
+    pool_shape: tuple[int, ...]  # (batch, time, mel, channels) of the pooling benchmark
     workers: int                 # PyDataset threads
     policies: tuple[str, ...] = POLICIES
 
     @classmethod
     def full(cls, workers: int) -> "Settings":
         return cls(config.PROFILES["full"], n_clips=256, warmup_steps=3, train_steps=60, predict_batches=30,
-                   gru_units=128, gru_batch=32, unrolls=(1, 4, 8, 16), branch_steps=20, workers=workers)
+                   gru_units=128, gru_batch=32, unrolls=(1, 4, 8, 16), branch_steps=20,
+                   pool_shape=(32, 431, 64, 96), workers=workers)
 
     @classmethod
     def quick(cls, workers: int) -> "Settings":
         """Tiny sizes for a smoke run on a CPU: the figures mean nothing."""
         tiny = dataclasses.replace(config.PROFILES["demo"], duration=0.5, batch_size=4, predict_batch_size=4)
         return cls(tiny, n_clips=12, warmup_steps=1, train_steps=2, predict_batches=2, gru_units=8,
-                   gru_batch=4, unrolls=(1,), branch_steps=2, workers=workers)
+                   gru_batch=4, unrolls=(1,), branch_steps=2, pool_shape=(4, 22, 64, 8), workers=workers)
 
 
 class Budget:
@@ -198,6 +203,24 @@ def bench_branch(s: Settings, unroll: int | None, policy: str) -> dict:
                 unroll=unroll, policy=policy, step_ms=1e3 * step_s, compile_s=compile_s)
 
 
+def bench_pool(s: Settings, max_pool: str, policy: str, repeats: int = 10) -> dict:
+    """Milliseconds of forward + backward of block 1's first pooling (AxisSplitPool(3, 1,
+    "max")), its max taken by `max_pool` ("window" or "slices", layers.MAX_POOL)."""
+    import jax
+    import keras
+    dtype = keras.mixed_precision.Policy(policy).compute_dtype
+    x = jax.random.normal(jax.random.PRNGKey(0), s.pool_shape).astype(dtype)
+    layer = layers.AxisSplitPool(3, 1, "max")
+    layers.MAX_POOL = max_pool
+    try:
+        grad = jax.jit(jax.grad(lambda x: (layer(x).astype("float32") ** 2).sum()))
+        compile_s = seconds_of(lambda: grad(x).block_until_ready())
+    finally:
+        layers.MAX_POOL = "slices"
+    ms = 1e3 * seconds_of(lambda: [grad(x).block_until_ready() for _ in range(repeats)]) / repeats
+    return dict(max_pool=max_pool, policy=policy, ms=ms, compile_s=compile_s)
+
+
 def bench_feed(cache: FeatureCache, s: Settings) -> dict:
     """Host side of one training batch: building it (one thread), copying it to the device."""
     import jax
@@ -279,37 +302,47 @@ def dense_max_branch(g, width: float):
     return keras.layers.GlobalMaxPooling1D(name="global_max")(g)
 
 
-# The before/after of a v1mix step: branch name -> builder (None: the zoo's own, measured
-# with the zoo).
-STEP_VARIANTS = {"keras Bidirectional(GRU) (before)": keras_bigru_branch,
-                 "no recurrence: Dense + max (ablation)": dense_max_branch}
+# The before/after of a v1mix step: name -> (global-feature branch builder, None for the
+# zoo's own; layers.MAX_POOL). "after", the zoo's own model, is the zoo's run.
+STEP_VARIANTS = {
+    "before: keras Bidirectional(GRU), max pool by windows": (keras_bigru_branch, "window"),
+    "ablation: no recurrence (Dense + max), max pool by slices": (dense_max_branch, "slices"),
+    "ablation: BiGRUSum, max pool by windows": (None, "window"),
+}
+STEP_AFTER = "after: BiGRUSum, max pool by slices"
 STEP_MODEL = "v1mix"
 
 
 def bench_step_variant(cache: FeatureCache, s: Settings, variant: str, policy: str) -> dict:
-    """Training clips/s of v1mix with its global-feature branch swapped (STEP_VARIANTS)."""
+    """Training clips/s of v1mix built as STEP_VARIANTS[variant]."""
     import keras
     import models
+    branch, max_pool = STEP_VARIANTS[variant]
     keras.mixed_precision.set_global_policy(policy)
     cfg = s.profile.scale(config.ZOO_BY_NAME[STEP_MODEL])
-    model = models.build_model(cfg, N_CLASSES, global_branch=STEP_VARIANTS[variant])
-    compile_s, train_s = time_training(model, cache, s, cfg.crop_samples)
-    keras.backend.clear_session()
-    keras.mixed_precision.set_global_policy("float32")
-    return dict(branch=variant, policy=policy, train_clips_s=s.train_steps * s.profile.batch_size / train_s,
+    layers.MAX_POOL = max_pool       # read when the model is traced, in the fits below
+    try:
+        model = models.build_model(cfg, N_CLASSES, global_branch=branch)
+        compile_s, train_s = time_training(model, cache, s, cfg.crop_samples)
+    finally:
+        layers.MAX_POOL = "slices"
+        keras.backend.clear_session()
+        keras.mixed_precision.set_global_policy("float32")
+    return dict(variant=variant, policy=policy, train_clips_s=s.train_steps * s.profile.batch_size / train_s,
                 step_ms=1e3 * train_s / s.train_steps, compile_s=compile_s)
 
 
 def step_profile_rows(runs: list[dict], variants: list[dict], s: Settings) -> list[dict]:
-    """The before/after rows: the variants measured, and the zoo's own v1mix run at the
-    same policy as 'after'."""
+    """The before/after rows, in STEP_VARIANTS order with "after" (the zoo's own v1mix run
+    at the same policy) second; None for one not measured."""
     policy = s.policies[0]
-    after = [dict(branch=f"layers.BiGRUSum, unroll {layers.GRU_UNROLL} (after)", policy=policy,
-                  train_clips_s=r["train_clips_s"], step_ms=1e3 * s.profile.batch_size / r["train_clips_s"],
-                  compile_s=r["train_compile_s"])
-             for r in runs if r["model"] == STEP_MODEL and r["policy"] == policy]
-    before = [v for v in variants if v["branch"].endswith("(before)")]
-    return before + after + [v for v in variants if not v["branch"].endswith("(before)")]
+    after = next((dict(variant=f"{STEP_AFTER} (GRU unroll {layers.GRU_UNROLL})", policy=policy,
+                       train_clips_s=r["train_clips_s"], step_ms=1e3 * s.profile.batch_size / r["train_clips_s"],
+                       compile_s=r["train_compile_s"])
+                  for r in runs if r["model"] == STEP_MODEL and r["policy"] == policy), None)
+    measured = {v["variant"]: v for v in variants}
+    rows = [(name, measured.get(name)) for name in STEP_VARIANTS]
+    return [rows[0], (STEP_AFTER, after), *rows[1:]]
 
 
 # ---------------------------------------------------------------------------------------
@@ -380,7 +413,7 @@ def device_lines(command: str, seconds: float, quick: bool) -> list[str]:
 
 
 def report(s: Settings, command: str, seconds: float, quick: bool, branch: list[dict], feed: dict | None,
-           runs: list[dict], skipped: list[str], variants: list[dict] = ()) -> str:
+           runs: list[dict], skipped: list[str], variants: list[dict] = (), pools: list[dict] = ()) -> str:
     import jax
     kind = jax.devices()[0].device_kind
     peak = bf16_peak(kind)
@@ -394,6 +427,13 @@ def report(s: Settings, command: str, seconds: float, quick: bool, branch: list[
     lines += [f"| {b['layer']} | {b['policy']} | {fmt(b['step_ms'])} | {fmt(b['compile_s'])} |" for b in branch]
     lines += ["", f"The zoo below ran with BiGRUSum unroll {layers.GRU_UNROLL}"
               + (" (the fastest above)." if fastest_unroll(branch) is not None else " (layers.GRU_UNROLL).")]
+
+    lines += ["", "### Block 1's first pooling alone: forward + backward", "",
+              f"AxisSplitPool(3, 1, \"max\") on {' x '.join(map(str, s.pool_shape))} (batch, time, mel, "
+              "channels); same values and gradients either way (tests/test_layers.py).", "",
+              "| max taken by | policy | ms | compile s |", "|---|---|---:|---:|"]
+    lines += [f"| {'windows (ops.max_pool)' if r['max_pool'] == 'window' else 'slices (layers.max_pool_by_slices)'} "
+              f"| {r['policy']} | {fmt(r['ms'])} | {fmt(r['compile_s'])} |" for r in pools] or ["| unmeasured | | | |"]
 
     lines += ["", "### Host side of the feed", ""]
     if feed is None:
@@ -422,18 +462,13 @@ def report(s: Settings, command: str, seconds: float, quick: bool, branch: list[
               for name, policy in (k.split(" @ ") for k in skipped)]
 
     lines += ["", f"### Before / after: one {STEP_MODEL} training step at {s.policies[0]}", "",
-              f"The same model, batch {p.batch_size}, {p.duration:g} s crops, with its global-feature branch "
-              "built three ways. Goal: >= 2,000 training clips/s at bf16 (the probe: 864 before, 1,824 "
-              "without recurrence).", "",
-              "| global-feature branch | train clips/s | step ms | compile s |", "|---|---:|---:|---:|"]
-    profile = step_profile_rows(runs, list(variants), s)
-    lines += [f"| {r['branch']} | {fmt(r['train_clips_s'])} | {fmt(r['step_ms'])} | {r['compile_s']:.0f} |"
-              for r in profile]
-    measured = {r["branch"].rsplit(" (", 1)[-1] for r in profile}
-    lines += [f"| {name} | unmeasured | | |" for name in STEP_VARIANTS
-              if name.rsplit(" (", 1)[-1] not in measured]
-    if not any(r["branch"].endswith("(after)") for r in profile):
-        lines.append("| layers.BiGRUSum (after) | unmeasured | | |")
+              f"The same model, batch {p.batch_size}, {p.duration:g} s crops, its global-feature branch and "
+              "max pooling built four ways. Goal: >= 2,000 training clips/s at bf16 (the probe, whose "
+              "model is 'before': 864; without recurrence: 1,824).", "",
+              "| v1mix built with | train clips/s | step ms | compile s |", "|---|---:|---:|---:|"]
+    for name, r in step_profile_rows(runs, list(variants), s):
+        lines.append(f"| {name} | unmeasured | | |" if r is None else
+                     f"| {r['variant']} | {fmt(r['train_clips_s'])} | {fmt(r['step_ms'])} | {r['compile_s']:.0f} |")
 
     full = config.PROFILES["full"]
     lines += ["", "### The recipe's hours on this device", "",
@@ -507,19 +542,19 @@ def run(out: Path, command: str, *, quick: bool, budget_minutes: float, model_na
     s = settings or (Settings.quick if quick else Settings.full)(workers)
     members = config.select_models(model_names)
     budget = Budget(60 * budget_minutes)
-    branch, feed, runs, variants = [], None, [], []
+    branch, feed, runs, variants, pools = [], None, [], [], []
     # Priority: the zoo at the first policy (the recipe's hours), the step's before/after,
     # then the zoo at the other policies.
     todo = [f"{m.name} @ {s.policies[0]}" for m in members]
     if STEP_MODEL in [m.name for m in members]:
-        todo += [f"{STEP_MODEL}: {name} @ {s.policies[0]}" for name in STEP_VARIANTS]
+        todo += [f"{STEP_MODEL} | {name} @ {s.policies[0]}" for name in STEP_VARIANTS]
     todo += [f"{m.name} @ {policy}" for policy in s.policies[1:] for m in members]
     section = ""
 
     def write():
         nonlocal section
         section = report(s, command, budget.elapsed(), quick, branch, feed, runs,
-                         [k for k in todo if ": " not in k], variants)
+                         [k for k in todo if " | " not in k], variants, pools)
         atomic_write_text(out, replace_section(out.read_text() if out.is_file() else "", section))
         print(f"bench --gpu: {budget.elapsed():.0f} s, report written to {out}", flush=True)
 
@@ -533,6 +568,10 @@ def run(out: Path, command: str, *, quick: bool, budget_minutes: float, model_na
             if budget.allows():
                 branch.append(budget.run(bench_branch, s, unroll, s.policies[0]))
                 print(f"  branch: {branch[-1]}", flush=True)
+        for max_pool in ("window", "slices"):
+            if budget.allows():
+                pools.append(budget.run(bench_pool, s, max_pool, s.policies[0]))
+                print(f"  pool: {pools[-1]}", flush=True)
         if budget.allows():
             feed = budget.run(bench_feed, cache, s)
             print(f"  feed: {feed}", flush=True)
@@ -544,8 +583,8 @@ def run(out: Path, command: str, *, quick: bool, budget_minutes: float, model_na
             if not budget.allows():
                 break
             name, policy = key.split(" @ ")
-            if ": " in name:
-                variants.append(budget.run(bench_step_variant, cache, s, name.split(": ", 1)[1], policy))
+            if " | " in name:
+                variants.append(budget.run(bench_step_variant, cache, s, name.split(" | ", 1)[1], policy))
                 print(f"  step variant: {variants[-1]}", flush=True)
             else:
                 runs.append(budget.run(bench_model, cache, s, config.ZOO_BY_NAME[name], policy, tmp))

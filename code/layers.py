@@ -7,7 +7,8 @@ been imported (models.py imports it). There are no Lambda layers anywhere.
 - `LogMelSpectrogram`: waveform -> log-mel (SPEC "The model"), from kapre primitives on
   TensorFlow and from keras.ops on other backends (kapre is imported only on TensorFlow).
 - `AxisSplitPool`: the pooling of the conv blocks, incl. the "avemax" modes that average
-  over one axis and max over the other.
+  over one axis and max over the other; its max is keras' max_pool on TensorFlow and
+  maxima of shifted slices elsewhere (`max_pool_by_slices`: same values and gradients).
 - `MelPairShuffle` and `TimeMaxMelMean`: the two ops of the head that Keras lacks.
 - `HighwayGate`: y = T*H + (1-T)*P of the highway block.
 - `ClasswiseWeights` (with its `LastColumnOnes` initializer) and `ShiftedTanh`: the
@@ -234,6 +235,41 @@ POOL_MODES = {
 }
 
 
+# How AxisSplitPool takes a max off TensorFlow: "slices" (max_pool_by_slices) or "window"
+# (ops.max_pool). Read when the layer is traced; the GPU benchmark compares the two.
+MAX_POOL = "slices"
+
+
+def max_pool_by_slices(x, pool_size, strides):
+    """ops.max_pool(x, pool_size, strides, padding="same") over axes 1 and 2 of a
+    (batch, time, mel, channels) tensor, as running maxima of shifted strided slices.
+
+    Why: XLA differentiates a windowed max (reduce_window) with select-and-scatter, a slow
+    scatter on a GPU (and on a CPU: 3.2x slower than this for block 1's 3x3 pool, measured);
+    the gradient of slices and selects is elementwise and fuses. The same values, and the
+    same gradients: a 2-D max is taken one axis at a time, mel first, and a tie keeps the
+    earlier element, so each window's gradient goes to its first maximum in row-major order,
+    as select-and-scatter sends it.
+    """
+    for axis, p, s in ((2, pool_size[1], strides[1]), (1, pool_size[0], strides[0])):
+        if p == 1 and s == 1:
+            continue
+        n = x.shape[axis]
+        n_out = -(-n // s)
+        total = max((n_out - 1) * s + p - n, 0)       # 'same' padding, the extra one after
+        pads = [(0, 0)] * 4
+        pads[axis] = (total // 2, total - total // 2)
+        padded = ops.pad(x, pads, constant_values=-np.inf)
+        best = None
+        for k in range(p):
+            index = [slice(None)] * 4
+            index[axis] = slice(k, k + (n_out - 1) * s + 1, s)
+            candidate = padded[tuple(index)]
+            best = candidate if best is None else ops.where(candidate > best, candidate, best)
+        x = best
+    return x
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class AxisSplitPool(keras.layers.Layer):
     """2-D pooling over (time, mel) with 'same' padding, possibly one axis at a time.
@@ -259,10 +295,14 @@ class AxisSplitPool(keras.layers.Layer):
         return {"both": ((p, p), (s, s)), "time": ((p, 1), (s, 1)), "mel": ((1, p), (1, s))}[axes]
 
     def call(self, x):
+        sliced = MAX_POOL == "slices" and keras.backend.backend() != "tensorflow"
         for reduction, axes in POOL_MODES[self.mode]:
             size, strides = self.window(axes)
-            pool = ops.max_pool if reduction == "max" else ops.average_pool
-            x = pool(x, pool_size=size, strides=strides, padding="same")
+            if reduction == "max" and sliced:
+                x = max_pool_by_slices(x, size, strides)
+            else:
+                pool = ops.max_pool if reduction == "max" else ops.average_pool
+                x = pool(x, pool_size=size, strides=strides, padding="same")
         return x
 
     def compute_output_shape(self, input_shape):

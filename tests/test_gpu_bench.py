@@ -86,9 +86,11 @@ def test_bench_gpu_quick_runs_without_tensorflow(tmp_path):
     measured = [line for line in rows if "unmeasured" not in line]
     assert {line.split(" | ")[1] for line in measured} >= {"mixed_bfloat16", "float32"}
     assert "| BiGRUSum, unroll" in text and "| keras Bidirectional(GRU) |" in text
-    # The v1mix step's before/after: each branch built and trained (a rate, not "unmeasured").
-    profile = text.split("### Before / after", 1)[1].split("###", 1)[0]
-    for branch in ("(before)", "(after)", "(ablation)"):
-        row = next(line for line in profile.splitlines() if branch in line)
-        assert float(row.split(" | ")[1].replace(",", "")) > 0, row
+    # The v1mix step's before/after: each variant built and trained (a rate, not "unmeasured").
+    profile = [line for line in text.split("### Before / after", 1)[1].split("###", 1)[0].splitlines()
+               if line.startswith(("| before:", "| after:", "| ablation:"))]
+    assert len(profile) == 4
+    assert all(float(row.split(" | ")[1].replace(",", "")) > 0 for row in profile), profile
+    pools = [line for line in text.splitlines() if line.startswith(("| windows (", "| slices ("))]
+    assert len(pools) == 2 and all(float(row.split(" | ")[2]) > 0 for row in pools), pools
     assert gpu_bench.GPU_COMMAND in text

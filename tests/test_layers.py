@@ -248,6 +248,50 @@ def test_axis_split_pool_none_is_identity_and_bad_mode_fails():
         layers.AxisSplitPool(3, 2, "avemax5")
 
 
+WINDOWS = [((3, 3), (1, 1)), ((2, 2), (2, 2)), ((3, 3), (2, 2)), ((3, 3), (3, 3)), ((3, 1), (2, 1)),
+           ((1, 2), (1, 2))]
+
+
+def tied(shape, seed=0):
+    """Small integers: most windows hold their maximum more than once."""
+    return np.random.default_rng(seed).integers(-3, 4, shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("size, strides", WINDOWS)
+def test_max_pool_by_slices_equals_max_pool(size, strides):
+    for x in (np.random.default_rng(1).normal(size=(2, 11, 8, 3)).astype(np.float32), tied((2, 11, 8, 3))):
+        want = keras.ops.convert_to_numpy(keras.ops.max_pool(x, size, strides, padding="same"))
+        got = keras.ops.convert_to_numpy(layers.max_pool_by_slices(x, size, strides))
+        np.testing.assert_array_equal(got, want)
+
+
+def test_max_pool_by_slices_has_max_pools_gradients_under_jax(tmp_path):
+    """Under JAX the layer takes its max by slices; its gradient routes each window to the
+    first maximum, as JAX's own max_pool gradient (select-and-scatter) does, ties included."""
+    np.save(tmp_path / "x.npy", tied((2, 13, 10, 3)))
+    np.save(tmp_path / "w.npy", tied((2, 13, 10, 3), seed=1))
+    run_under_jax(f"""
+        import jax, jax.numpy as jnp, numpy as np
+        import layers
+        x, w = jnp.asarray(np.load("x.npy")), jnp.asarray(np.load("w.npy"))
+        assert layers.MAX_POOL == "slices"
+        for size, strides in {WINDOWS!r}:
+            def loss(pool, x):
+                y = pool(x)
+                return jnp.sum(y * w[:, :y.shape[1], :y.shape[2]])
+            window = lambda x: keras.ops.max_pool(x, size, strides, padding="same")
+            sliced = lambda x: layers.max_pool_by_slices(x, size, strides)
+            np.testing.assert_array_equal(sliced(x), window(x))
+            np.testing.assert_array_equal(jax.grad(lambda x: loss(sliced, x))(x),
+                                          jax.grad(lambda x: loss(window, x))(x))
+        # the layer's modes still match their definition (the numpy reference's values)
+        layer = layers.AxisSplitPool(3, 2, "avemax3")
+        out = layer(x)
+        layers.MAX_POOL = "window"
+        np.testing.assert_array_equal(out, layers.AxisSplitPool(3, 2, "avemax3")(x))
+    """, cwd=tmp_path)
+
+
 def test_axis_split_pool_config_round_trip():
     layer = layers.AxisSplitPool(3, 2, "avemax3", name="p")
     clone = keras.layers.deserialize(keras.layers.serialize(layer))
