@@ -332,7 +332,7 @@ def bench_step_variant(cache: FeatureCache, s: Settings, variant: str, policy: s
                 step_ms=1e3 * train_s / s.train_steps, compile_s=compile_s)
 
 
-def step_profile_rows(runs: list[dict], variants: list[dict], s: Settings) -> list[dict]:
+def step_profile_rows(runs: list[dict], variants: list[dict], s: Settings) -> list[tuple[str, dict | None]]:
     """The before/after rows, in STEP_VARIANTS order with "after" (the zoo's own v1mix run
     at the same policy) second; None for one not measured."""
     policy = s.policies[0]
