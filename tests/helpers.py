@@ -167,7 +167,10 @@ def run_under_jax(snippet: str, cwd: Path | None = None, blocked=NOT_ON_JAX_MACH
     tests_dir = Path(__file__).resolve().parent
     prelude = _JAX_PRELUDE.format(paths=[str(tests_dir.parent / "code"), str(tests_dir)],
                                   blocked=tuple(blocked))
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+    # Unoptimised CPU code compiles several times faster; tests run tiny models, whose time
+    # is mostly compilation.
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
+               XLA_FLAGS=os.environ.get("XLA_FLAGS", "--xla_backend_optimization_level=0"))
     result = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(snippet)],
                             cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, (f"snippet failed under JAX (exit {result.returncode}):\n"
