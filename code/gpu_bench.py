@@ -240,10 +240,13 @@ def bench_feed(cache: FeatureCache, s: Settings) -> dict:
 
 def time_training(model, cache: FeatureCache, s: Settings, crop: int) -> tuple[float, float]:
     """(seconds of the compiling warm-up fit, seconds of s.train_steps timed steps) through
-    the pipeline's TrainBatches."""
+    the pipeline's TrainBatches, fitted as training.fit fits an epoch."""
+    from training import EpochProgress
+
     def fit(n_steps):
-        model.fit(train_batches(clip_data(cache, n_steps * s.profile.batch_size), s, crop, s.workers),
-                  epochs=1, verbose=0)
+        batches = train_batches(clip_data(cache, n_steps * s.profile.batch_size), s, crop, s.workers)
+        model.fit(batches, epochs=1, verbose=0, shuffle=False,
+                  callbacks=[EpochProgress(f"bench {model.name}", len(batches))])
     return seconds_of(lambda: fit(s.warmup_steps)), seconds_of(lambda: fit(s.train_steps))
 
 

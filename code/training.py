@@ -110,7 +110,14 @@ class Schedule:
 
 class EpochProgress(keras.callbacks.Callback):
     """The steps of one epoch's fit: a bar in a terminal, a line a minute in a log file
-    (progress.py); the epoch's summary line follows either way."""
+    (progress.py); the epoch's summary line follows either way.
+
+    It never reads the step's logs, so it is `async_safe`: Keras then calls it from a helper
+    thread. Otherwise, on JAX, Keras turns every step's loss into a Python float before
+    calling it, so the host waits for the device after every step; the host's work for the
+    next step could otherwise overlap the device's work on this one."""
+
+    async_safe = True
 
     def __init__(self, desc: str, steps: int):
         super().__init__()

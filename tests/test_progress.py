@@ -32,3 +32,29 @@ def test_short_work_prints_nothing_to_a_log():
 
 def test_durations_read_as_a_person_writes_them():
     assert [duration(s) for s in (7, 185, 7620)] == ["7s", "3m05s", "2h07m"]
+
+
+def test_the_epoch_progress_callback_lets_jax_run_steps_ahead():
+    """Keras calls an async-safe batch callback from a helper thread and never makes the
+    training loop wait for the step's loss; a callback that is not gets the main thread
+    (the control: it shows the test can tell the two apart)."""
+    from helpers import run_under_jax
+    run_under_jax("""
+        import threading
+        import numpy as np
+        import training
+
+        def threads_of(callback_class):
+            seen = []
+            class Recording(callback_class):
+                def on_train_batch_end(self, batch, logs=None):
+                    seen.append(threading.current_thread() is threading.main_thread())
+            model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+            model.compile(optimizer="sgd", loss="mse")
+            callback = Recording("test", 4) if callback_class is training.EpochProgress else Recording()
+            model.fit(np.zeros((8, 3)), np.zeros((8, 1)), batch_size=2, epochs=1, verbose=0, callbacks=[callback])
+            return seen
+
+        assert threads_of(training.EpochProgress) == [False] * 4
+        assert threads_of(keras.callbacks.Callback) == [True] * 4
+    """)
