@@ -237,7 +237,7 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
     writer = open_tensorboard(folder, prefix) if tensorboard else None
     for epoch in range(state["next_epoch"], schedule.epochs):  # stops_before: see `last` below
         start = time.perf_counter()
-        seeds.reset_global_generators(seeds.epoch_seed(seed, epoch))
+        seeds.reset_epoch_generators(seeds.epoch_seed(seed, epoch))
         lr = schedule.lr_at(epoch)
         model.optimizer.learning_rate.assign(lr)
         batches = TrainBatches(train, schedule.batch_size, crop_samples, seed=seed, epoch=epoch,
