@@ -4,5 +4,5 @@
 . "$(dirname "$0")/../code/setup_env.sh" || exit 1
 cd "$ROOT"
 # Two worker processes, each taking whole test files (module fixtures are built once):
-# 8.5 min instead of 13 on the 2-core machine. TEST_WORKERS=0 runs them in this process.
+# 7 min instead of 13 on the 2-core machine. TEST_WORKERS=0 runs them in this process.
 exec "$PY" -m pytest -q -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
