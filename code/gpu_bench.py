@@ -32,6 +32,7 @@ measurement, so a run cut short still leaves what it measured.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -203,6 +204,16 @@ def bench_branch(s: Settings, unroll: int | None, policy: str) -> dict:
                 unroll=unroll, policy=policy, step_ms=1e3 * step_s, compile_s=compile_s)
 
 
+@contextlib.contextmanager
+def max_pool_taken_by(way: str):
+    """layers.MAX_POOL set to `way` ("window" or "slices") for what is traced inside."""
+    before, layers.MAX_POOL = layers.MAX_POOL, way
+    try:
+        yield
+    finally:
+        layers.MAX_POOL = before
+
+
 def bench_pool(s: Settings, max_pool: str, policy: str, repeats: int = 10) -> dict:
     """Milliseconds of forward + backward of block 1's first pooling (AxisSplitPool(3, 1,
     "max")), its max taken by `max_pool` ("window" or "slices", layers.MAX_POOL)."""
@@ -211,12 +222,9 @@ def bench_pool(s: Settings, max_pool: str, policy: str, repeats: int = 10) -> di
     dtype = keras.mixed_precision.Policy(policy).compute_dtype
     x = jax.random.normal(jax.random.PRNGKey(0), s.pool_shape).astype(dtype)
     layer = layers.AxisSplitPool(3, 1, "max")
-    layers.MAX_POOL = max_pool
-    try:
-        grad = jax.jit(jax.grad(lambda x: (layer(x).astype("float32") ** 2).sum()))
+    grad = jax.jit(jax.grad(lambda x: (layer(x).astype("float32") ** 2).sum()))
+    with max_pool_taken_by(max_pool):     # the first call traces
         compile_s = seconds_of(lambda: grad(x).block_until_ready())
-    finally:
-        layers.MAX_POOL = "slices"
     ms = 1e3 * seconds_of(lambda: [grad(x).block_until_ready() for _ in range(repeats)]) / repeats
     return dict(max_pool=max_pool, policy=policy, ms=ms, compile_s=compile_s)
 
@@ -323,12 +331,11 @@ def bench_step_variant(cache: FeatureCache, s: Settings, variant: str, policy: s
     branch, max_pool = STEP_VARIANTS[variant]
     keras.mixed_precision.set_global_policy(policy)
     cfg = s.profile.scale(config.ZOO_BY_NAME[STEP_MODEL])
-    layers.MAX_POOL = max_pool       # read when the model is traced, in the fits below
     try:
-        model = models.build_model(cfg, N_CLASSES, global_branch=branch)
-        compile_s, train_s = time_training(model, cache, s, cfg.crop_samples)
+        with max_pool_taken_by(max_pool):   # the model is traced in the fits
+            model = models.build_model(cfg, N_CLASSES, global_branch=branch)
+            compile_s, train_s = time_training(model, cache, s, cfg.crop_samples)
     finally:
-        layers.MAX_POOL = "slices"
         keras.backend.clear_session()
         keras.mixed_precision.set_global_policy("float32")
     return dict(variant=variant, policy=policy, train_clips_s=s.train_steps * s.profile.batch_size / train_s,
