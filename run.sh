@@ -56,7 +56,7 @@ stage ensemble "$@"
 
 took=$(( $(date +%s) - began ))
 # the profile's folders, from config.py (defined there once)
-set -- $(cd code && "$PY" -c "import config; p = config.PROFILES['$PROFILE']; print(p.submissions_dir, p.models_dir)")
+set -- $(cd code && "$PY" -c "from fat2019 import config; p = config.PROFILES['$PROFILE']; print(p.submissions_dir, p.models_dir)")
 echo "=== all stages done in $((took / 60)) min $((took % 60)) s (profile $PROFILE)"
 echo "results: $1/submission.csv (stacker), $1/average.csv (weighted average), $1/report.png"
 echo "         per model: $2/<model>/oof.csv, test.csv, report.png"

@@ -48,12 +48,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import cli
-import config
-import gpu_bench
-from batches import ClipData, TrainBatches
-from dataset import ClipSet
-from feature_cache import AUDIO, GLOBAL, INDEX, FeatureCache, atomic_write_text
+from fat2019 import cli
+from fat2019 import config
+from fat2019.bench import gpu_bench
+from fat2019.data.batches import ClipData, TrainBatches
+from fat2019.data.dataset import ClipSet
+from fat2019.data.feature_cache import AUDIO, GLOBAL, INDEX, FeatureCache, atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 N_TEST_CLIPS = 3361          # the competition's test set
@@ -88,7 +88,7 @@ def write_clips(folder: Path, n: int, seed: int = 0) -> list[Path]:
 
 def loop_global_features(y: np.ndarray) -> np.ndarray:
     """The original's definition, step by step (the reference we compare against)."""
-    from audio import step_bounds
+    from fat2019.data.audio import step_bounds
     left, right = step_bounds(len(y))
     out = np.empty((len(left), config.N_GLOBAL_STATS), np.float32)
     for s, (a, b) in enumerate(zip(left, right)):
@@ -106,8 +106,8 @@ def bench_features(paths: list[Path], cache_dir: Path) -> tuple[list[dict], Feat
     import librosa
     import soundfile as sf
 
-    import features
-    from audio import global_features
+    from fat2019.data import cache_builder
+    from fat2019.data.audio import global_features
 
     n = len(paths)
     audio_seconds = sum(sf.info(str(p)).duration for p in paths)
@@ -130,7 +130,7 @@ def bench_features(paths: list[Path], cache_dir: Path) -> tuple[list[dict], Feat
     # ours: the features stage's own function, both cores
     clips = ClipSet("bench", [p.name for p in paths], list(paths), None)
     t0 = time.perf_counter()
-    decoded, bad = features.build_set(clips, cache_dir, workers=os.cpu_count() or 1, skip_bad=False)
+    decoded, bad = cache_builder.build_set(clips, cache_dir, workers=os.cpu_count() or 1, skip_bad=False)
     t_ours = time.perf_counter() - t0
     assert decoded == n and not bad, (decoded, bad)
 
@@ -213,7 +213,7 @@ def matmul_peak_gflops(n: int = 4096, repeats: int = 8) -> float:
 
 
 def full_model(name: str, n_classes: int = 80):
-    import models
+    from fat2019.nn import models
     return models.build_model(config.PROFILES["full"].scale(config.ZOO_BY_NAME[name]), n_classes)
 
 
@@ -234,7 +234,7 @@ def time_calls(fn, repeats: int) -> float:
 
 def bench_training(data: ClipData, peak: float, steps: int, batch_size: int) -> list[dict]:
     import keras
-    from flops import count_flops
+    from fat2019.nn.flops import count_flops
 
     rows = [dict(figure="float32 matmul peak (TF, 4096^2), GFLOP/s", ours=peak, reference=None, goal=None,
                  note="this machine, measured in this run: the yardstick below")]

@@ -28,14 +28,14 @@ import json
 
 import numpy as np
 
-import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
-import layout
-import reports
-from dataset import read_test_labels
-from feature_cache import atomic_write_text
-from metrics import lrap, lwlrap
-from stacking import fit_stacker, stack_inputs
-from workspace import NotReady, Workspace, read_predictions, run_stage, stage_parser, write_predictions
+from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
+from fat2019 import layout
+from fat2019.eval import reports
+from fat2019.data.dataset import read_test_labels
+from fat2019.data.feature_cache import atomic_write_text
+from fat2019.eval.metrics import lrap, lwlrap
+from fat2019.ensemble.stacking import fit_stacker, stack_inputs
+from fat2019.train.workspace import NotReady, Workspace, read_predictions, run_stage, stage_parser, write_predictions
 
 def complete_rows(all_fnames: list[str], fnames: list[str], scores: np.ndarray) -> np.ndarray:
     """Scores for every clip of `all_fnames` (sample_submission's order): clips the feature

@@ -49,12 +49,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-import cli
-import layout
-from dataset import CURATED_CSV, DatasetError, read_labelled_csv, read_rows
-from feature_cache import atomic_write_text
-from metrics import per_class_lwlrap
-from reports import save_figure
+from fat2019 import cli
+from fat2019 import layout
+from fat2019.data.dataset import CURATED_CSV, DatasetError, read_labelled_csv, read_rows
+from fat2019.data.feature_cache import atomic_write_text
+from fat2019.eval.metrics import per_class_lwlrap
+from fat2019.eval.reports import save_figure
 
 ENSEMBLE_OOF = {"stacker": layout.STACKER_OOF_CSV, "average": layout.AVERAGE_OOF_CSV}
 TABLES = ("per_class", "folds", "clips", "confusions")   # <stem>.<table>.csv

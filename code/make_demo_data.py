@@ -39,15 +39,15 @@ import numpy as np
 import scipy.fft
 import soundfile as sf
 
-import config
-from dataset import CURATED_CSV, NOISY_CSV, SUBMISSION_CSV, TEST_AUDIO, TEST_LABELS_CSV, TRAIN_AUDIO
-from progress import Progress
+from fat2019 import config
+from fat2019.data.dataset import CURATED_CSV, NOISY_CSV, SUBMISSION_CSV, TEST_AUDIO, TEST_LABELS_CSV, TRAIN_AUDIO
+from fat2019.util.progress import Progress
 
 # Bump when the recipes or the layout change: a marker of another version is a different
 # dataset, so a rerun regenerates instead of keeping stale files.
 GENERATOR_VERSION = 1
 MARKER_NAME = "DEMO_DATASET"
-CLASSES_FILE = Path(__file__).resolve().with_name("fsd2019_classes.txt")
+CLASSES_FILE = Path(__file__).resolve().parent / "fat2019" / "data" / "fsd2019_classes.txt"
 
 SPLITS = ("curated", "noisy", "test")
 SPLIT_AUDIO = {"curated": TRAIN_AUDIO, "noisy": TRAIN_AUDIO, "test": TEST_AUDIO}

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
-import layout
-from batches import predict_tta
-from models import build_model
-from workspace import Workspace, read_predictions, run_stage, stage_parser, write_predictions
+from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
+from fat2019 import layout
+from fat2019.data.batches import predict_tta
+from fat2019.nn.models import build_model
+from fat2019.train.workspace import Workspace, read_predictions, run_stage, stage_parser, write_predictions
 
 
 def main(argv: list[str] | None = None) -> int:

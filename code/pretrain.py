@@ -14,14 +14,14 @@ from __future__ import annotations
 import functools
 import sys
 
-import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
-import config
-import fold_scheduler
-import layout
-import seeds
-import training
-from models import build_model
-from workspace import Workspace, run_stage, stage_parser
+from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
+from fat2019 import config
+from fat2019.train import fold_scheduler
+from fat2019 import layout
+from fat2019.train import seeds
+from fat2019.train import training
+from fat2019.nn.models import build_model
+from fat2019.train.workspace import Workspace, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:

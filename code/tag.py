@@ -46,18 +46,18 @@ from pathlib import Path
 
 import numpy as np
 
-import cli
-import config
-import layout
-import segments
-from audio import AudioError, cache_entry, featurise
-from batches import ClipData, predict_tta
-from dataset import DatasetError, audio_extensions, load_classes, read_classes
-from feature_cache import CacheWriter, FeatureCache, Source, atomic_write_text, file_signature
-from models import build_model, build_stacker
-from reports import segments_heatmap
-from stacking import stack_inputs
-from workspace import write_predictions
+from fat2019 import cli
+from fat2019 import config
+from fat2019 import layout
+from fat2019.data import segments
+from fat2019.data.audio import AudioError, cache_entry, featurise
+from fat2019.data.batches import ClipData, predict_tta
+from fat2019.data.dataset import DatasetError, audio_extensions, load_classes, read_classes
+from fat2019.data.feature_cache import CacheWriter, FeatureCache, Source, atomic_write_text, file_signature
+from fat2019.nn.models import build_model, build_stacker
+from fat2019.eval.reports import segments_heatmap
+from fat2019.ensemble.stacking import stack_inputs
+from fat2019.train.workspace import write_predictions
 
 FOLD_WEIGHTS = re.compile(r"fold(\d+)\.weights\.h5")
 PREDICTION_CSVS = ("oof.csv", "test.csv", "fold*.oof.csv", "fold*.test.csv")

@@ -20,15 +20,15 @@ import sys
 
 import pandas as pd
 
-import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
-import fold_scheduler
-import layout
-import reports
-import seeds
-import training
-from feature_cache import atomic_write_text
-from models import build_model
-from workspace import Workspace, run_stage, stage_parser
+from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
+from fat2019.train import fold_scheduler
+from fat2019 import layout
+from fat2019.eval import reports
+from fat2019.train import seeds
+from fat2019.train import training
+from fat2019.data.feature_cache import atomic_write_text
+from fat2019.nn.models import build_model
+from fat2019.train.workspace import Workspace, run_stage, stage_parser
 
 
 def gather_history(folder, n_folds: int) -> None:

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 
 import keras  # noqa: E402
 
-import config  # noqa: E402
-import models  # noqa: E402
-from flops import count_flops  # noqa: E402
+from fat2019 import config  # noqa: E402
+from fat2019.nn import models  # noqa: E402
+from fat2019.nn.flops import count_flops  # noqa: E402
 
 
 def zoo_table(profile: config.Profile, n_classes: int) -> str:

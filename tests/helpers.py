@@ -89,7 +89,7 @@ def run_tiny_pipeline(root: Path, monkeypatch) -> dict:
     import predict
     import pretrain
     import train
-    import training
+    from fat2019.train import training
 
     data = make_dataset(root / "data", n_curated=12, n_noisy=6, n_test=4)
     common = ["--profile", "demo", "--data-dir", str(data), "--models-dir", str(root / "models"),

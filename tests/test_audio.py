@@ -3,7 +3,7 @@ import pytest
 import soundfile as sf
 
 import librosa
-from audio import AudioError, decode, global_features, length_feature, process_clip, trim
+from fat2019.data.audio import AudioError, decode, global_features, length_feature, process_clip, trim
 from helpers import reference_global_features, tone
 
 

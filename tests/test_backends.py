@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import pandas as pd
 
-import config
-import layout
-import models
+from fat2019 import config
+from fat2019 import layout
+from fat2019.nn import models
 import predict
 from helpers import PIPELINE_SETTINGS, run_under_jax
 

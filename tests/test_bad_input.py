@@ -23,10 +23,11 @@ import pytest
 import soundfile as sf
 
 import features
-import folds
-from audio import trim
-from dataset import DatasetError, load_dataset
-from feature_cache import FeatureCache
+from fat2019.data import cache_builder
+from fat2019.data import folds
+from fat2019.data.audio import trim
+from fat2019.data.dataset import DatasetError, load_dataset
+from fat2019.data.feature_cache import FeatureCache
 from helpers import CLASSES, make_dataset, tone, write_csv
 
 RATE = 44100
@@ -150,8 +151,8 @@ def test_absurdly_loud_float_clip_trims_like_its_scaled_copy():
 def test_clip_shorter_than_an_fft_frame_reaches_the_model_zero_padded(odd):
     """The model never sees the clip's own length: every crop is `crop_samples` long, a
     short clip zero-padded, so its STFT has whole frames."""
-    from batches import ClipData, CropBatches
-    from layers import LogMelSpectrogram
+    from fat2019.data.batches import ClipData, CropBatches
+    from fat2019.nn.layers import LogMelSpectrogram
     _, cache = odd
     i = cache.row["short.wav"]
     assert cache.n_samples[i] < 1024
@@ -208,9 +209,9 @@ def bad(tmp_path_factory):
     assert not (data / "features" / "curated" / "index.csv").exists()
 
     decoded = []
-    real = features.featurise
+    real = cache_builder.featurise
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(features, "featurise", lambda job: decoded.append(job[0]) or real(job))
+        mp.setattr(cache_builder, "featurise", lambda job: decoded.append(job[0]) or real(job))
         skip_rc = run_features(data, "--skip-bad")
     return data, failed_rc, stderr, table, skip_rc, decoded
 
@@ -352,7 +353,7 @@ def test_fewer_clips_than_folds_is_a_clear_error(tmp_path):
     labels = np.eye(4, dtype=np.float32)[[0, 1]]
     with pytest.raises(DatasetError, match="2 curated clip\\(s\\) cannot make 3 folds"):
         folds.assign_folds(labels, 3)
-    from dataset import ClipSet
+    from fat2019.data.dataset import ClipSet
     with pytest.raises(DatasetError):
         folds.load_or_create(tmp_path, ClipSet("curated", ["a.wav", "b.wav"], [], labels), 3)
     assert not (tmp_path / folds.FOLDS_CSV).exists()

@@ -2,16 +2,16 @@
 import numpy as np
 
 import bench
-import features
-from audio import global_features
-from dataset import ClipSet
-from feature_cache import FeatureCache
+from fat2019.data import cache_builder
+from fat2019.data.audio import global_features
+from fat2019.data.dataset import ClipSet
+from fat2019.data.feature_cache import FeatureCache
 
 
 def test_reference_loop_is_the_global_features_definition(tmp_path):
     paths = bench.write_clips(tmp_path / "audio", 3, seed=1)
     cache_dir = tmp_path / "cache"
-    features.build_set(ClipSet("bench", [p.name for p in paths], paths, None), cache_dir, 1, False)
+    cache_builder.build_set(ClipSet("bench", [p.name for p in paths], paths, None), cache_dir, 1, False)
     import librosa
     y, _ = librosa.load(paths[0], sr=44100)
     np.testing.assert_allclose(global_features(y), bench.loop_global_features(y), rtol=1e-5, atol=1e-7)
@@ -20,7 +20,7 @@ def test_reference_loop_is_the_global_features_definition(tmp_path):
 
 def test_repeated_cache_has_n_rows_over_the_same_audio(tmp_path):
     paths = bench.write_clips(tmp_path / "audio", 3, seed=2)
-    features.build_set(ClipSet("bench", [p.name for p in paths], paths, None), tmp_path / "cache", 1, False)
+    cache_builder.build_set(ClipSet("bench", [p.name for p in paths], paths, None), tmp_path / "cache", 1, False)
     source = FeatureCache(tmp_path / "cache")
     bench.make_repeated_cache(source, tmp_path / "big", 10)
     big = FeatureCache(tmp_path / "big")

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-import layers
+from fat2019.nn import layers
 
 BATCH, STEPS, FEATURES, UNITS = 3, 9, 5, 4
 ATOL = 1e-5

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dataset import DatasetError, fname_problem, load_dataset, multi_hot, read_classes
+from fat2019.data.dataset import DatasetError, fname_problem, load_dataset, multi_hot, read_classes
 from helpers import CLASSES, make_dataset, write_csv
 
 

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-import distribute
-import training
-from batches import ClipData, TrainBatches
+from fat2019.train import distribute
+from fat2019.train import training
+from fat2019.data.batches import ClipData, TrainBatches
 from helpers import run_under_jax
 
 PER_REPLICA_BATCH = 2
@@ -30,7 +30,9 @@ MODEL_LR = 5e-4   # the zoo's lr (lr_multiplier=1)
 
 RECORDING_RUN = """
 import json, sys
-import batches, training, train
+import train
+from fat2019.data import batches
+from fat2019.train import training
 
 seen = {"batches": {}, "runs": []}
 real_getitem, real_fit = batches.TrainBatches.__getitem__, training.fit
@@ -137,7 +139,7 @@ def test_the_changed_batch_and_lr_are_said_once(mirrored_run):
 
 
 def test_one_device_is_the_default_and_mirrored_is_opt_in():
-    import workspace
+    from fat2019.train import workspace
     args = workspace.stage_parser("", trains=True).parse_args([])
     assert args.strategy == "default"
     strategy = distribute.make_strategy(args.strategy)

@@ -10,8 +10,9 @@ import pytest
 import soundfile as sf
 
 import features
-from audio import global_features
-from feature_cache import FeatureCache
+from fat2019.data import cache_builder
+from fat2019.data.audio import global_features
+from fat2019.data.feature_cache import FeatureCache
 from helpers import make_dataset, tone, write_csv
 
 CODE = Path(__file__).resolve().parent.parent / "code"
@@ -63,10 +64,10 @@ def test_rerun_is_a_no_op_and_changes_are_picked_up(tmp_path, capsys):
     rows.loc[len(rows)] = ["c999.wav", "Bark"]
     rows.to_csv(data / "train_curated.csv", index=False)
     decoded = []
-    real = features.featurise
+    real = cache_builder.featurise
     features_featurise = lambda job: decoded.append(job[0]) or real(job)
     mp = pytest.MonkeyPatch()
-    mp.setattr(features, "featurise", features_featurise)
+    mp.setattr(cache_builder, "featurise", features_featurise)
     try:
         assert run(data) == 0
     finally:
@@ -80,7 +81,7 @@ def test_rerun_is_a_no_op_and_changes_are_picked_up(tmp_path, capsys):
 
 def test_interrupted_run_resumes(tmp_path, monkeypatch):
     data = make_dataset(tmp_path, n_curated=8)
-    real = features.featurise
+    real = cache_builder.featurise
     calls = []
 
     def dies_after_three(job):
@@ -89,7 +90,7 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
         calls.append(job[0])
         return real(job)
 
-    monkeypatch.setattr(features, "featurise", dies_after_three)
+    monkeypatch.setattr(cache_builder, "featurise", dies_after_three)
     with pytest.raises(KeyboardInterrupt):
         run(data, "--sets", "curated")
     assert (data / "features" / "curated.partial").is_dir()
@@ -100,7 +101,7 @@ def test_interrupted_run_resumes(tmp_path, monkeypatch):
         f.write("c007.wav,123")
 
     resumed = []
-    monkeypatch.setattr(features, "featurise", lambda job: resumed.append(job[0]) or real(job))
+    monkeypatch.setattr(cache_builder, "featurise", lambda job: resumed.append(job[0]) or real(job))
     assert run(data, "--sets", "curated") == 0
     assert len(resumed) == 5 and not set(resumed) & set(calls)
     cache = FeatureCache(data / "features" / "curated")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-import fold_scheduler
-from fold_scheduler import Unit
-from workspace import stage_parser
+from fat2019.train import fold_scheduler
+from fat2019.train.fold_scheduler import Unit
+from fat2019.train.workspace import stage_parser
 
 CODE = Path(__file__).resolve().parent.parent / "code"
 

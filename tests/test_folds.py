@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
-import folds as folds_lib
-from dataset import ClipSet, DatasetError
+from fat2019.data import folds as folds_lib
+from fat2019.data.dataset import ClipSet, DatasetError
 
 N_CURATED, N_CLASSES = 4970, 80     # FSDKaggle2019's curated set
 

@@ -20,9 +20,9 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audio import AudioError, Clip, process_clip
-from dataset import Dataset, DatasetError, class_name_problem, fname_problem, load_dataset
-from folds import assign_folds
+from fat2019.data.audio import AudioError, Clip, process_clip
+from fat2019.data.dataset import Dataset, DatasetError, class_name_problem, fname_problem, load_dataset
+from fat2019.data.folds import assign_folds
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])

@@ -4,9 +4,9 @@ machines. Its timings are not tested."""
 import numpy as np
 import pytest
 
-import config
-import gpu_bench
-from batches import TrainBatches
+from fat2019 import config
+from fat2019.bench import gpu_bench
+from fat2019.data.batches import TrainBatches
 from helpers import run_under_jax
 
 

@@ -187,7 +187,7 @@ def test_the_last_run_ends_with_every_artifact(runs):
 
 @pytest.fixture
 def sigterm_handler():
-    import shutdown
+    from fat2019.util import shutdown
     previous = signal.getsignal(signal.SIGTERM)
     shutdown.install()
     try:
@@ -207,7 +207,7 @@ def test_sigterm_outside_a_write_exits_at_once(sigterm_handler):
 
 
 def test_sigterm_during_a_write_waits_for_it(sigterm_handler, tmp_path):
-    from feature_cache import atomic_write_text
+    from fat2019.data.feature_cache import atomic_write_text
     written = []
     with pytest.raises(sigterm_handler.Terminated):
         with sigterm_handler.critical():

@@ -5,7 +5,7 @@ import librosa
 import pytest
 import scipy.signal
 
-import layers
+from fat2019.nn import layers
 from helpers import run_under_jax
 
 SR = 44_100
@@ -132,7 +132,7 @@ def test_logmel_under_jax_matches_numpy_reference(tmp_path):
     np.save(tmp_path / "clips.npy", clips)
     run_under_jax("""
         import numpy as np
-        import layers
+        from fat2019.nn import layers
         layer = layers.LogMelSpectrogram()
         assert not layer.uses_kapre
         out = keras.ops.convert_to_numpy(layer(np.load("clips.npy")))
@@ -272,7 +272,7 @@ def test_max_pool_by_slices_has_max_pools_gradients_under_jax(tmp_path):
     np.save(tmp_path / "w.npy", tied((2, 13, 10, 3), seed=1))
     run_under_jax(f"""
         import jax, jax.numpy as jnp, numpy as np
-        import layers
+        from fat2019.nn import layers
         x, w = jnp.asarray(np.load("x.npy")), jnp.asarray(np.load("w.npy"))
         assert layers.MAX_POOL == "slices"
         for size, strides in {WINDOWS!r}:

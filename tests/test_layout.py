@@ -1,16 +1,18 @@
-"""Stage scripts stand side by side: none imports another (artifact names live in layout.py)."""
+"""The layout rule: `code/*.py` are the scripts a user runs; the library is the package
+`code/fat2019/`. Nothing in the package imports a script, and no script imports another."""
 import ast
 from pathlib import Path
 
 CODE = Path(__file__).resolve().parent.parent / "code"
-# the scripts a user runs; every other module in code/ is a library module. bench.py is
-# not a stage: it measures the features stage's own function, so it may import features.
-STAGE_SCRIPTS = {"make_demo_data", "features", "pretrain", "train", "predict", "ensemble", "tag",
-                 "bench", "zoo_table", "inspect_oof"}
-MAY_IMPORT = {"bench": {"features"}}
+PACKAGE = CODE / "fat2019"
+
+
+def scripts() -> set[str]:
+    return {p.stem for p in CODE.glob("*.py")}
 
 
 def imported_modules(path: Path) -> set[str]:
+    """Top-level names of the absolute imports in a file (its first dotted component)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -20,16 +22,32 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_no_stage_script_imports_another():
-    offenders = {}
-    for path in CODE.glob("*.py"):
-        bad = imported_modules(path) & (STAGE_SCRIPTS - {path.stem} - MAY_IMPORT.get(path.stem, set()))
-        if bad:
-            offenders[path.name] = sorted(bad)
-    assert offenders == {}, f"stage scripts imported as modules: {offenders}"
+def test_code_itself_is_not_a_package():
+    # `code` is a standard-library module; a code/__init__.py would shadow it
+    assert not (CODE / "__init__.py").exists()
+    assert (PACKAGE / "__init__.py").is_file()
 
 
-def test_the_check_sees_a_stage_import(tmp_path):
+def test_the_package_imports_no_script():
+    offenders = {str(p.relative_to(CODE)): sorted(imported_modules(p) & scripts())
+                 for p in PACKAGE.rglob("*.py")}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_no_script_imports_another():
+    offenders = {p.name: sorted(imported_modules(p) & (scripts() - {p.stem})) for p in CODE.glob("*.py")}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_every_library_module_lives_in_the_package():
+    # a script is something with a main; a flat library module in code/ breaks the layout
+    for p in CODE.glob("*.py"):
+        tree = ast.parse(p.read_text())
+        assert any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test) for n in tree.body), \
+            f"{p.name} has no `if __name__ == '__main__'`: library code belongs in code/fat2019/"
+
+
+def test_the_check_sees_a_script_import(tmp_path):
     probe = tmp_path / "probe.py"
-    probe.write_text("import os\nfrom predict import main\nimport train as t\n")
-    assert imported_modules(probe) & STAGE_SCRIPTS == {"predict", "train"}
+    probe.write_text("import os\nfrom predict import main\nimport train as t\nfrom fat2019.data import audio\n")
+    assert imported_modules(probe) & scripts() == {"predict", "train"}

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import locks
+from fat2019.util import locks
 
 CODE = Path(__file__).resolve().parent.parent / "code"
 

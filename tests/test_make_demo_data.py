@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-import config
+from fat2019 import config
 import make_demo_data as mdd
 
 CLASSES_80 = [l.strip() for l in mdd.CLASSES_FILE.read_text().splitlines() if l.strip()]

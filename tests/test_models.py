@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-import config
-import layers
-import models
+from fat2019 import config
+from fat2019.nn import layers
+from fat2019.nn import models
 
 N_CLASSES = 7
 TINY_SECONDS = 0.5            # 22,050 samples -> 44 frames -> 6 frames at the head
@@ -127,7 +127,7 @@ def test_model_trains_one_step(model_config):
 
 @pytest.mark.parametrize("mixed", ["float16", "bfloat16"])
 def test_model_under_mixed_precision_keeps_float32_logmel_and_output(mixed):
-    import workspace
+    from fat2019.train import workspace
     workspace.set_precision(mixed)  # what the stages' --mixed-precision does
     try:
         cfg = tiny(config.ZOO_BY_NAME["v1mix"])

@@ -7,15 +7,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import cli
-import config
+from fat2019 import cli
+from fat2019 import config
 import ensemble
 import features
 import predict
 import pretrain
 import tag
 import train
-from dataset import DatasetError, describe_sources, load_dataset
+from fat2019.data.dataset import DatasetError, describe_sources, load_dataset
 from helpers import PIPELINE_SETTINGS, make_dataset, write_csv
 
 # Not FSD2019 classes; two have spaces. Their sorted order differs from this one.

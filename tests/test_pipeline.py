@@ -10,7 +10,7 @@ import predict
 import pretrain
 import train
 from helpers import PIPELINE_MODELS as MODELS
-from workspace import NotReady
+from fat2019.train.workspace import NotReady
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 import io
 import time
 
-from progress import Progress, duration
+from fat2019.util.progress import Progress, duration
 
 
 class LogFile(io.StringIO):
@@ -42,7 +42,7 @@ def test_the_epoch_progress_callback_lets_jax_run_steps_ahead():
     run_under_jax("""
         import threading
         import numpy as np
-        import training
+        from fat2019.train import training
 
         def threads_of(callback_class):
             seen = []

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-import metrics
-import reports
+from fat2019.eval import metrics
+from fat2019.eval import reports
 
 
 def image_is_a_real_plot(path, min_width=600, min_height=300):

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-import reports
-import segments
+from fat2019.eval import reports
+from fat2019.data import segments
 import tag
-from config import SAMPLE_RATE
+from fat2019.config import SAMPLE_RATE
 from helpers import PIPELINE_SETTINGS, tone
 
 # The long file: stretches of tones of different pitch, then digital silence, then a tone.

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import config
-import models
+from fat2019 import config
+from fat2019.nn import models
 import tag
 from helpers import PIPELINE_SETTINGS
 

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 import features
-import layout
-import locks
+from fat2019 import layout
+from fat2019.util import locks
 import pretrain
 import train
 from helpers import make_dataset

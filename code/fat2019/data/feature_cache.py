@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import shutdown
-from config import N_GLOBAL_STATS, N_GLOBAL_STEPS
+from fat2019.util import shutdown
+from fat2019.config import N_GLOBAL_STATS, N_GLOBAL_STEPS
 
 INDEX = "index.csv"
 AUDIO = "audio.int16"

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import locks
+from fat2019.util import locks
 
 TAIL_LINES = 20   # of a failed unit's log, printed by the parent
 # thread pools each worker is limited to (honoured at start-up by TensorFlow and OpenMP)

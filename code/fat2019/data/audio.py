@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from config import (GLOBAL_PERCENTILES, LENGTH_NORMALISER, N_GLOBAL_STATS, N_GLOBAL_STEPS,
+from fat2019.config import (GLOBAL_PERCENTILES, LENGTH_NORMALISER, N_GLOBAL_STATS, N_GLOBAL_STEPS,
                     SAMPLE_RATE, TRIM_TOP_DB)
-from feature_cache import to_int16
+from fat2019.data.feature_cache import to_int16
 
 # A clip shorter than this is zero-padded (at the end) before its global features, so
 # that each of the 128 overlapping steps holds at least one sample.

@@ -44,10 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
-import config
-import layers
-from batches import TTA_POSITIONS, ClipData, CropBatches, TrainBatches
-from feature_cache import UNIT_SCALE, CacheWriter, FeatureCache, Source, atomic_write_text
+from fat2019 import config
+from fat2019.nn import layers
+from fat2019.data.batches import TTA_POSITIONS, ClipData, CropBatches, TrainBatches
+from fat2019.data.feature_cache import UNIT_SCALE, CacheWriter, FeatureCache, Source, atomic_write_text
 
 # FSDKaggle2019's clip sets (the competition's data).
 N_CURATED, N_NOISY, N_TEST = 4970, 19_815, 3361
@@ -249,7 +249,7 @@ def bench_feed(cache: FeatureCache, s: Settings) -> dict:
 def time_training(model, cache: FeatureCache, s: Settings, crop: int) -> tuple[float, float]:
     """(seconds of the compiling warm-up fit, seconds of s.train_steps timed steps) through
     the pipeline's TrainBatches, fitted as training.fit fits an epoch."""
-    from training import EpochProgress
+    from fat2019.train.training import EpochProgress
 
     def fit(n_steps):
         batches = train_batches(clip_data(cache, n_steps * s.profile.batch_size), s, crop, s.workers)
@@ -261,8 +261,8 @@ def time_training(model, cache: FeatureCache, s: Settings, crop: int) -> tuple[f
 def bench_model(cache: FeatureCache, s: Settings, member: config.ModelConfig, policy: str, work: Path) -> dict:
     """Training and prediction clips/s of one zoo member through the pipeline's PyDatasets."""
     import keras
-    import models
-    from flops import count_flops
+    from fat2019.nn import models
+    from fat2019.nn.flops import count_flops
     keras.mixed_precision.set_global_policy(policy)
     cfg = s.profile.scale(member)
     p = s.profile
@@ -294,7 +294,7 @@ def keras_bigru_branch(g, width: float):
     """The global-feature branch before layers.BiGRUSum: keras' Bidirectional(GRU), whose
     JAX GRU is one scan per direction with the input projection inside each step."""
     import keras
-    import models
+    from fat2019.nn import models
     units = models.scaled(models.GRU_UNITS, width)
     g = keras.layers.BatchNormalization(name="global_bn")(g)
     for i in (1, 2):
@@ -307,7 +307,7 @@ def dense_max_branch(g, width: float):
     """The probe's ablation: the two BiGRUs replaced by one Dense, so the step has no
     recurrence at all (a bound on what any GRU speed-up can buy, not the recipe)."""
     import keras
-    import models
+    from fat2019.nn import models
     g = keras.layers.BatchNormalization(name="global_bn")(g)
     g = keras.layers.Dense(models.scaled(models.GRU_UNITS, width), name="global_dense")(g)
     return keras.layers.GlobalMaxPooling1D(name="global_max")(g)
@@ -327,7 +327,7 @@ STEP_MODEL = "v1mix"
 def bench_step_variant(cache: FeatureCache, s: Settings, variant: str, policy: str) -> dict:
     """Training clips/s of v1mix built as STEP_VARIANTS[variant]."""
     import keras
-    import models
+    from fat2019.nn import models
     branch, max_pool = STEP_VARIANTS[variant]
     keras.mixed_precision.set_global_policy(policy)
     cfg = s.profile.scale(config.ZOO_BY_NAME[STEP_MODEL])

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
-from dataset import ClipSet, DatasetError
-from feature_cache import atomic_write_text
-from layout import FOLDS_CSV, STACKER_DIR
+from fat2019.data.dataset import ClipSet, DatasetError
+from fat2019.data.feature_cache import atomic_write_text
+from fat2019.layout import FOLDS_CSV, STACKER_DIR
 
 # The original's tie-breaking seed (its train.py: MultilabelStratifiedKFold(n_splits=10,
 # random_state=66666)): with it, the folds are exactly the original's partition of the

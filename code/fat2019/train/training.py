@@ -33,17 +33,17 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-import distribute
-import layers  # noqa: F401  (registers the custom layers, so load_model needs no custom_objects)
-import layout
-import locks
-import seeds
-import shutdown
-from batches import ClipData, TrainBatches, predict_tta
-from config import ModelConfig, Profile
-from feature_cache import atomic_write_text
-from metrics import lrap, lwlrap
-from progress import Progress
+from fat2019.train import distribute
+from fat2019.nn import layers  # noqa: F401  (registers the custom layers, so load_model needs no custom_objects)
+from fat2019 import layout
+from fat2019.util import locks
+from fat2019.train import seeds
+from fat2019.util import shutdown
+from fat2019.data.batches import ClipData, TrainBatches, predict_tta
+from fat2019.config import ModelConfig, Profile
+from fat2019.data.feature_cache import atomic_write_text
+from fat2019.eval.metrics import lrap, lwlrap
+from fat2019.util.progress import Progress
 
 
 HISTORY_COLUMNS = ["epoch", "lr", "loss", "val_lrap", "val_lwlrap"]

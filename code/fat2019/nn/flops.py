@@ -28,7 +28,7 @@ import math
 
 import keras
 
-import layers as fat_layers
+from fat2019.nn import layers as fat_layers
 
 
 def _size(shape) -> int:

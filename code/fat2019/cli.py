@@ -13,8 +13,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import config
-from dataset import CURATED_CSV
+from fat2019 import config
+from fat2019.data.dataset import CURATED_CSV
 
 
 def default_profile(data_dir: Path | None = None) -> str:

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from audio import Clip, decode, process_audio
-from config import SAMPLE_RATE
+from fat2019.data.audio import Clip, decode, process_audio
+from fat2019.config import SAMPLE_RATE
 
 HEATMAP_SUFFIX = ".heatmap.png"   # tag.py --segments: one figure per file, <file stem><suffix>
 

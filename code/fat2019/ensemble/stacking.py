@@ -13,11 +13,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import layout
-import seeds
-import training
-from metrics import lrap
-from models import build_stacker
+from fat2019 import layout
+from fat2019.train import seeds
+from fat2019.train import training
+from fat2019.eval.metrics import lrap
+from fat2019.nn.models import build_stacker
 
 
 class ScoreBeforeEpoch(keras.callbacks.Callback):

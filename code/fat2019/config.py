@@ -18,7 +18,7 @@ LENGTH_NORMALISER = 441_000   # length feature = len(trimmed) / 441000 (10 s)
 TRIM_TOP_DB = 60              # librosa.effects.trim default
 
 # Where the stages read and write when no flag says otherwise (relative to the repo root).
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 FEATURES_DIR = "features"     # the feature cache, inside the data folder
 
 

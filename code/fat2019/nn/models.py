@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from config import N_GLOBAL_STATS, N_GLOBAL_STEPS, SAMPLE_RATE, ModelConfig
-from layers import (AxisSplitPool, BiGRUSum, ClasswiseWeights, HighwayGate, LogMelSpectrogram,
+from fat2019.config import N_GLOBAL_STATS, N_GLOBAL_STEPS, SAMPLE_RATE, ModelConfig
+from fat2019.nn.layers import (AxisSplitPool, BiGRUSum, ClasswiseWeights, HighwayGate, LogMelSpectrogram,
                     MelPairShuffle, ShiftedTanh, TimeMaxMelMean)
 
 BN_MOMENTUM = 0.85

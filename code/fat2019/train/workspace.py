@@ -11,14 +11,14 @@ import keras
 import numpy as np
 import pandas as pd
 
-import cli
-import config
-import distribute
-import folds as folds_lib
-import shutdown
-from batches import ClipData
-from dataset import ClipSet, Dataset, DatasetError, load_dataset
-from feature_cache import FeatureCache, atomic_write_text
+from fat2019 import cli
+from fat2019 import config
+from fat2019.train import distribute
+from fat2019.data import folds as folds_lib
+from fat2019.util import shutdown
+from fat2019.data.batches import ClipData
+from fat2019.data.dataset import ClipSet, Dataset, DatasetError, load_dataset
+from fat2019.data.feature_cache import FeatureCache, atomic_write_text
 
 
 def stage_parser(description: str, *, folds: bool = True, force: bool = True, workers: bool = True,
@@ -80,7 +80,7 @@ class Workspace:
 
     def announce_replicas(self) -> None:
         """Say once how several replicas change the schedule (Schedule.for_replicas)."""
-        import training   # imported here: it builds on Keras, which the stage has just configured
+        from fat2019.train import training   # imported here: it builds on Keras, which the stage has just configured
 
         replicas = self.strategy.num_replicas_in_sync
         for model in self.models:

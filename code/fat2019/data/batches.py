@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from feature_cache import FeatureCache
+from fat2019.data.feature_cache import FeatureCache
 
 TTA_POSITIONS = ("start", "middle", "end")
 
