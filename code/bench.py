@@ -53,7 +53,8 @@ from fat2019 import config
 from fat2019.bench import gpu_bench
 from fat2019.data.batches import ClipData, TrainBatches
 from fat2019.data.dataset import ClipSet
-from fat2019.data.feature_cache import AUDIO, GLOBAL, INDEX, FeatureCache, atomic_write_text
+from fat2019.data.feature_cache import AUDIO, GLOBAL, INDEX, FeatureCache
+from fat2019.util.atomic import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 N_TEST_CLIPS = 3361          # the competition's test set

@@ -32,7 +32,7 @@ from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before an
 from fat2019 import layout
 from fat2019.eval import reports
 from fat2019.data.dataset import read_test_labels
-from fat2019.data.feature_cache import atomic_write_text
+from fat2019.util.atomic import atomic_write_text
 from fat2019.eval.metrics import lrap, lwlrap
 from fat2019.ensemble.stacking import fit_stacker, stack_inputs
 from fat2019.train.workspace import NotReady, Workspace, read_predictions, run_stage, stage_parser, write_predictions

@@ -52,7 +52,7 @@ from matplotlib.ticker import MaxNLocator
 from fat2019 import cli
 from fat2019 import layout
 from fat2019.data.dataset import CURATED_CSV, DatasetError, read_labelled_csv, read_rows
-from fat2019.data.feature_cache import atomic_write_text
+from fat2019.util.atomic import atomic_write_text
 from fat2019.eval.metrics import per_class_lwlrap
 from fat2019.eval.reports import save_figure
 

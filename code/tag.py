@@ -53,7 +53,8 @@ from fat2019.data import segments
 from fat2019.data.audio import AudioError, cache_entry, featurise
 from fat2019.data.batches import ClipData, predict_tta
 from fat2019.data.dataset import DatasetError, audio_extensions, load_classes, read_classes
-from fat2019.data.feature_cache import CacheWriter, FeatureCache, Source, atomic_write_text, file_signature
+from fat2019.data.feature_cache import CacheWriter, FeatureCache, Source, file_signature
+from fat2019.util.atomic import atomic_write_text
 from fat2019.nn.models import build_model, build_stacker
 from fat2019.eval.reports import segments_heatmap
 from fat2019.ensemble.stacking import stack_inputs

@@ -26,7 +26,7 @@ from fat2019 import layout
 from fat2019.eval import reports
 from fat2019.train import seeds
 from fat2019.train import training
-from fat2019.data.feature_cache import atomic_write_text
+from fat2019.util.atomic import atomic_write_text
 from fat2019.nn.models import build_model
 from fat2019.train.workspace import Workspace, run_stage, stage_parser
 

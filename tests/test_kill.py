@@ -207,7 +207,7 @@ def test_sigterm_outside_a_write_exits_at_once(sigterm_handler):
 
 
 def test_sigterm_during_a_write_waits_for_it(sigterm_handler, tmp_path):
-    from fat2019.data.feature_cache import atomic_write_text
+    from fat2019.util.atomic import atomic_write_text
     written = []
     with pytest.raises(sigterm_handler.Terminated):
         with sigterm_handler.critical():

@@ -47,7 +47,8 @@ import numpy as np
 from fat2019 import config
 from fat2019.nn import layers
 from fat2019.data.batches import TTA_POSITIONS, ClipData, CropBatches, TrainBatches
-from fat2019.data.feature_cache import UNIT_SCALE, CacheWriter, FeatureCache, Source, atomic_write_text
+from fat2019.data.feature_cache import UNIT_SCALE, CacheWriter, FeatureCache, Source
+from fat2019.util.atomic import atomic_write_text
 
 # FSDKaggle2019's clip sets (the competition's data).
 N_CURATED, N_NOISY, N_TEST = 4970, 19_815, 3361

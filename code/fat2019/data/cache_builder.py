@@ -12,8 +12,8 @@ import pandas as pd
 
 from fat2019.data.audio import featurise, warm_up
 from fat2019.data.dataset import ClipSet, missing_file_problems
-from fat2019.data.feature_cache import (CacheWriter, FeatureCache, Source, atomic_write_text, file_signature,
-                           is_current, restore_interrupted_swap)
+from fat2019.data.feature_cache import CacheWriter, FeatureCache, Source, file_signature, is_current, restore_interrupted_swap
+from fat2019.util.atomic import atomic_write_text
 from fat2019.util.progress import Progress
 
 BAD_FILES = "bad_files.csv"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fat2019.util import shutdown
+from fat2019.util.atomic import atomic_save_npy, atomic_write_text
 from fat2019.config import N_GLOBAL_STATS, N_GLOBAL_STEPS
 
 INDEX = "index.csv"
@@ -52,28 +52,6 @@ def to_int16(audio: np.ndarray) -> tuple[np.ndarray, float]:
     scale = UNIT_SCALE if peak <= 1.0 else peak / 32767
     q = np.clip(np.rint(audio / scale), -32768, 32767).astype("<i2")
     return q, scale
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    # a temporary name of its own per host and process: machines sharing models/ may
-    # write the same file (folds.csv, history.csv) at once
-    tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    with shutdown.critical():  # a SIGTERM lets the write finish (shutdown.py)
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with shutdown.critical():
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
 
 
 class FeatureCache:

@@ -14,7 +14,7 @@ import pandas as pd
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
 from fat2019.data.dataset import ClipSet, DatasetError
-from fat2019.data.feature_cache import atomic_write_text
+from fat2019.util.atomic import atomic_write_text
 from fat2019.layout import FOLDS_CSV, STACKER_DIR
 
 # The original's tie-breaking seed (its train.py: MultilabelStratifiedKFold(n_splits=10,

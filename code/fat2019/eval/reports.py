@@ -25,7 +25,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from fat2019.data.feature_cache import atomic_write_text
+from fat2019.util.atomic import atomic_write_text
 from fat2019.eval.metrics import lwlrap, per_class_lwlrap
 
 TRAINING_REPORT = "report.png"

@@ -41,7 +41,7 @@ from fat2019.train import seeds
 from fat2019.util import shutdown
 from fat2019.data.batches import ClipData, TrainBatches, predict_tta
 from fat2019.config import ModelConfig, Profile
-from fat2019.data.feature_cache import atomic_write_text
+from fat2019.util.atomic import atomic_write_text
 from fat2019.eval.metrics import lrap, lwlrap
 from fat2019.util.progress import Progress
 

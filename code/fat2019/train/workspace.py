@@ -18,7 +18,8 @@ from fat2019.data import folds as folds_lib
 from fat2019.util import shutdown
 from fat2019.data.batches import ClipData
 from fat2019.data.dataset import ClipSet, Dataset, DatasetError, load_dataset
-from fat2019.data.feature_cache import FeatureCache, atomic_write_text
+from fat2019.data.feature_cache import FeatureCache
+from fat2019.util.atomic import atomic_write_text
 
 
 def stage_parser(description: str, *, folds: bool = True, force: bool = True, workers: bool = True,
