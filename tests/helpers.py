@@ -54,7 +54,7 @@ def make_dataset(root: Path, n_curated: int = 6, n_noisy: int = 4, n_test: int =
 
 
 def reference_global_features(x: np.ndarray, num_steps: int = 128) -> np.ndarray:
-    """The SPEC's definition, written as the straightforward loop (in float64)."""
+    """The definition (docs/faithfulness.md, "Features"), written as the straightforward loop (in float64)."""
     x = np.asarray(x, np.float64)
     stride = len(x) / num_steps
     feats = []

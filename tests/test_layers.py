@@ -16,7 +16,7 @@ SR = 44_100
 # ---------------------------------------------------------------------------------------
 
 def reference_logmel(x, sr=SR, n_fft=1024, hop=512, n_mels=64):
-    """SPEC's log-mel written out in float64 numpy: (time, n_mels)."""
+    """The log-mel of docs/faithfulness.md ("The model") written out in float64 numpy: (time, n_mels)."""
     x = np.asarray(x, np.float64)
     n = len(x)
     n_frames = -(-n // hop)

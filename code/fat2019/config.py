@@ -1,6 +1,6 @@
 """Every setting of the pipeline, defined once: the model zoo and the two profiles.
 
-`full` holds the original system's numbers (see SPEC.md); `demo` shrinks the same
+`full` holds the original system's numbers (docs/faithfulness.md); `demo` shrinks the same
 architectures and schedules so the whole pipeline runs on a 2-core CPU in minutes.
 Stage scripts never hard-code a number that lives here.
 """
@@ -49,7 +49,7 @@ class ModelConfig:
         return self.pretrained_from or self.name
 
 
-# The final ensemble of the original solution (SPEC.md, "The model zoo").
+# The final ensemble of the original solution (docs/faithfulness.md, "The zoo of the final ensemble").
 ZOO: tuple[ModelConfig, ...] = (
     ModelConfig("v1mix", "conv", ("max", "avemax1"), weight=2.1),
     ModelConfig("max3exam", "conv", ("max", "avemax3"), pretrained_from="v1mix", weight=1.9),
@@ -131,9 +131,8 @@ PROFILES = {
     "full": Profile(name="full"),
     # Same architectures and schedule shape, scaled for a 2-core CPU: 1.5 s crops (the
     # demo clips' median is 1.2 s), 1/8 of the widths, 3 folds, a few epochs with the
-    # milestones scaled along. Small networks on few clips learn in time only with a 4x
-    # learning rate and batches of 16 (measured on v1mix fold 0: LRAP 0.29 at 5e-4/32,
-    # 0.60 at 2e-3/32, 0.77 at 2e-3/16).
+    # milestones scaled along. Small networks on few clips learn in 8 epochs only with a
+    # 4x learning rate and batches of 16 (the comparison is in BENCHMARKS.md).
     "demo": Profile(
         name="demo", duration=1.5, width=0.125, lr_multiplier=4.0,
         data_dir="input/demo", models_dir="models/demo", submissions_dir="submissions/demo",

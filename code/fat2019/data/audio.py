@@ -242,7 +242,7 @@ def warm_up() -> None:
     """Load and initialise librosa's lazily imported parts (trim, soxr resampling) and run
     the global features once. Called in the features stage's parent process before it
     forks its workers, so that they inherit all this instead of each paying for it on its
-    first clip (measured on 200 bench clips, 2 workers: 64 clips/s cold, 190 warm)."""
+    first clip (the gain is in BENCHMARKS.md)."""
     import librosa
     x = (0.1 * np.random.default_rng(0).standard_normal(SAMPLE_RATE)).astype(np.float32)
     trim(x)

@@ -88,8 +88,8 @@ def load_or_create(models_dir: Path, curated: ClipSet, n_folds: int,
             moved = int(np.sum(folds["fold"].to_numpy() != expected))
             raise DatasetError("fold assignment differs from the original's", [
                 f"{path}: {moved} of {len(expected)} clips are in another fold than the original's partition "
-                f"(MultilabelStratifiedKFold({n_folds}), ties broken with seed {FOLD_SEED}); an earlier version "
-                f"of this project broke ties with seed 0",
+                f"(MultilabelStratifiedKFold({n_folds}), ties broken with seed {FOLD_SEED}); a file made "
+                f"with another tie-breaking seed (such as 0) partitions the clips differently",
                 f"to regenerate: delete {path} and the fold models trained on it (<models-dir>/<model>/fold*, "
                 f"and <models-dir>/{STACKER_DIR}/), then rerun train.py; or keep the old models by pointing "
                 f"--models-dir at a new folder"])

@@ -38,10 +38,10 @@ def reset_epoch_generators(seed: int) -> None:
     """Python's `random` and numpy's global generator from `seed`, at every epoch.
 
     Not keras.utils.set_random_seed: on TensorFlow it sets TF's global seed, and that clears
-    TF's kernel caches, so every epoch's fit and predict instantiated their graphs anew
-    (measured on the demo's v1mix: an epoch of 2 steps + a prediction took 3.3-5.4 s instead
-    of 1.1 s). Nothing in an epoch draws from TF's global seed or Keras' global SeedGenerator
-    (no layer of the zoo is random; batches draw from their own (seed, epoch, batch)
-    generators), so the unit's reset before its model is built covers them."""
+    TF's kernel caches, so every epoch's fit and predict would build their graphs anew (the
+    cost is in BENCHMARKS.md). Nothing in an epoch draws from TF's global seed or Keras'
+    global SeedGenerator (no layer of the zoo is random; batches draw from their own
+    (seed, epoch, batch) generators), so the unit's reset before its model is built covers
+    them."""
     random.seed(seed)
     np.random.seed(seed)
