@@ -1,4 +1,4 @@
-"""The bad-input matrix (README, "When data is bad"): every kind of bad or odd input, built
+"""The bad-input matrix (docs/bad-data.md): every kind of bad or odd input, built
 for real, and what the pipeline does with it.
 
     odd but decodable audio      kept; what was odd is in the cache index's `notes`
