@@ -176,3 +176,13 @@ def test_a_dangling_reference_in_a_python_comment_is_found(tiny_repo):
     (tiny_repo / "code" / "fat2019" / "util" / "locks.py").write_text('"""Uses docs/nfs.md."""\nx = 1  # and tests/test_nfs.py\n')
     assert dangling(tiny_repo) == ["code/fat2019/util/locks.py: docs/nfs.md (no such file)",
                                    "code/fat2019/util/locks.py: tests/test_nfs.py (no such file)"]
+
+
+def test_the_readme_zoo_table_is_what_zoo_table_prints():
+    """The README says `code/zoo_table.py` prints its zoo table: it must, character for
+    character (it builds the six full-size models, so it takes a few seconds)."""
+    import zoo_table
+    from fat2019 import config
+
+    printed = zoo_table.zoo_table(config.PROFILES["full"], 80)
+    assert printed in (ROOT / "README.md").read_text(encoding="utf-8")
