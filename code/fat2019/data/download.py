@@ -5,7 +5,7 @@ names were checked against. pooch does the fetching: the hash check (when a hash
 known), the skip of a file already downloaded, the retries and the move into place once
 the file is whole. pooch has no resume, so `ResumableDownloader` (pooch's downloader
 hook) keeps the bytes received so far in `<archive>.part` and asks the server for the
-rest with an HTTP Range request; a cut connection costs only the bytes in flight.
+rest with an HTTP Range request; a cut connection costs only the chunk in flight (64 KiB).
 
 No checksum of these archives is published where we could find it (docs/real-data.md),
 so the built-in table has none: a download is checked against the size the server
@@ -88,7 +88,7 @@ class ResumableDownloader:
     to pooch (which checks the hash and moves it into place)."""
 
     def __init__(self, part: Path, expected_size: int | None = None, timeout: float = 60.0,
-                 chunk_size: int = 1 << 20, progressbar: bool = True):
+                 chunk_size: int = 1 << 16, progressbar: bool = True):
         self.part, self.expected_size = Path(part), expected_size
         self.timeout, self.chunk_size, self.progressbar = timeout, chunk_size, progressbar
 

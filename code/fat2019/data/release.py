@@ -19,6 +19,7 @@ written last, train_curated.csv (the file the stages look for) the very last.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import os
 import shutil
@@ -153,7 +154,8 @@ def find_source(folder: Path, table: tuple[Archive, ...]) -> str:
     """'zenodo' or 'kaggle': which set of archives `folder` holds; an error listing what
     each would need otherwise."""
     folder = Path(folder)
-    zenodo_missing = [a.name for a in table if not (folder / a.name).is_file()]
+    # a split archive's parts are counted from its last part (open_split_zip), not the table
+    zenodo_missing = [a.name for a in table if a.name.endswith(".zip") and not (folder / a.name).is_file()]
     if not zenodo_missing:
         return "zenodo"
     kaggle = [*KAGGLE_ZIPS.values(), *KAGGLE_CSVS.values()]
@@ -162,6 +164,13 @@ def find_source(folder: Path, table: tuple[Archive, ...]) -> str:
     raise DataError(f"{folder}: neither the Zenodo archives nor the competition's files are all there.\n"
                     f"  Zenodo: missing {zenodo_missing}\n"
                     f"  Kaggle: needs {KAGGLE_BUNDLE}, or {kaggle}")
+
+
+def archive_parts(folder: Path, archives: list[Archive]) -> list[Path]:
+    """The files of one archive in `folder`: a single .zip, or a split archive's parts
+    (<stem>.z01, .z02, ... as found, then the .zip, which is the last part)."""
+    last = folder / next(a.name for a in archives if a.name.endswith(".zip"))
+    return sorted(folder.glob(f"{glob.escape(last.stem)}.z[0-9][0-9]")) + [last]
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -237,7 +246,7 @@ def prepare(source: Path, dest: Path, table: tuple[Archive, ...], delete_archive
     if kind == "zenodo":
         meta = next(a for a in table if a.holds == "meta")
         sets = read_zenodo_meta(source / meta.name, classes)
-        parts = {s: [source / a.name for a in table if a.holds == s] for s in SETS}
+        parts = {s: archive_parts(source, [a for a in table if a.holds == s]) for s in SETS}
         csv_names = {s: f"{meta.name}: {META_CSVS[s]}" for s in SETS}
         truth = sets["test"]
     else:
