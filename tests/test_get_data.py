@@ -127,6 +127,17 @@ def test_from_dir_uses_the_archives_on_disk_without_network(release, tmp_path, m
     assert not (tmp_path / "input" / "archives").exists()
 
 
+def test_delete_archives_frees_the_space_and_a_rerun_still_succeeds(release, tmp_path):
+    files, _ = release
+    source = tmp_path / "files"
+    shutil.copytree(files, source)
+    dest = tmp_path / "input"
+    assert run(dest, "--from", str(source), "--delete-archives") == 0
+    assert sorted(p.name for p in source.iterdir()) == ["FSDKaggle2019.meta.zip"]
+    assert run(dest, "--from", str(source)) == 0
+    assert len(load_dataset(dest).test) == 4
+
+
 def kaggle_files(folder: Path, release_files: Path) -> Path:
     """The competition's layout: wavs at the zips' top level, the original CSV names."""
     folder.mkdir()

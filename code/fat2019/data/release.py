@@ -129,7 +129,7 @@ def read_kaggle_csvs(folder: Path, classes: list[str]) -> dict[str, Clips]:
 def kaggle_files(folder: Path, state: Path) -> Path:
     """The folder holding the competition's zips and CSVs: `folder` itself, or the Kaggle
     CLI's bundle unzipped into `state` (its members only, once)."""
-    if all((folder / n).is_file() for n in (*KAGGLE_ZIPS.values(), *KAGGLE_CSVS.values())):
+    if all((folder / n).is_file() for n in KAGGLE_CSVS.values()):
         return folder
     target = state / "kaggle"
     bundle = folder / KAGGLE_BUNDLE
@@ -150,15 +150,16 @@ def kaggle_files(folder: Path, state: Path) -> Path:
     return target
 
 
-def find_source(folder: Path, table: tuple[Archive, ...]) -> str:
-    """'zenodo' or 'kaggle': which set of archives `folder` holds; an error listing what
-    each would need otherwise."""
+def find_source(folder: Path, table: tuple[Archive, ...], pending: set[str]) -> str:
+    """'zenodo' or 'kaggle': which set of archives `folder` holds (for the clip sets in
+    `pending`, those not unpacked yet); an error listing what each would need otherwise."""
     folder = Path(folder)
     # a split archive's parts are counted from its last part (open_split_zip), not the table
-    zenodo_missing = [a.name for a in table if a.name.endswith(".zip") and not (folder / a.name).is_file()]
+    zenodo_missing = [a.name for a in table if a.name.endswith(".zip") and (a.holds == "meta" or a.holds in pending)
+                      and not (folder / a.name).is_file()]
     if not zenodo_missing:
         return "zenodo"
-    kaggle = [*KAGGLE_ZIPS.values(), *KAGGLE_CSVS.values()]
+    kaggle = [*(KAGGLE_ZIPS[s] for s in SETS if s in pending), *KAGGLE_CSVS.values()]
     if (folder / KAGGLE_BUNDLE).is_file() or all((folder / n).is_file() for n in kaggle):
         return "kaggle"
     raise DataError(f"{folder}: neither the Zenodo archives nor the competition's files are all there.\n"
@@ -242,7 +243,7 @@ def prepare(source: Path, dest: Path, table: tuple[Archive, ...], delete_archive
     state = dest / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
     classes = competition_classes()
-    kind = find_source(source, table)
+    kind = find_source(source, table, {s for s in SETS if not (state / f"{s}.done").is_file()})
     if kind == "zenodo":
         meta = next(a for a in table if a.holds == "meta")
         sets = read_zenodo_meta(source / meta.name, classes)
