@@ -167,8 +167,7 @@ def remote_size(archive: Archive, base: str, timeout: float = 30.0) -> int | Non
     if archive.size is not None:
         return archive.size
     r = requests.head(archive.url(base), timeout=timeout, allow_redirects=True)
-    r.raise_for_status()
-    length = r.headers.get("content-length")
+    length = r.headers.get("content-length") if r.ok else None   # unknown: the unpack checks again
     return int(length) if length is not None else None
 
 
