@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +112,8 @@ class ResumableDownloader:
             total = have + int(length) if length is not None else self.expected_size
             with open(self.part, "ab" if have else "wb") as f, \
                     tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                         desc=self.part.name[:-len(PART_SUFFIX)], disable=not self.progressbar, leave=False) as bar:
+                         desc=self.part.name[:-len(PART_SUFFIX)], leave=False,
+                         disable=not (self.progressbar and sys.stderr.isatty())) as bar:
                 try:
                     for chunk in r.iter_content(self.chunk_size):
                         f.write(chunk)
@@ -186,7 +188,8 @@ def check_free_space(folder: Path, needed: int, what: str) -> None:
 
 
 def gib(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB"
+    """A byte count for people: GiB, or MiB below one GiB."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def offline_help(archives: tuple[Archive, ...], folder: Path, missing: list[str]) -> str:

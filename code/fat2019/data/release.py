@@ -143,8 +143,12 @@ def kaggle_files(folder: Path, state: Path) -> Path:
             raise DataError(f"{bundle}: {missing} not in the bundle")
         target.mkdir(parents=True, exist_ok=True)
         for n in wanted:
-            with z.open(names[n]) as src, open(target / f"{n}.tmp", "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            try:
+                with z.open(names[n]) as src, open(target / f"{n}.tmp", "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except BaseException:
+                (target / f"{n}.tmp").unlink(missing_ok=True)
+                raise
             os.replace(target / f"{n}.tmp", target / n)
     (target / ".done").write_text("")
     return target

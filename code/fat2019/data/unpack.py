@@ -15,6 +15,7 @@ import bisect
 import io
 import shutil
 import struct
+import sys
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -257,7 +258,9 @@ def extract_clips(archive: zipfile.ZipFile, where: str, fnames: list[str], stagi
     check_free_space(staging, sum(members[f].file_size for f in fnames), f"unpacking {where}")
     staging.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
-    for fname in tqdm(fnames, desc=f"unpack {Path(where).name}", unit="clip", leave=False):
+    # a bar only in a terminal: in a log file its redraws would be blank lines
+    for fname in tqdm(fnames, desc=f"unpack {Path(where).name}", unit="clip", leave=False,
+                      disable=not sys.stderr.isatty()):
         try:
             with archive.open(members[fname]) as src, open(staging / fname, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
