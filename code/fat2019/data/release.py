@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fat2019.data.dataset import (CURATED_CSV, NOISY_CSV, SUBMISSION_CSV, TEST_AUDIO, TEST_LABELS_CSV,
-                                  TRAIN_AUDIO, split_labels)
+                                  TEST_PART_COLUMN, TRAIN_AUDIO, split_labels)
 from fat2019.data.download import Archive, DataError
 from fat2019.data.unpack import extract_clips, members_by_name, open_archive, read_member_text
 from fat2019.util.atomic import atomic_write_text
@@ -37,7 +37,7 @@ CLASSES_FILE = Path(__file__).resolve().parent / "fsd2019_classes.txt"
 STATE_DIR = ".get_data"
 SETS = ("curated", "noisy", "test")
 SET_AUDIO = {"curated": TRAIN_AUDIO, "noisy": TRAIN_AUDIO, "test": TEST_AUDIO}
-USAGE = "usage"                  # test_post_competition.csv: Public or Private
+USAGE = "usage"                  # test_post_competition.csv's column: Public or Private
 
 # FSDKaggle2019.meta.zip (Zenodo): the post-competition CSVs
 META_CSVS = {"curated": "train_curated_post_competition.csv", "noisy": "train_noisy_post_competition.csv",
@@ -216,7 +216,7 @@ def unpack_set(name: str, parts: list[Path], clips: Clips, dest: Path, state: Pa
 def write_layout(dest: Path, sets: dict[str, Clips], classes: list[str], test_truth: Clips | None) -> None:
     """The CSVs, train_curated.csv last (the stages take the dataset as complete once it exists)."""
     if test_truth is not None:
-        header = ["fname", "labels"] + ([USAGE] if test_truth.usage else [])
+        header = ["fname", "labels"] + ([TEST_PART_COLUMN] if test_truth.usage else [])
         rows = [[f, ",".join(l)] + ([u] if test_truth.usage else [])
                 for f, l, u in zip(test_truth.fnames, test_truth.labels, test_truth.usage or [""] * len(test_truth.fnames))]
         write_csv(dest / TEST_LABELS_CSV, header, rows)
