@@ -282,9 +282,9 @@ def test_ensemble_prints_the_test_lwlrap_of_each_part(pipeline_run, tmp_path, ca
     capsys.readouterr()
     assert ensemble.main(common) == 0
     lines = capsys.readouterr().out.splitlines()
-    head = next(line for line in lines if "CV LRAP" in line)
-    assert head.split()[-6:] == ["test", "lwlrap", "test", "private", "test", "public"]
-    stacker = next(line for line in lines if line.startswith("stacker")).split()
+    at = next(i for i, line in enumerate(lines) if "CV LRAP" in line)   # the summary table
+    assert lines[at].split()[-6:] == ["test", "lwlrap", "test", "private", "test", "public"]
+    stacker = next(line for line in lines[at:] if line.startswith("stacker")).split()
     sub = rows_of(tmp_path / "subs" / "submission.csv")
     scores = np.array([[float(v) for v in r[1:]] for r in sub[1:]])
     truth = np.zeros_like(scores)
