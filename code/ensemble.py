@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                                 {p: mask[keep] for p, mask in parts.items()})
     groups = [ALL, *parts] if truth is not None else []
     titles = {ALL: "test lwlrap", **{p: f"test {p}" for p in parts}}
-    print("\n" + f"{'':<30} {'CV LRAP':>8} {'CV lwlrap':>10}" + "".join(f" {titles[g]:>12}" for g in groups))
+    print("\n" + f"{'':<30} {'CV LRAP':>8} {'CV lwlrap':>10}" + "".join(f" {titles[g]:>13}" for g in groups))
     for name, o, _ in rows:
-        cells = "".join(f" {scores[name][g]:>12.4f}" if g in scores[name] else f" {'-':>12}" for g in groups)
+        cells = "".join(f" {scores[name][g]:>13.4f}" if g in scores[name] else f" {'-':>13}" for g in groups)
         print(f"{name:<30} {lrap(y, o):>8.4f} {lwlrap(y, o):>10.4f}" + cells)
     result = f"submission: {out / layout.SUBMISSION_CSV}" if all_test else f"out-of-fold: {out / layout.STACKER_OOF_CSV}"
     print(f"\n{result}; per-class report: {out / 'report.png'}")
