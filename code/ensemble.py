@@ -16,9 +16,11 @@ by predict.py -- e.g. folds still training on another machine), then writes:
 The stacker sees, per class, each model's score and the weighted average (last column);
 it is trained per fold of models/folds.csv, its validation scored before each epoch's fit,
 so the untrained state (a monotone map of the plain average) can win. Test = mean of the
-fold stackers. A summary table of CV scores (and test scores when the data has held-back
-test labels, as the demo does) ends the stage. Data without test clips (own data: no
-sample_submission.csv, nothing in audio_test/) gets the out-of-fold files only, with a note.
+fold stackers. A summary table of CV scores ends the stage; when the data has test labels
+(test_labels.csv: the demo's, or the real ones from code/get_data.py) it adds the test
+lwlrap, the competition's score, overall and for each leaderboard part (public, private)
+the labels name. Data without test clips (own data: no sample_submission.csv, nothing in
+audio_test/) gets the out-of-fold files only, with a note.
 
     python code/ensemble.py --profile demo
 """
@@ -31,9 +33,10 @@ import numpy as np
 from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019 import layout
 from fat2019.eval import reports
-from fat2019.data.dataset import read_test_labels
+from fat2019.data.dataset import read_test_labels, read_test_parts
 from fat2019.util.atomic import atomic_write_text
 from fat2019.eval.metrics import lrap, lwlrap
+from fat2019.eval.test_set import ALL, score_test_set
 from fat2019.ensemble.stacking import fit_stacker, stack_inputs
 from fat2019.train.workspace import NotReady, Workspace, read_predictions, run_stage, stage_parser, write_predictions
 
@@ -107,16 +110,20 @@ def main(argv: list[str] | None = None) -> int:
                             stack_weights)
 
     truth = read_test_labels(ws.paths.data, ws.dataset)
-    if truth is not None:
-        keep = [ws.dataset.test.fnames.index(f) for f in test.fnames]
-        truth = truth[keep]
+    parts = read_test_parts(ws.paths.data, ws.dataset) or {}
     rows = [(m.name, o, t) for m, o, t in zip(ws.models, oofs, tests)]
     rows += [("weighted average", avg_oof, avg_test), ("stacker", stack_oof, stack_test)]
-    head = f"{'':<30} {'CV LRAP':>8} {'CV lwlrap':>10}" + (f" {'test lwlrap':>12}" if truth is not None else "")
-    print("\n" + head)
-    for name, o, t in rows:
-        line = f"{name:<30} {lrap(y, o):>8.4f} {lwlrap(y, o):>10.4f}"
-        print(line + (f" {lwlrap(truth, t):>12.4f}" if truth is not None else ""))
+    scores = {}
+    if truth is not None:
+        keep = [ws.dataset.test.fnames.index(f) for f in test.fnames]
+        scores = score_test_set(truth[keep], {name: t for name, _, t in rows},
+                                {p: mask[keep] for p, mask in parts.items()})
+    groups = [ALL, *parts] if truth is not None else []
+    titles = {ALL: "test lwlrap", **{p: f"test {p}" for p in parts}}
+    print("\n" + f"{'':<30} {'CV LRAP':>8} {'CV lwlrap':>10}" + "".join(f" {titles[g]:>13}" for g in groups))
+    for name, o, _ in rows:
+        cells = "".join(f" {scores[name][g]:>13.4f}" if g in scores[name] else f" {'-':>13}" for g in groups)
+        print(f"{name:<30} {lrap(y, o):>8.4f} {lwlrap(y, o):>10.4f}" + cells)
     result = f"submission: {out / layout.SUBMISSION_CSV}" if all_test else f"out-of-fold: {out / layout.STACKER_OOF_CSV}"
     print(f"\n{result}; per-class report: {out / 'report.png'}")
     return 0

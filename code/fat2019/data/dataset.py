@@ -3,7 +3,8 @@
     <data>/train_curated.csv      fname,labels   (labels: comma-separated class names)
     <data>/train_noisy.csv        fname,labels   (optional: without it, no pretraining)
     <data>/sample_submission.csv  fname + one column per class (optional, see below)
-    <data>/test_labels.csv        fname,labels   (optional: held-back truth, demo data only)
+    <data>/test_labels.csv        fname,labels[,usage]   (optional: the test truth; usage says
+                                  which leaderboard part, Public or Private, scored the clip)
     <data>/audio_train/           curated and noisy clips together
     <data>/audio_test/            test clips
 
@@ -351,3 +352,22 @@ def read_test_labels(data_dir: Path, dataset: Dataset) -> np.ndarray | None:
     if problems:
         raise DatasetError(f"bad {path}", problems)
     return clips.labels[[row[f] for f in dataset.test.fnames]]
+
+
+TEST_PART_COLUMN = "usage"
+
+
+def read_test_parts(data_dir: Path, dataset: Dataset) -> dict[str, np.ndarray] | None:
+    """{part: mask over the test clips, in sample_submission order} from test_labels.csv's
+    usage column (public, private: the leaderboard that scored the clip), parts in
+    lower case; None without the file or the column."""
+    path = Path(data_dir) / TEST_LABELS_CSV
+    if not path.is_file():
+        return None
+    header, rows = read_rows(path)
+    if TEST_PART_COLUMN not in header or "fname" not in header:
+        return None
+    name_at, part_at = header.index("fname"), header.index(TEST_PART_COLUMN)
+    part_of = {fields[name_at]: fields[part_at].strip().lower() for _, fields in rows if len(fields) == len(header)}
+    parts = [part_of.get(f, "") for f in dataset.test.fnames]
+    return {p: np.array([q == p for q in parts]) for p in sorted(set(parts)) if p}
