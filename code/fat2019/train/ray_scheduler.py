@@ -167,25 +167,19 @@ def die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # 1 = PR_SET_PDEATHSIG
 
 
-def unit_env(devices: str, pretend: bool, driver_threads: dict[str, str | None], node_gpus: float) -> dict:
-    """The unit's environment: pinned to its GPU, output unbuffered so its log is live.
-    Pretend GPUs keep the driver's thread settings (Ray sets OMP_NUM_THREADS in its
-    workers): a CPU sums in an order that depends on the number of threads, and only with
-    the same ones is a unit bit-identical to the one-process run. On real GPUs the CPU
-    pools, which only feed the GPU, share the node's cores, unless the user set them."""
+def unit_env(devices: str, pretend: bool, driver_threads: dict[str, str | None]) -> dict:
+    """The unit's environment: pinned to its GPU (a pretend one by a name that is no CUDA
+    device), output unbuffered so its log is live, and the driver's CPU thread settings
+    (set or unset; Ray sets OMP_NUM_THREADS in its workers): a CPU sums in an order that
+    depends on the number of threads, and only with the same ones does a unit equal the
+    one-process run bit for bit. To give each unit fewer threads, set them for the driver."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if pretend:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(PRETEND + d for d in devices.split(","))
-        for name, value in driver_threads.items():
-            if value is None:
-                env.pop(name, None)
-            else:
-                env[name] = value
-    else:
-        env["CUDA_VISIBLE_DEVICES"] = devices
-        share = str(max(1, int(len(os.sched_getaffinity(0)) // max(1.0, node_gpus))))
-        for name, value in driver_threads.items():
-            env[name] = value if value is not None else share
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(PRETEND + d for d in devices.split(",")) if pretend else devices
+    for name, value in driver_threads.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
 
 
@@ -227,9 +221,7 @@ def run_unit(label: str, command: list[str], log: str, needs: list[str], cwd: st
                       f"see the repository, the virtualenv, the feature cache and models/ at the same paths "
                       f"(docs/clusters.md)")
     devices = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    node_gpus = next((n["Resources"].get("GPU", 1.0) for n in ray.nodes()
-                      if n["NodeID"] == context.get_node_id()), 1.0)
-    env = unit_env(devices, pretend, driver_threads, node_gpus)
+    env = unit_env(devices, pretend, driver_threads)
     with open(log, "a") as out:
         out.write(f"{HEADER}{stamp()} {label}: started on node {node}, GPU {env['CUDA_VISIBLE_DEVICES']}, "
                   f"{started - submitted:.2f} s after submission: {' '.join(command)}\n")
