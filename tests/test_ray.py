@@ -73,7 +73,7 @@ open(os.path.join(out, name + ".pid"), "w").write(str(os.getpid()))
 time.sleep(control.get("sleep", 0.05))
 with open(os.path.join(out, name + ".runs"), "a") as f:
     f.write(json.dumps({"gpu": os.environ["CUDA_VISIBLE_DEVICES"], "start": start, "end": time.time(),
-                        "omp": os.environ.get("OMP_NUM_THREADS")}) + "\\n")
+                        "omp": os.environ.get("OMP_NUM_THREADS"), "nice": os.getpriority(os.PRIO_PROCESS, 0)}) + "\\n")
 print(name, "epoch 1 of 1")
 if name in control.get("fail", []):
     print("Traceback: the loss of", name, "is nan", file=sys.stderr)
@@ -168,7 +168,8 @@ def test_each_unit_sees_one_gpu_never_one_another_uses_and_units_queue(cluster, 
     for k, (run,) in runs.items():
         record = outcome.runs[f"fold {k}"]
         assert run["gpu"] == record["gpu"] == record["ray_gpu"] and run["gpu"].isdigit()   # exactly one GPU
-        assert run["omp"] is None or run["omp"] == os.environ.get("OMP_NUM_THREADS")   # the driver's, not Ray's
+        assert run["omp"] == os.environ.get("OMP_NUM_THREADS")          # the driver's, not Ray's
+        assert run["nice"] == os.getpriority(os.PRIO_PROCESS, 0)        # the driver's, not Ray's 15
         spans.append((record["node"], run["gpu"], run["start"], run["end"]))
     for i, (node, gpu, start, end) in enumerate(spans):
         for other_node, other_gpu, other_start, other_end in spans[i + 1:]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import os
 import signal
 import socket
@@ -160,11 +161,17 @@ class Outcome:
 
 # --- in the task (a Ray worker process) -----------------------------------------------------
 
-def die_with_parent() -> None:
-    """In the unit's process: a SIGTERM when the Ray worker that started it dies (its node
-    was lost, or its driver), so it saves at a safe point and exits (shutdown.py), and lets
-    go of its lock for the retry, instead of training on as an orphan."""
+def prepare_unit_process(niceness: int) -> None:
+    """In the unit's process, before it starts: a SIGTERM when the Ray worker that started
+    it dies (its node was lost, or its driver), so it saves at a safe point and exits
+    (shutdown.py) and lets go of its lock for the retry, instead of training on as an
+    orphan; and the driver's priority, not the one Ray gives its workers (nice 15): the
+    unit is the stage's work."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # 1 = PR_SET_PDEATHSIG
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    except PermissionError:   # only a privileged user may raise a priority: the unit stays at Ray's
+        pass
 
 
 def unit_env(devices: str, pretend: bool, driver_threads: dict[str, str | None]) -> dict:
@@ -204,7 +211,8 @@ def wait_for_lock(path: str | None, limit_s: float = 120.0) -> None:
 
 
 def run_unit(label: str, command: list[str], log: str, needs: list[str], cwd: str, pretend: bool,
-             driver_threads: dict[str, str | None], submitted: float, lock: str | None, log_start: int) -> dict:
+             driver_threads: dict[str, str | None], submitted: float, lock: str | None, log_start: int,
+             niceness: int = 0) -> dict:
     """The Ray task: check the shared paths, then run the unit's command with its output
     appended to its log. Returns a record of where and when it ran, and its exit code."""
     import ray
@@ -227,7 +235,8 @@ def run_unit(label: str, command: list[str], log: str, needs: list[str], cwd: st
                   f"{started - submitted:.2f} s after submission: {' '.join(command)}\n")
         out.flush()
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, cwd=cwd, preexec_fn=die_with_parent)
+                                   env=env, cwd=cwd,
+                                   preexec_fn=functools.partial(prepare_unit_process, niceness))
         rc = process.wait()
         ended = time.time()
         out.write(f"=== {stamp()} {label}: exit code {rc} after {ended - started:.1f} s\n")
@@ -381,10 +390,11 @@ def run(units: list[Unit], chosen: Plan, stage: str, *, redo: bool = False) -> O
             start = log_size(unit.log)
             ref = task.remote(unit.label, unit.command, str(unit.log), [str(Path(p).resolve()) for p in unit.needs],
                               os.getcwd(), chosen.pretend, threads, time.time(),
-                              str(unit.lock.resolve()) if unit.lock else None, start)
+                              str(unit.lock.resolve()) if unit.lock else None, start,
+                              os.getpriority(os.PRIO_PROCESS, 0))
             jobs.append(Submitted(unit, ref, start))
         wait_for(ray, jobs, outcome, UnitProgress(stage, len(pending)))
-    except BaseException:   # Ctrl-C, SIGTERM: the units get a SIGTERM too (die_with_parent), save and stop
+    except BaseException:   # Ctrl-C, SIGTERM: the units get a SIGTERM too (prepare_unit_process), save and stop
         for job in locals().get("jobs", []):
             ray.cancel(job.ref, force=True)
         raise
