@@ -22,7 +22,8 @@ from pathlib import Path
 CODE = Path(__file__).resolve().parent
 REPO = CODE.parent
 EPOCH_LINE = re.compile(r"^(?P<unit>\S+ fold \d+) epoch +\d+/\d+ .* (?P<seconds>\d+)s$")
-HEADER = re.compile(r"^=== unit .*?: started on node .*?, (?P<after>[\d.]+) s after submission")
+HEADER = re.compile(r"^=== unit \S+ (?P<clock>\S+) .*?: started on node .*?, (?P<after>[\d.]+) s after submission")
+TRAINING = re.compile(r"^train: unit \d+/\d+: .*, starting at (?P<clock>\S+)$")
 EXIT = re.compile(r"^=== .*: exit code 0 after (?P<seconds>[\d.]+) s$")
 
 
@@ -44,6 +45,12 @@ def epoch_seconds(text: str) -> dict[str, int]:
         if m:
             sums[m["unit"]] = sums.get(m["unit"], 0) + int(m["seconds"])
     return sums
+
+
+def seconds_of(clock: str) -> int:
+    """Seconds since midnight of HH:MM:SS."""
+    h, m, sec = (int(part) for part in clock.split(":"))
+    return 3600 * h + 60 * m + sec
 
 
 def main() -> int:
@@ -70,15 +77,18 @@ def main() -> int:
     rows = []
     for k in range(3):
         text = (args.work / "ray" / "v1mix" / f"fold{k}.log").read_text()
-        after = next(float(m["after"]) for m in map(HEADER.match, text.splitlines()) if m)
+        header = next(m for m in map(HEADER.match, text.splitlines()) if m)
+        training = next(m for m in map(TRAINING.match, text.splitlines()) if m)
+        after = float(header["after"])
+        to_training = seconds_of(training["clock"]) - seconds_of(header["clock"])
         took = next(float(m["seconds"]) for m in map(EXIT.match, text.splitlines()) if m)
         epochs = epoch_seconds(text)[f"v1mix fold {k}"]
-        rows.append((k, after, took, epochs, in_process[f"v1mix fold {k}"]))
-    print("| fold | submission -> task start (s) | task (s) | its epochs (s) | added: task - epochs (s) "
-          "| epochs in one process (s) |")
-    print("|---|---|---|---|---|---|")
-    for k, after, took, epochs, alone in rows:
-        print(f"| {k} | {after:.2f} | {took:.0f} | {epochs} | {took - epochs:.0f} | {alone} |")
+        rows.append((k, after, to_training, took, epochs, in_process[f"v1mix fold {k}"]))
+    print("| fold | submission -> task start (s) | task start -> training (s) | task (s) | its epochs (s) "
+          "| added: task - epochs (s) | epochs in one process (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for k, after, to_training, took, epochs, alone in rows:
+        print(f"| {k} | {after:.2f} | {to_training:.0f} | {took:.0f} | {epochs} | {took - epochs:.0f} | {alone} |")
     print(f"\ntrain.py --models v1mix --from-scratch (demo, 3 folds): one process {one:.0f} s, "
           f"--gpus 2 {two:.0f} s ({one / two:.2f}x); load average during the runs up to "
           f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores")

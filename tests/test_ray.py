@@ -336,7 +336,7 @@ def test_a_node_lost_mid_fold_costs_one_epoch_and_changes_nothing(cluster, data,
     its checkpoint, and both folds equal the same folds trained in this process, weight for
     weight, and history.csv row for row."""
     c, nodes = cluster
-    epochs = 3
+    epochs = 2
     models = tmp_path / "ray"
     folder = models / "v1mix"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -358,7 +358,7 @@ def test_a_node_lost_mid_fold_costs_one_epoch_and_changes_nothing(cluster, data,
     header = next(line for line in layout.log_path(folder, f"fold{lost}").read_text().splitlines()
                   if line.startswith(ray_scheduler.HEADER))
     node_id = header.split(": started on node 127.0.0.1 ")[1][:8]
-    name, node = next((n, v) for n, v in nodes.items() if v.unique_id.startswith(node_id))
+    name, node = next((n, v) for n, v in nodes.items() if v.node_id.startswith(node_id))
     checkpointed = json.loads(layout.run_file(folder, f"fold{lost}", ".state.json").read_text())["next_epoch"]
     c.remove_node(node)
     nodes[name] = c.add_node(num_cpus=1, num_gpus=NODE_GPUS[name])   # the fixture's shape back

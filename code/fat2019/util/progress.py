@@ -86,7 +86,9 @@ class UnitProgress:
         self.total -= 1
 
     def starting(self, label: str) -> None:
-        print(f"{self.stage}: unit {self.done + 1}/{self.total}: {label}", file=self.stream, flush=True)
+        """The unit's number and the wall-clock time (a long log's landmarks)."""
+        print(f"{self.stage}: unit {self.done + 1}/{self.total}: {label}, starting at {time.strftime('%H:%M:%S')}",
+              file=self.stream, flush=True)
 
     def finished(self, label: str) -> None:
         self.done += 1
