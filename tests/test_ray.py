@@ -299,7 +299,7 @@ def test_the_plan_of_the_options(monkeypatch, capsys):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     data = make_dataset(tmp_path_factory.mktemp("ray") / "data", n_curated=10, n_noisy=4, n_test=1)
-    assert features.main(["--data-dir", str(data), "--workers", "1", "--sets", "curated", "noisy"]) == 0
+    assert features.main(["--data-dir", str(data), "--workers", "1", "--sets", "curated", "noisy", "test"]) == 0
     return data
 
 
@@ -393,6 +393,8 @@ sys.meta_path.insert(0, NotInstalled())
 
 
 def test_gpus_2_under_jax_without_tensorflow_pins_each_unit_to_its_own_gpu(data, tmp_path):
+    """train.py and predict.py --gpus 2 with KERAS_BACKEND=jax and TensorFlow unimportable
+    in every process (issue 18: the driver imported TensorFlow to keep off the GPUs)."""
     blocker = tmp_path / "site"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(BLOCK_TENSORFLOW)
@@ -413,4 +415,9 @@ def test_gpus_2_under_jax_without_tensorflow_pins_each_unit_to_its_own_gpu(data,
         assert f"GPU {gpus[-1]}] v1mix fold {k}: done" in run.stdout
     assert sorted(gpus) == ["cpu0", "cpu1"]      # one each, never the same (both ran at once)
     assert "train: 2/2 units done" in run.stdout
+    run = subprocess.run([sys.executable, str(CODE / "predict.py"), *stage_args(data, models, 1), "--gpus", "2"],
+                         env=env, cwd=CODE.parent, capture_output=True, text=True, timeout=LIMIT_S)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "v1mix fold 0 prediction: done" in run.stdout and "v1mix fold 1 prediction: done" in run.stdout
+    assert "v1mix: oof.csv and test.csv written (2 folds)" in run.stdout   # gathered by the driver
     print("pinning under JAX without TensorFlow:", dict(zip(("fold 0", "fold 1"), gpus)))

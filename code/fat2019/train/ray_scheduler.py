@@ -266,7 +266,7 @@ def connect(chosen: Plan):
         # units' environment (unit_env), so no unit sees a CUDA device
         hidden = os.environ.pop("CUDA_VISIBLE_DEVICES", None) if chosen.pretend else None
         try:
-            ray.init(num_gpus=chosen.gpus, **common)
+            ray.init(address="local", num_gpus=chosen.gpus, **common)   # never a cluster found running here
         finally:
             if hidden is not None:
                 os.environ["CUDA_VISIBLE_DEVICES"] = hidden
