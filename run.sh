@@ -3,14 +3,15 @@
 #   sh run.sh                      real data in input/ -> profile full; otherwise the demo
 #   sh run.sh --models v1mix       extra options go to pretrain/train/predict/ensemble, so give
 #                                  ones they all take (--models, --set, --data-dir, --models-dir)
-#   sh run.sh --gpus 4             pretrain and train run 4 processes side by side, one per GPU
+#   sh run.sh --gpus 4             pretrain, train and predict run 4 units at a time, one per GPU (Ray)
+#   sh run.sh --cluster auto       the same on a running Ray cluster, all of its GPUs (docs/clusters.md)
 # Every stage skips work that is already finished, so rerunning resumes.
 set -e
 cd "$(dirname "$0")"
 began=$(date +%s)
 . code/setup_env.sh || exit 1
 
-# --gpus N goes to the training stages only (the others run on one device)
+# --gpus N / --cluster [ADDRESS] go to the stages made of units (the others run on one device)
 GPUS=
 n=$#
 while [ "$n" -gt 0 ]; do
@@ -23,7 +24,14 @@ while [ "$n" -gt 0 ]; do
             GPUS="--gpus $1"
             shift
             n=$((n - 1)) ;;
-        --gpus=*) GPUS=$arg ;;
+        --gpus=*|--cluster=*) GPUS=$arg ;;
+        --cluster)
+            GPUS=--cluster
+            if [ "$n" -gt 0 ] && [ "${1#-}" = "$1" ]; then   # an address (it may be left out: RAY_ADDRESS)
+                GPUS="--cluster $1"
+                shift
+                n=$((n - 1))
+            fi ;;
         *) set -- "$@" "$arg" ;;
     esac
 done
@@ -51,7 +59,7 @@ stage() {
 stage features
 stage pretrain $GPUS "$@"
 stage train $GPUS "$@"
-stage predict "$@"
+stage predict $GPUS "$@"
 stage ensemble "$@"
 
 took=$(( $(date +%s) - began ))

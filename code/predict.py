@@ -10,8 +10,13 @@ Finished folds are skipped (--force redoes them); a fold retrained since its pre
 is predicted again.
 
     python code/predict.py --profile demo
+    python code/predict.py --gpus 4      # 4 folds at a time, one per GPU (Ray; docs/clusters.md)
 """
 from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -19,13 +24,39 @@ from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before an
 from fat2019 import layout
 from fat2019.data.batches import predict_tta
 from fat2019.nn.models import build_model
+from fat2019.train import ray_scheduler
 from fat2019.train.workspace import Workspace, read_predictions, run_stage, stage_parser, write_predictions
+
+
+def predict_on_ray(ws: Workspace, argv: list[str], chosen: ray_scheduler.Plan) -> int:
+    """--gpus N / --cluster: the trained folds not yet predicted (all with --force), each a
+    unit appended to its fold's log (ray_scheduler.py)."""
+    units = []
+    for model_cfg in ws.models:
+        folder = ws.model_dir(model_cfg.name)
+        for k in ws.fold_numbers():
+            if layout.is_finished(folder, layout.fold_prefix(k)):
+                units.append(ray_scheduler.Unit(
+                    f"{model_cfg.name} fold {k} prediction",
+                    [sys.executable, str(Path(__file__).resolve()),
+                     *ray_scheduler.unit_argv(argv, "--models", model_cfg.name, "--folds", str(k))],
+                    layout.log_path(folder, layout.fold_prefix(k)),
+                    functools.partial(layout.is_predicted, folder, k), needs=(ws.paths.features, ws.paths.models)))
+    return ray_scheduler.exit_code(ray_scheduler.run(units, chosen, "predict", redo=ws.args.force))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__, seed=False)
+    ray_scheduler.add_args(parser)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    chosen = ray_scheduler.plan(parser, args)
     ws = Workspace(args)
+    if chosen is not None:   # each fold's prediction a Ray task on one GPU; then gathered below
+        failed = predict_on_ray(ws, argv, chosen)
+        if failed:
+            return failed
+        args.force = False
     test = ws.clip_data(ws.dataset.test)
     curated_fnames, test_fnames = ws.curated.fnames, test.fnames
     incomplete = []

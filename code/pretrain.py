@@ -7,29 +7,31 @@ skipped (--force redoes them); an interrupted one resumes at its next epoch. A m
 another run is pretraining (models/<name>/pretrain.lock held) is skipped with a note.
 
     python code/pretrain.py --profile demo --models v1mix
-    python code/pretrain.py --gpus 4      # 4 models' pretraining side by side, one per GPU
+    python code/pretrain.py --gpus 4      # 4 models' pretraining side by side, one per GPU (Ray)
 """
 from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 
 from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019 import config
-from fat2019.train import fold_scheduler
+from fat2019.train import ray_scheduler
 from fat2019 import layout
 from fat2019.train import seeds
 from fat2019.train import training
+from fat2019.util.progress import UnitProgress
 from fat2019.nn.models import build_model
 from fat2019.train.workspace import Workspace, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__, folds=False, trains=True)
-    fold_scheduler.add_gpus_arg(parser)
+    ray_scheduler.add_args(parser)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    devices = fold_scheduler.take_devices(args)
+    chosen = ray_scheduler.plan(parser, args)
     ws = Workspace(args)
     if not len(ws.dataset.noisy):
         print("pretrain: no train_noisy.csv clips; nothing to pretrain (train.py starts from scratch)")
@@ -38,18 +40,28 @@ def main(argv: list[str] | None = None) -> int:
     sources = list(dict.fromkeys(m.pretrain_source for m in ws.models))
     noisy, curated = ws.clip_data(ws.dataset.noisy), ws.curated
     print(f"pretrain: profile {ws.profile.name}, {len(noisy)} noisy clips, scored on {len(curated)} curated")
-    if len(devices) > 1:  # --gpus N: one worker process per device, each pretraining one model at a time
-        units = [fold_scheduler.Unit(f"{name} pretrain", fold_scheduler.worker_command(__file__, argv, "--models", name),
-                                     layout.log_path(ws.model_dir(name), layout.PRETRAIN),
-                                     functools.partial(layout.is_finished, ws.model_dir(name), layout.PRETRAIN))
+    if chosen is not None:  # --gpus N / --cluster: each model's pretraining a Ray task on one GPU
+        units = [ray_scheduler.Unit(f"{name} pretrain",
+                                    [sys.executable, str(Path(__file__).resolve()),
+                                     *ray_scheduler.unit_argv(argv, "--models", name)],
+                                    layout.log_path(ws.model_dir(name), layout.PRETRAIN),
+                                    functools.partial(layout.is_finished, ws.model_dir(name), layout.PRETRAIN),
+                                    needs=(ws.paths.features, ws.paths.models),
+                                    lock=layout.lock_path(ws.model_dir(name), layout.PRETRAIN))
                  for name in sources]
-        return fold_scheduler.exit_code(fold_scheduler.run(units, devices, redo=args.force))
+        return ray_scheduler.exit_code(ray_scheduler.run(units, chosen, "pretrain", redo=args.force))
+    progress = UnitProgress("pretrain", sum(args.force or not layout.is_finished(ws.model_dir(name), layout.PRETRAIN)
+                                            for name in sources))
     for name in sources:
         model_cfg = ws.profile.scale(config.ZOO_BY_NAME[name])
         folder = ws.model_dir(name)
+        unfinished = args.force or not layout.is_finished(folder, layout.PRETRAIN)
         with training.claim(folder, layout.PRETRAIN, f"{name}: pretraining", args.force) as mine:
             if not mine:
+                if unfinished:   # another run holds it
+                    progress.skipped(f"{name} pretrain")
                 continue
+            progress.starting(f"{name} pretrain")
             seed = seeds.unit_seed(args.seed, name, layout.PRETRAIN)
             with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
                 model, _ = training.start_state(lambda: build_model(model_cfg, len(ws.classes)), seed)
@@ -57,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                    model_cfg.crop_samples, folder, layout.PRETRAIN, seed=seed,
                                    label=f"{name} pretrain", workers=args.workers, tensorboard=args.tensorboard)
             print(f"{name}: pretrained, best epoch {summary['best_epoch']} (curated LRAP {summary['best_val_lrap']:.4f})")
+            progress.finished(f"{name} pretrain")
     return 0
 
 

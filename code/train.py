@@ -8,7 +8,8 @@ epoch. models/<name>/history.csv gathers every fold's epochs; models/<name>/repo
 plots them (reports.py), with the noisy pretraining curve.
 
     python code/train.py --profile demo --models v1mix --folds 0 1
-    python code/train.py --gpus 4      # 4 fold processes side by side, one per GPU
+    python code/train.py --gpus 4      # 4 folds side by side, one per GPU (Ray; docs/clusters.md)
+    python code/train.py --cluster auto   # the folds spread over a running Ray cluster's GPUs
 
 A fold another run is training (its models/<name>/fold<k>.lock is held) is skipped with
 a note naming that run; a rerun picks it up if that run died before finishing it.
@@ -17,15 +18,17 @@ from __future__ import annotations
 
 import functools
 import sys
+from pathlib import Path
 
 import pandas as pd
 
 from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
-from fat2019.train import fold_scheduler
+from fat2019.train import ray_scheduler
 from fat2019 import layout
 from fat2019.eval import reports
 from fat2019.train import seeds
 from fat2019.train import training
+from fat2019.util.progress import UnitProgress
 from fat2019.util.atomic import atomic_write_text
 from fat2019.nn.models import build_model
 from fat2019.train.workspace import Workspace, run_stage, stage_parser
@@ -62,36 +65,47 @@ def finish_model(ws: Workspace, model_cfg, pretrained, use_pretrained: bool) -> 
         print(f"{model_cfg.name}: report {report}")
 
 
-def train_on_devices(ws: Workspace, argv: list[str], devices: list[str], use_pretrained: bool) -> int:
-    """--gpus N: one worker process per device, each training one fold at a time."""
-    ws.folds  # models/folds.csv made here once, not by the workers at the same time
+def train_on_ray(ws: Workspace, argv: list[str], chosen: ray_scheduler.Plan, use_pretrained: bool) -> int:
+    """--gpus N / --cluster: each fold a Ray task on one GPU (ray_scheduler.py)."""
+    ws.folds  # models/folds.csv made here once, not by the units at the same time
     models = [ws.profile.scale(m) for m in ws.models]
     starts = [pretrained_start(ws, m, use_pretrained) for m in models]
-    units = [fold_scheduler.Unit(f"{m.name} fold {k}",
-                                 fold_scheduler.worker_command(__file__, argv, "--models", m.name, "--folds", str(k)),
-                                 layout.log_path(ws.model_dir(m.name), layout.fold_prefix(k)),
-                                 functools.partial(layout.is_finished, ws.model_dir(m.name), layout.fold_prefix(k)))
+    units = [ray_scheduler.Unit(f"{m.name} fold {k}",
+                                [sys.executable, str(Path(__file__).resolve()),
+                                 *ray_scheduler.unit_argv(argv, "--models", m.name, "--folds", str(k))],
+                                layout.log_path(ws.model_dir(m.name), layout.fold_prefix(k)),
+                                functools.partial(layout.is_finished, ws.model_dir(m.name), layout.fold_prefix(k)),
+                                needs=(ws.paths.features, ws.paths.models),
+                                lock=layout.lock_path(ws.model_dir(m.name), layout.fold_prefix(k)))
              for m in models for k in ws.fold_numbers()]
-    outcome = fold_scheduler.run(units, devices, redo=ws.args.force)
+    outcome = ray_scheduler.run(units, chosen, "train", redo=ws.args.force)
     for model_cfg, pretrained in zip(models, starts):
         finish_model(ws, model_cfg, pretrained, use_pretrained)
-    return fold_scheduler.exit_code(outcome)
+    return ray_scheduler.exit_code(outcome)
+
+
+def pending_units(ws: Workspace, folds: list[int]) -> int:
+    """The folds this run will train (for the overall progress)."""
+    if ws.args.force:
+        return len(ws.models) * len(folds)
+    return sum(not layout.is_finished(ws.model_dir(m.name), layout.fold_prefix(k)) for m in ws.models for k in folds)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__, trains=True)
     parser.add_argument("--from-scratch", action="store_true",
                         help="do not start from the noisy pretraining (the default when there is no noisy set)")
-    fold_scheduler.add_gpus_arg(parser)
+    ray_scheduler.add_args(parser)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    devices = fold_scheduler.take_devices(args)
+    chosen = ray_scheduler.plan(parser, args)
     ws = Workspace(args)
     folds = ws.fold_numbers()
     use_pretrained = not args.from_scratch and len(ws.dataset.noisy) > 0
     print(f"train: profile {ws.profile.name}, {len(ws.curated)} curated clips, folds {folds}")
-    if len(devices) > 1:
-        return train_on_devices(ws, argv, devices, use_pretrained)
+    if chosen is not None:
+        return train_on_ray(ws, argv, chosen, use_pretrained)
+    progress = UnitProgress("train", pending_units(ws, folds))
     for model_cfg in ws.models:
         model_cfg = ws.profile.scale(model_cfg)
         folder = ws.model_dir(model_cfg.name)
@@ -99,9 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         model = None  # built once per model and reused across folds (training.start_state)
         for k in folds:
             prefix = layout.fold_prefix(k)
-            with training.claim(folder, prefix, f"{model_cfg.name} fold {k}:", args.force) as mine:
+            label = f"{model_cfg.name} fold {k}"
+            unfinished = args.force or not layout.is_finished(folder, prefix)
+            with training.claim(folder, prefix, f"{label}:", args.force) as mine:
                 if not mine:
+                    if unfinished:   # another run holds it
+                        progress.skipped(label)
                     continue
+                progress.starting(label)
                 seed = seeds.unit_seed(args.seed, model_cfg.name, prefix)
                 with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
                     fresh, start = training.start_state(lambda: build_model(model_cfg, len(ws.classes)), seed,
@@ -117,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                                        tensorboard=args.tensorboard)
                 print(f"{model_cfg.name} fold {k}: best epoch {summary['best_epoch']}, "
                       f"val LRAP {summary['best_val_lrap']:.4f}")
+                progress.finished(label)
             gather_history(folder, ws.profile.n_folds)
         finish_model(ws, model_cfg, pretrained, use_pretrained)  # again for folds other runs trained
     return 0

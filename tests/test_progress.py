@@ -1,8 +1,9 @@
 """Progress in a log file: plain lines with steps, time and ETA, never carriage returns."""
 import io
+import re
 import time
 
-from fat2019.util.progress import Progress, duration
+from fat2019.util.progress import Progress, UnitProgress, duration
 
 
 class LogFile(io.StringIO):
@@ -58,3 +59,27 @@ def test_the_epoch_progress_callback_lets_jax_run_steps_ahead():
         assert threads_of(training.EpochProgress) == [False] * 4
         assert threads_of(keras.callbacks.Callback) == [True] * 4
     """)
+
+
+def test_a_stage_says_where_it_is_in_its_whole_job_with_an_eta():
+    log, now = LogFile(), [0.0]
+    progress = UnitProgress("train", 4, stream=log, clock=lambda: now[0])
+    progress.starting("v1mix fold 0")
+    now[0] = 300.0
+    progress.finished("v1mix fold 0")
+    progress.skipped("v1mix fold 1")              # another run holds it: not this run's work
+    progress.starting("v1mix fold 2")
+    now[0] = 600.0
+    progress.finished("v1mix fold 2")
+    progress.starting("se fold 0")
+    now[0] = 900.0
+    progress.finished("se fold 0")
+    lines = [re.sub(r"starting at \d\d:\d\d:\d\d$", "starting at T", line) for line in log.getvalue().splitlines()]
+    assert lines == [
+        "train: unit 1/4: v1mix fold 0, starting at T",
+        "train: 1/4 units done (last: v1mix fold 0), 5m00s, about 15m00s left",
+        "train: unit 2/3: v1mix fold 2, starting at T",
+        "train: 2/3 units done (last: v1mix fold 2), 10m00s, about 5m00s left",
+        "train: unit 3/3: se fold 0, starting at T",
+        "train: 3/3 units done (last: se fold 0), 15m00s",
+    ]

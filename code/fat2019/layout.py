@@ -27,7 +27,7 @@ The files of one training run called <prefix> (training.fit writes them):
     <prefix>.last.keras, <prefix>.state.json
                                      the resume point while the run is unfinished
     <prefix>.lock                    held (an OS lock, locks.py) while a process works on the run
-    <prefix>.log                     the run's output, when a worker of fold_scheduler.py ran it
+    <prefix>.log                     the output of the Ray tasks that ran it (ray_scheduler.py)
 """
 from __future__ import annotations
 

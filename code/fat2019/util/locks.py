@@ -1,5 +1,5 @@
 """One OS lock per unit of work (a model's pretraining, or fold k of a model), so that two
-runs at once — two shells, N fold processes (fold_scheduler.py), or machines sharing
+runs at once — two shells, Ray tasks on several GPUs or machines (ray_scheduler.py) sharing
 models/ — never train the same unit twice or write each other's files.
 
     with locks.try_hold(layout.lock_path(folder, prefix)) as lock:
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-HELD_BY = "held by"   # begins the description of a holder (fold_scheduler.py looks for it in logs)
+HELD_BY = "held by"   # begins the description of a holder (ray_scheduler.py looks for it in logs)
 ATTEMPTS = 10   # a holder deleting the file as we open it: retry on the new file
 
 

@@ -1,0 +1,99 @@
+"""What Ray's scheduling costs: the demo's train.py on one model (v1mix, from scratch, its
+3 folds) run twice on the same data, in one process and with `--gpus 2` (pretend GPUs on
+a machine without one), and per unit the seconds from submission until its task started
+and the seconds a fold took beyond its epochs (its process's start: Python, the backend's
+import, the data, the model). Prints a Markdown section for BENCHMARKS.md.
+
+    .venv/bin/python code/bench_ray.py                     # makes the demo data if needed
+    .venv/bin/python code/bench_ray.py --work /tmp/bench_ray
+
+Takes about 10 minutes on an idle 2-core CPU (two demo trainings of 3 folds).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CODE = Path(__file__).resolve().parent
+REPO = CODE.parent
+EPOCH_LINE = re.compile(r"^(?P<unit>\S+ fold \d+) epoch +\d+/\d+ .* (?P<seconds>\d+)s$")
+HEADER = re.compile(r"^=== unit \S+ (?P<clock>\S+) .*?: started on node .*?, (?P<after>[\d.]+) s after submission")
+TRAINING = re.compile(r"^train: unit \d+/\d+: .*, starting at (?P<clock>\S+)$")
+EXIT = re.compile(r"^=== .*: exit code 0 after (?P<seconds>[\d.]+) s$")
+
+
+def run(command: list[str], log: Path) -> float:
+    """Run a stage with its output in `log`; its wall time in seconds."""
+    began = time.perf_counter()
+    with open(log, "w") as out:
+        rc = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO).returncode
+    if rc != 0:
+        raise SystemExit(f"{' '.join(command)} failed (exit code {rc}); see {log}")
+    return time.perf_counter() - began
+
+
+def epoch_seconds(text: str) -> dict[str, int]:
+    """unit -> the sum of its epochs' seconds, from a training log."""
+    sums: dict[str, int] = {}
+    for line in text.splitlines():
+        m = EPOCH_LINE.match(line.strip())
+        if m:
+            sums[m["unit"]] = sums.get(m["unit"], 0) + int(m["seconds"])
+    return sums
+
+
+def seconds_of(clock: str) -> int:
+    """Seconds since midnight of HH:MM:SS."""
+    h, m, sec = (int(part) for part in clock.split(":"))
+    return 3600 * h + 60 * m + sec
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_ray"), help="scratch folder (default %(default)s)")
+    parser.add_argument("--data-dir", type=Path, help="demo data with its feature cache (default: made in --work)")
+    args = parser.parse_args()
+    py = sys.executable
+    data = args.data_dir or args.work / "demo"
+    args.work.mkdir(parents=True, exist_ok=True)
+    if not (data / "features").is_dir():
+        run([py, str(CODE / "make_demo_data.py"), "--out", str(data), "--noisy", "0", "--test", "0", "--force"],
+            args.work / "make_demo_data.log")
+        run([py, str(CODE / "features.py"), "--data-dir", str(data), "--profile", "demo", "--sets", "curated"],
+            args.work / "features.log")
+    common = [py, str(CODE / "train.py"), "--profile", "demo", "--data-dir", str(data), "--models", "v1mix",
+              "--from-scratch"]
+    load = os.getloadavg()
+    one = run([*common, "--models-dir", str(args.work / "one")], args.work / "one.log")
+    two = run([*common, "--models-dir", str(args.work / "ray"), "--gpus", "2"], args.work / "ray.log")
+    load = [max(a, b) for a, b in zip(load, os.getloadavg())]
+
+    in_process = epoch_seconds((args.work / "one.log").read_text())
+    rows = []
+    for k in range(3):
+        text = (args.work / "ray" / "v1mix" / f"fold{k}.log").read_text()
+        header = next(m for m in map(HEADER.match, text.splitlines()) if m)
+        training = next(m for m in map(TRAINING.match, text.splitlines()) if m)
+        after = float(header["after"])
+        to_training = seconds_of(training["clock"]) - seconds_of(header["clock"])
+        took = next(float(m["seconds"]) for m in map(EXIT.match, text.splitlines()) if m)
+        epochs = epoch_seconds(text)[f"v1mix fold {k}"]
+        rows.append((k, after, to_training, took, epochs, in_process[f"v1mix fold {k}"]))
+    print("| fold | submission -> task start (s) | task start -> training (s) | task (s) | its epochs (s) "
+          "| added: task - epochs (s) | epochs in one process (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for k, after, to_training, took, epochs, alone in rows:
+        print(f"| {k} | {after:.2f} | {to_training:.0f} | {took:.0f} | {epochs} | {took - epochs:.0f} | {alone} |")
+    print(f"\ntrain.py --models v1mix --from-scratch (demo, 3 folds): one process {one:.0f} s, "
+          f"--gpus 2 {two:.0f} s ({one / two:.2f}x); load average during the runs up to "
+          f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
