@@ -50,3 +50,74 @@ def test_a_run_of_all_its_epochs_says_nothing_of_stopping(tmp_path, monkeypatch,
     demo = config.PROFILES["demo"]
     summary = scripted_fit(tmp_path, monkeypatch, [0.1 * e for e in range(8)], demo)
     assert summary["epochs_run"] == 8 and "stopping early" not in capsys.readouterr().out
+
+
+# --- the features stage: label fields, counts, and what train.py says without a cache --------------
+
+def run_features(data, *extra):
+    import features
+    return features.main(["--data-dir", str(data), "--workers", "1", *extra])
+
+
+def own_data(root, rows):
+    """Own data (no sample_submission.csv: the classes are the labels used) of 0.2 s tones."""
+    import soundfile as sf
+    from helpers import tone, write_csv
+    (root / "audio_train").mkdir(parents=True)
+    for i, (fname, _) in enumerate(rows):
+        sf.write(root / "audio_train" / fname, tone(0.2, 200 + 10 * i, seed=i), 44100, subtype="PCM_16")
+    write_csv(root / "train_curated.csv", ["fname", "labels"], rows)
+    return root
+
+
+def test_a_label_with_another_separator_is_named_at_the_features_stage(tmp_path, capsys):
+    rows = [[f"c{i:03d}.wav", "low hum" if i % 2 else "high beep"] for i in range(6)]
+    rows[3][1] = "low hum;high beep"
+    rows[4][1] = "high beep|low hum"
+    data = own_data(tmp_path / "my_data", rows)
+    assert run_features(data, "--sets", "curated") == 0
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 2
+    semicolon, = [w for w in warned if "'low hum;high beep' contains ';'" in w]
+    bar, = [w for w in warned if "'high beep|low hum' contains '|'" in w]
+    assert "line 5 ('c003.wav')" in semicolon and "line 6 ('c004.wav')" in bar
+
+
+def test_a_class_of_one_clip_among_classes_of_dozens_is_named(tmp_path):
+    from fat2019.data.dataset import load_dataset, label_warnings
+    rows = [[f"c{i:03d}.wav", ["Bark", "Chirp", "Drip"][i % 3]] for i in range(36)]
+    rows[20][1] = "Brak"
+    data = own_data(tmp_path / "my_data", rows)
+    warnings = label_warnings(load_dataset(data))
+    assert len(warnings) == 1
+    assert "'Brak' is carried by a single curated clip" in warnings[0] and "line 22 ('c020.wav')" in warnings[0]
+    rows[20][1] = "Bark"  # a clean label list: no warning
+    data = own_data(tmp_path / "clean", rows)
+    assert label_warnings(load_dataset(data)) == []
+
+
+def test_features_counts_clips_from_the_cache_and_names_no_profile(tmp_path, capsys):
+    rows = [[f"c{i:03d}.wav", "Bark" if i % 2 else "Chirp"] for i in range(5)]
+    data = own_data(tmp_path / "my_data", rows)
+    (data / "audio_train" / "c002.wav").write_bytes(b"not audio")
+    assert run_features(data, "--skip-bad") == 0
+    out = capsys.readouterr().out
+    assert "profile" not in out.splitlines()[0]
+    assert "curated: 5 clips: 0 from the cache, 4 decoded in" in out and "1 left out (--skip-bad)" in out
+    assert run_features(data, "--skip-bad") == 0   # the rerun the issue quotes
+    assert "curated: 5 clips: 4 from the cache, 0 decoded in" in capsys.readouterr().out
+
+
+def test_after_a_bad_file_train_points_to_bad_files_csv_and_skip_bad(tmp_path, capsys):
+    from fat2019.data.feature_cache import FeatureCache
+    rows = [[f"c{i:03d}.wav", "Bark" if i % 2 else "Chirp"] for i in range(4)]
+    data = own_data(tmp_path / "my_data", rows)
+    with pytest.raises(FileNotFoundError, match=r"run code/features.py first"):
+        FeatureCache(data / "features" / "curated")
+    (data / "audio_train" / "c001.wav").write_bytes(b"not audio")
+    assert run_features(data) == 1
+    with pytest.raises(FileNotFoundError) as caught:
+        FeatureCache(data / "features" / "curated")
+    message = str(caught.value)
+    assert str(data / "features" / "curated" / "bad_files.csv") in message and "--skip-bad" in message
