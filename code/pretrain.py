@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = list(dict.fromkeys(m.pretrain_source for m in ws.models))
     noisy, curated = ws.clip_data(ws.dataset.noisy), ws.curated
     print(f"pretrain: profile {ws.profile.name}, {len(noisy)} noisy clips, scored on {len(curated)} curated")
+    ws.warn_if_profile_too_big("pretrain", [config.ZOO_BY_NAME[n] for n in sources], len(noisy) + len(curated), ws.profile.pretrain_epochs, len(sources))
     if len(devices) > 1:  # --gpus N: one worker process per device, each pretraining one model at a time
         units = [fold_scheduler.Unit(f"{name} pretrain", fold_scheduler.worker_command(__file__, argv, "--models", name),
                                      layout.log_path(ws.model_dir(name), layout.PRETRAIN),

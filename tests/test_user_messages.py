@@ -121,3 +121,49 @@ def test_after_a_bad_file_train_points_to_bad_files_csv_and_skip_bad(tmp_path, c
         FeatureCache(data / "features" / "curated")
     message = str(caught.value)
     assert str(data / "features" / "curated" / "bad_files.csv") in message and "--skip-bad" in message
+
+
+# --- the profile guard -------------------------------------------------------------------------------
+
+def test_profile_warning_names_the_reason_the_estimate_and_the_demo_hint():
+    from fat2019.train.workspace import profile_warning
+    text = profile_warning("train", 40, on_gpu=False, seconds=7 * 3600, demo_seconds=240)
+    assert "profile full on 40 curated clips" in text and "a CPU without a GPU" in text
+    assert "at least 7.0 h" in text and "--profile demo (its estimate: 4 min)" in text
+    text = profile_warning("train", 300, on_gpu=True, seconds=None, demo_seconds=None)
+    assert "300 curated clips" in text and "without a GPU" not in text and "at least" not in text
+    assert "--profile demo" in text
+
+
+def test_the_cpu_estimate_is_the_models_flops_at_the_measured_rate():
+    from fat2019.nn.flops import count_flops
+    from fat2019.nn.models import build_model
+    from fat2019.train import workspace
+    full = config.PROFILES["full"]
+    v1mix = config.ZOO_BY_NAME["v1mix"]
+    flops = count_flops(build_model(full.scale(v1mix), 19))["total"]
+    seconds = workspace.compute_seconds(full, [v1mix], 19, clips_per_epoch=40, epochs=40, runs=10, cores=2)
+    # 3 forward passes per clip and epoch, at the per-core rate times the cores
+    assert seconds == pytest.approx(3 * flops * 40 * 40 * 10 / (workspace.CPU_GFLOPS_PER_CORE * 1e9 * 2))
+    assert 3600 < seconds < 3 * 3600   # v1mix at 5 s crops: 17.5 GFLOPs per crop
+
+
+def test_train_on_small_own_data_with_the_full_profile_warns_first_and_goes_on(tmp_path, monkeypatch, capsys):
+    import train
+    from fat2019.train import workspace
+    rows = [[f"c{i:03d}.wav", "Bark" if i % 2 else "Chirp"] for i in range(8)]
+    data = own_data(tmp_path / "my_data", rows)
+    assert run_features(data) == 0
+    monkeypatch.setattr(workspace, "compute_seconds", lambda profile, *a: 7 * 3600 if profile.name == "full" else 300)
+    ran = []
+    monkeypatch.setattr(training, "fit", lambda *a, **kw: ran.append(1) or {"best_epoch": 1, "best_val_lrap": 0.5})
+    capsys.readouterr()
+    assert train.main(["--data-dir", str(data), "--models", "v1mix", "--folds", "0", "--set", "width=0.0625",
+                       "n_folds=2", "--from-scratch"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].startswith("train: profile full, 8 curated clips")
+    assert "warning: profile full on 8 curated clips" in captured.err and "--profile demo" in captured.err
+    assert ran == [1]   # and it went on
+    assert train.main(["--data-dir", str(data), "--profile", "demo", "--models", "v1mix", "--folds", "0",
+                       "--from-scratch"]) == 0
+    assert "warning: profile" not in capsys.readouterr().err
