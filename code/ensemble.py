@@ -32,6 +32,7 @@ from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before an
 from fat2019 import layout
 from fat2019.eval import reports
 from fat2019.data.dataset import read_test_labels
+from fat2019.util import machine
 from fat2019.util.atomic import atomic_write_text
 from fat2019.eval.metrics import lrap, lwlrap
 from fat2019.ensemble.stacking import fit_stacker, stack_inputs
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line + (f" {lwlrap(truth, t):>12.4f}" if truth is not None else ""))
     result = f"submission: {out / layout.SUBMISSION_CSV}" if all_test else f"out-of-fold: {out / layout.STACKER_OOF_CSV}"
     print(f"\n{result}; per-class report: {out / 'report.png'}")
+    print(machine.summary())   # CPU runs' last digits depend on it (docs/reproducibility-across-cpus.md)
     return 0
 
 
