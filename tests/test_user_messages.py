@@ -130,6 +130,7 @@ def test_profile_warning_names_the_reason_the_estimate_and_the_demo_hint():
     text = profile_warning("train", 40, on_gpu=False, seconds=7 * 3600, demo_seconds=240)
     assert "profile full on 40 curated clips" in text and "a CPU without a GPU" in text
     assert "at least 7.0 h" in text and "--profile demo (its estimate: 4 min)" in text
+    assert "(its estimate: under 1 min)" in profile_warning("train", 40, False, 3600, 20)
     text = profile_warning("train", 300, on_gpu=True, seconds=None, demo_seconds=None)
     assert "300 curated clips" in text and "without a GPU" not in text and "at least" not in text
     assert "--profile demo" in text

@@ -98,7 +98,11 @@ def has_gpu() -> bool:
 
 def duration(seconds: float) -> str:
     hours = seconds / 3600
-    return f"{hours:.0f} h" if hours >= 10 else f"{hours:.1f} h" if hours >= 1 else f"{seconds / 60:.0f} min"
+    if hours >= 48:
+        return f"{hours:.0f} h ({hours / 24:.0f} days)"
+    if hours >= 1:
+        return f"{hours:.0f} h" if hours >= 10 else f"{hours:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else "under 1 min"
 
 
 def profile_warning(stage: str, n_curated: int, on_gpu: bool, seconds: float | None,
@@ -141,7 +145,7 @@ class Workspace:
     def warn_if_profile_too_big(self, stage: str, models: list[config.ModelConfig], clips_per_epoch: int,
                                 epochs: int, runs: int) -> None:
         """Print profile_warning's warning, if any, for a stage of `runs` runs per model of
-        `epochs` epochs over `clips_per_epoch` clips; the stage then goes on (docs/profile-guard.md).
+        `epochs` epochs over `clips_per_epoch` clips; the stage then goes on (docs/user-messages.md).
         On a CPU, only when the estimate comes to WORTH_A_WARNING_S or more (a `full`
         shrunk with --set is what its user asked for)."""
         if self.profile.name != "full":
