@@ -66,6 +66,7 @@ took=$(( $(date +%s) - began ))
 # the profile's folders, from config.py (defined there once)
 set -- $(cd code && "$PY" -c "from fat2019 import config; p = config.PROFILES['$PROFILE']; print(p.submissions_dir, p.models_dir)")
 echo "=== all stages done in $((took / 60)) min $((took % 60)) s (profile $PROFILE)"
+(cd code && "$PY" -c "from fat2019.util import machine; print(machine.summary())")  # docs/reproducibility-across-cpus.md
 echo "results: $1/submission.csv (stacker), $1/average.csv (weighted average), $1/report.png"
 echo "         per model: $2/<model>/oof.csv, test.csv, report.png"
 echo "         where the out-of-fold predictions lose: $PY code/inspect_oof.py --profile $PROFILE"

@@ -34,6 +34,7 @@ from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before an
 from fat2019 import layout
 from fat2019.eval import reports
 from fat2019.data.dataset import read_test_labels, read_test_parts
+from fat2019.util import machine
 from fat2019.util.atomic import atomic_write_text
 from fat2019.eval.metrics import lrap, lwlrap
 from fat2019.eval.test_set import ALL, score_test_set
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<30} {lrap(y, o):>8.4f} {lwlrap(y, o):>10.4f}" + cells)
     result = f"submission: {out / layout.SUBMISSION_CSV}" if all_test else f"out-of-fold: {out / layout.STACKER_OOF_CSV}"
     print(f"\n{result}; per-class report: {out / 'report.png'}")
+    print(machine.summary())   # CPU runs' last digits depend on it (docs/reproducibility-across-cpus.md)
     return 0
 
 

@@ -10,7 +10,7 @@ Files that cannot be decoded (or are missing) are collected over the whole set a
 in <features-dir>/<set>/bad_files.csv; the stage then fails, naming each, unless
 --skip-bad is given, which leaves them out of the cache with a warning.
 
-    python code/features.py                   # profile from the data present
+    python code/features.py                   # input/ when it has train_curated.csv, else input/demo/
     python code/features.py --profile demo --workers 2
 """
 from __future__ import annotations
@@ -23,7 +23,18 @@ import time
 from fat2019 import cli
 from fat2019.util import shutdown
 from fat2019.data.cache_builder import BAD_FILES, build_set
-from fat2019.data.dataset import DatasetError, describe_sources, load_dataset
+from fat2019.data.dataset import DatasetError, describe_sources, label_warnings, load_dataset
+
+
+def describe_build(n_clips: int, decoded: int, n_bad: int, seconds: float, skip_bad: bool) -> str:
+    """Where a set's clips came from: the cache, decoding, or nowhere (bad files)."""
+    if not decoded and not n_bad:
+        return f"{n_clips} clips, up to date (all from the cache)"
+    rate = f" ({decoded / seconds:.1f} clips/s)" if decoded and seconds > 0 else ""
+    bad = f", {n_bad} {'left out (--skip-bad)' if skip_bad else 'bad'}" if n_bad else ""
+    return (f"{n_clips} clips: {n_clips - decoded - n_bad} from the cache, {decoded} decoded in {seconds:.1f} s"
+            f"{rate}{bad}")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,15 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-bad", action="store_true",
                         help="leave undecodable or missing files out (with a warning) instead of failing")
     args = parser.parse_args(argv)
-    profile, paths = cli.resolve(args)
+    _, paths = cli.resolve(args)
 
     try:
         dataset = load_dataset(paths.data, check_files=False)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"features: profile {profile.name}, data {paths.data}, cache {paths.features}")
+    # no profile here: the features are the same for every profile (it only picks the default folders)
+    print(f"features: data {paths.data}, cache {paths.features}")
     print(f"  {describe_sources(dataset)}")
+    for warning in label_warnings(dataset):
+        print(f"warning: {warning}", file=sys.stderr)
     unused = dataset.classes_without_clips()
     if unused:
         print(f"note: {len(unused)} class(es) of sample_submission.csv have no curated clip: {unused[:10]}"
@@ -55,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = paths.features / clips.name
         start = time.perf_counter()
         decoded, bad = build_set(clips, folder, args.workers, args.skip_bad)
-        took = time.perf_counter() - start
-        rate = f", {decoded / took:.1f} clips/s" if decoded else ""
-        state = "up to date" if not decoded and not bad else f"{decoded} decoded in {took:.1f} s{rate}"
-        print(f"  {clips.name}: {len(clips)} clips, {state}")
+        print(f"  {clips.name}: {describe_build(len(clips), decoded, len(bad), time.perf_counter() - start, args.skip_bad)}")
         if bad:
             listing = "\n".join(f"    {f}: {why}" for f, _, why in bad[:50])
             more = f"\n    ... and {len(bad) - 50} more" if len(bad) > 50 else ""

@@ -275,13 +275,14 @@ def confusion_figure(table: pd.DataFrame, top: int, title: str) -> Figure:
         ax.text(count, r, f" {share:.0%}", va="center", fontsize=8)
     ax.set_yticks(rows, [f"{t} \u2192 {w}" for t, w in zip(shown["true"], shown["wrong"])], fontsize=8)
     ax.set_ylim(n - 0.5, -0.5)
-    ax.set_xlabel("clips where the wrong class scores at or above the true one "
-                  "(share of the true class's clips)")
+    # two lines: long class names take the figure's left part, and one line overflowed the axes
+    ax.set_xlabel("clips where the wrong class scores at or above the true one\n"
+                  "(beside each bar: share of the true class's clips)")
     ax.set_ylabel("true class \u2192 wrong class")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.margins(x=0.12)
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(title, fontsize=10)
+    fig.suptitle(title, fontsize=10)   # over the whole figure: the axes alone can be narrower than it
     if shown.empty:
         ax.text(0.5, 0.5, "no confusions: every true label outranks every wrong one", ha="center",
                 transform=ax.transAxes)

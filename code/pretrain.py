@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     sources = list(dict.fromkeys(m.pretrain_source for m in ws.models))
     noisy, curated = ws.clip_data(ws.dataset.noisy), ws.curated
     print(f"pretrain: profile {ws.profile.name}, {len(noisy)} noisy clips, scored on {len(curated)} curated")
+    ws.warn_if_profile_too_big("pretrain", [config.ZOO_BY_NAME[n] for n in sources], len(noisy) + len(curated),
+                               ws.profile.pretrain_epochs, len(sources))
     if chosen is not None:  # --gpus N / --cluster: each model's pretraining a Ray task on one GPU
         units = [ray_scheduler.Unit(f"{name} pretrain",
                                     [sys.executable, str(Path(__file__).resolve()),

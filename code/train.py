@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     folds = ws.fold_numbers()
     use_pretrained = not args.from_scratch and len(ws.dataset.noisy) > 0
     print(f"train: profile {ws.profile.name}, {len(ws.curated)} curated clips, folds {folds}")
+    ws.warn_if_profile_too_big("train", ws.models, len(ws.curated), ws.profile.epochs, len(folds))
     if chosen is not None:
         return train_on_ray(ws, argv, chosen, use_pretrained)
     progress = UnitProgress("train", pending_units(ws, folds))

@@ -12,11 +12,10 @@ import pandas as pd
 
 from fat2019.data.audio import featurise, warm_up
 from fat2019.data.dataset import ClipSet, missing_file_problems
-from fat2019.data.feature_cache import CacheWriter, FeatureCache, Source, file_signature, is_current, restore_interrupted_swap
+from fat2019.data.feature_cache import (BAD_FILES, CacheWriter, FeatureCache, Source, file_signature, is_current,
+                                        restore_interrupted_swap)
 from fat2019.util.atomic import atomic_write_text
 from fat2019.util.progress import Progress
-
-BAD_FILES = "bad_files.csv"
 
 
 def read_bad_files(folder: Path) -> pd.DataFrame:
@@ -27,7 +26,8 @@ def read_bad_files(folder: Path) -> pd.DataFrame:
 
 
 def build_set(clips: ClipSet, folder: Path, workers: int, skip_bad: bool) -> tuple[int, list[tuple[str, str, str]]]:
-    """Bring the cache of one clip set up to date. Returns (clips decoded, bad files)."""
+    """Bring the cache of one clip set up to date. Returns (clips decoded, bad files); the
+    set's other clips came from the cache."""
     restore_interrupted_swap(folder)
     bad: list[tuple[str, str, str]] = [(f, str(clips.paths[clips.fnames.index(f)]), why)
                                       for f, why in missing_file_problems(clips)]

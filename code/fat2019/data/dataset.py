@@ -67,6 +67,14 @@ class ClipSet:
     fnames: list[str]
     paths: list[Path]
     labels: np.ndarray | None    # (n, n_classes) float32 0/1, None when unknown
+    lines: list[int] | None = None   # each clip's line in its CSV, when read from one
+
+    def where(self, rows, csv_name: str, limit: int = 10) -> str:
+        """Rows of the set as a user finds them in its CSV: line numbers and file names."""
+        rows = list(rows)
+        shown = [f"line {self.lines[i]} ({self.fnames[i]!r})" if self.lines else repr(self.fnames[i])
+                 for i in rows[:limit]]
+        return f"{csv_name} " + ", ".join(shown) + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
 
     def __len__(self) -> int:
         return len(self.fnames)
@@ -258,7 +266,7 @@ def read_labelled_csv(path: Path, classes: list[str], audio_dir: Path, name: str
             problems.append(f"{where}: unknown label(s) {unknown} (not {classes_from})")
         label_lists.append([c for c in labels if c in known])
     fnames = list(df["fname"])
-    clips = ClipSet(name, fnames, [audio_dir / f for f in fnames], multi_hot(label_lists, classes))
+    clips = ClipSet(name, fnames, [audio_dir / f for f in fnames], multi_hot(label_lists, classes), list(df.index))
     return clips, problems
 
 
@@ -325,6 +333,37 @@ def load_dataset(data_dir: Path, check_files: bool = True) -> Dataset:
     if problems:
         raise DatasetError(f"the dataset in {data_dir} has problems", problems)
     return Dataset(data_dir, classes, curated, noisy, test, classes_from, test_from)
+
+
+LIKELY_SEPARATORS = ";|"     # what a label list typed by hand or exported elsewhere may use instead of commas
+TYPICAL_CLASS_SIZE = 10      # a single-clip class is suspicious when the median class has at least this many
+
+
+def label_warnings(dataset: Dataset) -> list[str]:
+    """Label fields that are valid but probably not what the user meant, naming the rows:
+    a label with `;` or `|` in it (one class of its own, since only commas separate
+    labels), and a curated class carried by one clip while the median class has
+    TYPICAL_CLASS_SIZE or more (a typo makes such a class)."""
+    warnings = []
+    for clips, csv_name in ((dataset.curated, CURATED_CSV), (dataset.noisy, NOISY_CSV)):
+        for j, name in enumerate(dataset.classes):
+            rows = np.flatnonzero(clips.labels[:, j] > 0)
+            found = [s for s in LIKELY_SEPARATORS if s in name]
+            if len(rows) and found:
+                warnings.append(f"label {name!r} contains {' and '.join(map(repr, found))}, so it is one class of its "
+                                f"own ({len(rows)} clip(s): {clips.where(rows, csv_name)}); only commas separate "
+                                f"labels: write several classes as \"a,b\" (quoted, as the CSV needs)")
+    counts = dataset.curated.labels.sum(axis=0)
+    typical = float(np.median(counts[counts > 0])) if (counts > 0).any() else 0.0
+    if typical >= TYPICAL_CLASS_SIZE:
+        for j in np.flatnonzero(counts == 1):
+            if any(s in dataset.classes[j] for s in LIKELY_SEPARATORS):
+                continue   # said above
+            rows = np.flatnonzero(dataset.curated.labels[:, j] > 0)
+            warnings.append(f"class {dataset.classes[j]!r} is carried by a single curated clip "
+                            f"({dataset.curated.where(rows, CURATED_CSV)}) while the median class has "
+                            f"{typical:.0f}: a typo in that label?")
+    return warnings
 
 
 def describe_sources(dataset: Dataset) -> str:

@@ -34,6 +34,7 @@ from fat2019.config import N_GLOBAL_STATS, N_GLOBAL_STEPS
 INDEX = "index.csv"
 AUDIO = "audio.int16"
 GLOBAL = "global_features.npy"
+BAD_FILES = "bad_files.csv"       # the files the features stage could not use (cache_builder.py)
 PARTIAL_ROWS = "rows.csv"          # in <set>.partial/: one row per finished clip
 PARTIAL_GLOBAL = "global_features.float32"
 COLUMNS = ["fname", "offset", "n_samples", "scale", "length", "size", "mtime_ns", "notes"]
@@ -54,6 +55,16 @@ def to_int16(audio: np.ndarray) -> tuple[np.ndarray, float]:
     return q, scale
 
 
+def missing_cache_hint(folder: Path) -> str:
+    """What to do about a set without a complete cache: run the features stage, or, when
+    its last run stopped on bad audio files (bad_files.csv is there), deal with those."""
+    bad = Path(folder) / BAD_FILES
+    if not bad.is_file():
+        return "run code/features.py first"
+    return (f"the features stage stopped on the bad audio files listed in {bad}: fix or remove them, "
+            f"or rerun code/features.py with --skip-bad to leave them out")
+
+
 class FeatureCache:
     """Read side of one clip set's cache. Audio stays on disk (memory-mapped)."""
 
@@ -62,7 +73,7 @@ class FeatureCache:
         missing = [n for n in (INDEX, AUDIO, GLOBAL) if not (self.folder / n).is_file()]
         if missing:
             raise FileNotFoundError(f"no complete feature cache in {self.folder} (missing {missing}); "
-                                    f"run code/features.py first")
+                                    + missing_cache_hint(self.folder))
         self.index = pd.read_csv(self.folder / INDEX, dtype={"fname": str, "notes": str},
                                  keep_default_na=False)
         self.fnames: list[str] = list(self.index["fname"])

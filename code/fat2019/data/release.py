@@ -23,7 +23,6 @@ import glob
 import io
 import os
 import shutil
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 

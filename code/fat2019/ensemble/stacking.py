@@ -74,19 +74,20 @@ def fit_stacker_fold(k: int, x, y, folds, profile, seed: int) -> tuple[keras.Mod
 
 def fit_stacker(x, y, folds, x_test, profile, seed: int, save_dir: Path | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Out-of-fold and mean test predictions of one stacker per fold, and its per-class
-    weights over the inputs (n_classes, n_inputs), the mean over the folds. Each fold's
-    stacker is saved to `save_dir`/fold<k>.weights.h5 (for tag.py)."""
+    """Out-of-fold and mean test predictions of one stacker per fold, and each fold's
+    per-class weights over the inputs (n_folds, n_classes, n_inputs): per fold, so that
+    the report can tell the folds that kept the untrained stacker from those that trained.
+    Each fold's stacker is saved to `save_dir`/fold<k>.weights.h5 (for tag.py)."""
     oof = np.zeros(y.shape, np.float32)
-    class_weights = np.zeros(x.shape[1:], np.float64)
+    class_weights = np.zeros((profile.n_folds, *x.shape[1:]), np.float64)
     test = np.zeros((len(x_test), y.shape[1]), np.float64)
     for k in range(profile.n_folds):
         stacker, scorer = fit_stacker_fold(k, x, y, folds, profile, seed)
         oof[folds == k] = stacker.predict(x[folds == k], verbose=0, batch_size=1024)
         if len(x_test):   # own data may have no test clips; Keras refuses empty input
             test += stacker.predict(x_test, verbose=0, batch_size=1024)
-        class_weights += keras.ops.convert_to_numpy(stacker.get_layer("classwise_weights").kernel)
+        class_weights[k] = keras.ops.convert_to_numpy(stacker.get_layer("classwise_weights").kernel)
         if save_dir is not None:
             training.save_weights_atomic(stacker, layout.stacker_weights_path(save_dir, k))
         print(scorer.summary(k))
-    return oof, (test / profile.n_folds).astype(np.float32), class_weights / profile.n_folds
+    return oof, (test / profile.n_folds).astype(np.float32), class_weights

@@ -4,8 +4,9 @@
                                  loss per epoch, learning-rate steps marked, and the noisy
                                  pretraining curve when the model started from one
     submissions/report.png       ensemble.py: per-class OOF lwlrap of the stacker, the weighted
-                                 average and the best single model; the stacker's per-class
-                                 weights over the models
+                                 average and the best single model (a red note when one of
+                                 those beats the stacker); what training changed in the
+                                 stacker's per-class weights, and how many folds kept it untrained
     submissions/per_class.csv    ensemble.py: the per-class figures behind that plot
     <name>.heatmap.png           tag.py --segments: the top classes' scores over a long
                                  file's windows
@@ -18,12 +19,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import offset_copy
 
 from fat2019.util.atomic import atomic_write_text
 from fat2019.eval.metrics import lwlrap, per_class_lwlrap
@@ -183,14 +186,98 @@ def per_class_table(classes: list[str], y_true: np.ndarray, model_names: list[st
     return table, best
 
 
+def untrained_start(n_classes: int, n_inputs: int) -> np.ndarray:
+    """The stacker's per-class weights before training (layers.ClasswiseWeights): 0 for
+    each model, 1 for the weighted average (last column)."""
+    start = np.zeros((n_classes, n_inputs))
+    start[:, -1] = 1.0
+    return start
+
+
+def untrained_folds(per_fold: np.ndarray) -> np.ndarray:
+    """Per fold (axis 0), whether its stacker kept its untrained weights (training never
+    beat the start, so ScoreBeforeEpoch restored them)."""
+    start = untrained_start(*per_fold.shape[1:])
+    return np.array([np.allclose(w, start, atol=1e-6) for w in per_fold])
+
+
+def beaten_stacker_note(overall: dict[str, float], best: str) -> str | None:
+    """A warning line when the best single model or the weighted average scores a higher
+    OOF lwlrap than the stacker (the submission), else None."""
+    better = [f"{name} ({overall[key]:.4f})" for key, name in
+              (("best", f"the best single model, {best}"), ("average", "the weighted average"))
+              if overall[key] > overall["stacker"]]
+    if not better:
+        return None
+    return (f"note: {' and '.join(better)} {'beats' if len(better) == 1 else 'beat'} the stacker "
+            f"({overall['stacker']:.4f}) on out-of-fold lwlrap")
+
+
+def draw_per_class(ax, table: pd.DataFrame, order: np.ndarray, best: str, overall: dict[str, float]) -> None:
+    """Left panel: each class's OOF lwlrap of the best single model, the weighted average
+    and the stacker, one row per class, worst (by the stacker) on top; its legend right
+    under its x label (below the whole figure, it left the room that the heatmap's slanted
+    model names take empty; inside the panel, it would hide some class's markers)."""
+    rows = np.arange(len(order))
+    beats = {k: " (beats the stacker)" if overall[k] > overall["stacker"] else "" for k in ("best", "average")}
+    series = (("lwlrap_best_single", "x", "C2", f"best single model, {best} ({overall['best']:.4f}){beats['best']}"),
+              ("lwlrap_average", "^", "C1", f"weighted average ({overall['average']:.4f}){beats['average']}"),
+              ("lwlrap_stacker", "o", "C0", f"stacker ({overall['stacker']:.4f})"))
+    values = np.column_stack([table[c].to_numpy()[order] for c, *_ in series])
+    ax.hlines(rows, values.min(axis=1), values.max(axis=1), color="0.75", linewidth=1, zorder=1)
+    for k, (_, marker, colour, label) in enumerate(series):
+        ax.plot(values[:, k], rows, marker, color=colour, markersize=5, label=label, zorder=2,
+                markerfacecolor="none" if marker == "^" else colour)
+    ax.set_yticks(rows, [f"{table['class'].iloc[i]} ({table['n_positives'].iloc[i]})" for i in order],
+                  fontsize=7 if len(order) > 30 else 9)
+    low = float(values.min()) if values.size else 0.0
+    ax.set_xlim(max(0.0, np.floor(low * 10 - 0.2) / 10), 1.02)  # zoom in to where the classes are
+    ax.set_xlabel("out-of-fold lwlrap of the class")
+    ax.grid(axis="x", alpha=0.3)
+    below_xlabel = offset_copy(ax.transAxes, fig=ax.figure, y=-40, units="points")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=below_xlabel, fontsize=9,
+              title="overall OOF lwlrap", title_fontsize=9, frameon=False)
+    ax.set_title("per-class lwlrap, classes sorted by the stacker's\n(positives in brackets)", fontsize=10)
+
+
+def draw_stacker_weights(fig, ax, per_fold: np.ndarray, order: np.ndarray, model_names: list[str]) -> None:
+    """Right panel: what training changed in the stacker's per-class weights (weight minus
+    its untrained start), the mean over the folds whose stacker trained. Changes, not the
+    weights: the weighted average's column starts at 1 and the models' at 0, so on one
+    colour scale the weights themselves showed one dark column and white elsewhere."""
+    untrained = untrained_folds(per_fold)
+    n_folds, n = len(per_fold), len(order)
+    names = [*model_names, "weighted average"]
+    ax.set_xticks(np.arange(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ax.tick_params(axis="y", left=False)
+    if untrained.all():
+        ax.set_xlim(-0.5, len(names) - 0.5)
+        ax.text(0.5, 0.5, f"untrained in all {n_folds} folds:\ntraining never beat its start,\n"
+                "so the stacker is the weighted\naverage alone, squashed", ha="center", va="center",
+                transform=ax.transAxes, fontsize=10)
+        ax.set_title("stacker's per-class weights", fontsize=10)
+        return
+    change = (per_fold[~untrained] - untrained_start(*per_fold.shape[1:])).mean(axis=0)[order]
+    limit = max(float(np.abs(change).max()), 1e-6)
+    mesh = ax.pcolormesh(np.arange(len(names) + 1) - 0.5, np.arange(n + 1) - 0.5, change,
+                         cmap="RdBu_r", vmin=-limit, vmax=limit)
+    trained = int((~untrained).sum())
+    kept = (f"\n{int(untrained.sum())} of {n_folds} folds kept the untrained stacker (the weighted\n"
+            f"average alone); shown: the mean over the {trained} that trained"
+            if untrained.any() else f"\nmean over the {n_folds} folds")
+    ax.set_title("what training changed in the stacker's weights" + kept, fontsize=10)
+    fig.colorbar(mesh, ax=ax, shrink=0.6, aspect=30,
+                 label="weight minus its start\n(start: models 0, weighted average 1)")
+
+
 def ensemble_report(out_dir: Path, classes: list[str], y_true: np.ndarray, model_names: list[str],
                     model_scores: list[np.ndarray], average: np.ndarray, stacker: np.ndarray,
                     stacker_weights: np.ndarray | None) -> pd.DataFrame:
     """submissions/per_class.csv and submissions/report.png from the OOF predictions.
 
-    stacker_weights: (n_classes, n_models + 1), the stacker's per-class weights over the
-    models and the weighted average (last column), averaged over its folds; None leaves
-    the heatmap out.
+    stacker_weights: the stacker's per-class weights over the models and the weighted
+    average (last column), per fold (n_folds, n_classes, n_models + 1), or one set
+    (n_classes, n_models + 1); None leaves the heatmap out.
     """
     out_dir = Path(out_dir)
     table, best = per_class_table(classes, y_true, model_names, model_scores, average, stacker)
@@ -199,54 +286,36 @@ def ensemble_report(out_dir: Path, classes: list[str], y_true: np.ndarray, model
 
     overall = {"stacker": lwlrap(y_true, stacker), "average": lwlrap(y_true, average),
                "best": lwlrap(y_true, model_scores[model_names.index(best)])}
+    fig = ensemble_figure(table, best, overall, model_names, len(classes), len(y_true), stacker_weights)
+    save_figure(fig, out_dir / ENSEMBLE_REPORT)
+    return table
+
+
+def ensemble_figure(table: pd.DataFrame, best: str, overall: dict[str, float], model_names: list[str],
+                    n_classes: int, n_clips: int, stacker_weights: np.ndarray | None) -> Figure:
+    """report.png's figure: the per-class panel, the stacker's weights beside it (unless
+    None), a red note under both when the stacker is not the best predictor."""
     # classes with positives only, worst (by the stacker) on top
     shown = np.flatnonzero(table["n_positives"].to_numpy() > 0)
     order = shown[np.argsort(table["lwlrap_stacker"].to_numpy()[shown], kind="stable")]
     n = len(order)
     heat = stacker_weights is not None
-    fig = Figure(figsize=(13 if heat else 8.5, max(4.5, 0.17 * n + 2.0)), layout="constrained")
+    fig = Figure(figsize=(13 if heat else 8.5, max(4.5, 0.17 * n + 2.8)), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True, width_ratios=[3, 1.3 + 0.35 * len(model_names)]) if heat \
         else [fig.subplots(1, 1)]
-    ax = axes[0]
-    rows = np.arange(n)
-    series = (("lwlrap_best_single", "x", "C2", f"best single model, {best} ({overall['best']:.4f})"),
-              ("lwlrap_average", "^", "C1", f"weighted average ({overall['average']:.4f})"),
-              ("lwlrap_stacker", "o", "C0", f"stacker ({overall['stacker']:.4f})"))
-    values = np.column_stack([table[c].to_numpy()[order] for c, *_ in series])
-    ax.hlines(rows, values.min(axis=1), values.max(axis=1), color="0.75", linewidth=1, zorder=1)
-    for k, (_, marker, colour, label) in enumerate(series):
-        ax.plot(values[:, k], rows, marker, color=colour, markersize=5, label=label, zorder=2,
-                markerfacecolor="none" if marker == "^" else colour)
-    ax.set_yticks(rows, [f"{table['class'].iloc[i]} ({table['n_positives'].iloc[i]})" for i in order],
-                  fontsize=7 if n > 30 else 9)
-    low = float(values.min()) if values.size else 0.0
-    ax.set_xlim(max(0.0, np.floor(low * 10 - 0.2) / 10), 1.02)  # zoom in to where the classes are
-    ax.set_xlabel("out-of-fold lwlrap of the class")
-    ax.grid(axis="x", alpha=0.3)
-    # below the figure: inside, it would hide some class's markers
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower left", ncol=3, fontsize=9,
-               title="overall OOF lwlrap", title_fontsize=9)
-    ax.set_title("per-class lwlrap, classes sorted by the stacker's (positives in brackets)", fontsize=10)
-
+    draw_per_class(axes[0], table, order, best, overall)
     if heat:
-        weights = np.asarray(stacker_weights)[order]
-        limit = max(float(np.abs(weights).max()), 1e-6)
-        mesh = axes[1].pcolormesh(np.arange(weights.shape[1] + 1) - 0.5, np.arange(n + 1) - 0.5, weights,
-                                  cmap="RdBu_r", vmin=-limit, vmax=limit)
-        axes[1].set_xticks(np.arange(weights.shape[1]), [*model_names, "weighted average"],
-                           rotation=60, ha="right", fontsize=8)
-        axes[1].tick_params(axis="y", left=False)
-        untrained = np.allclose(weights[:, :-1], 0, atol=1e-6) and np.allclose(weights[:, -1], 1, atol=1e-6)
-        axes[1].set_title("stacker's per-class weights\n(mean over folds)" + (
-            "\nuntrained in every fold: training never beat\nits start, the weighted average alone"
-            if untrained else ""), fontsize=10)
-        fig.colorbar(mesh, ax=axes[1], shrink=0.5, aspect=30, label="weight")
-    ax.set_ylim(n - 0.5, -0.5)   # after the heatmap, which would reset the shared limits
-    left_out = f" ({len(classes) - n} without clips left out)" if n < len(classes) else ""
-    fig.suptitle(f"Ensemble on out-of-fold predictions: {len(model_names)} model(s), {n} classes{left_out}, "
-                 f"{len(y_true)} clips", fontsize=12)
-    save_figure(fig, out_dir / ENSEMBLE_REPORT)
-    return table
+        per_fold = np.asarray(stacker_weights, np.float64)
+        draw_stacker_weights(fig, axes[1], per_fold if per_fold.ndim == 3 else per_fold[None], order, model_names)
+    axes[0].set_ylim(n - 0.5, -0.5)   # after the heatmap, which would reset the shared limits
+    left_out = f" ({n_classes - n} without clips left out)" if n < n_classes else ""
+    title = (f"Ensemble on out-of-fold predictions: {len(model_names)} model(s), {n} classes{left_out}, "
+             f"{n_clips} clips")
+    fig.suptitle(title, fontsize=12)
+    note = beaten_stacker_note(overall, best)
+    if note:  # red, under the panels: the submission is not the best predictor of these OOF rows
+        fig.supxlabel(textwrap.fill(note, width=int(8 * fig.get_figwidth())), fontsize=11, color="C3")  # ~8 chars/inch
+    return fig
 
 
 def segments_heatmap(out: Path, title: str, classes: list[str], starts: np.ndarray, ends: np.ndarray,

@@ -74,6 +74,12 @@ class Schedule:
         return (self.stop_min_epoch is not None and best_epoch is not None
                 and epoch >= self.stop_min_epoch and epoch - best_epoch > self.patience)
 
+    def stop_message(self, label: str, epoch: int, best_epoch: int) -> str:
+        """Why training ends after epoch `epoch` (0-based) instead of running all epochs."""
+        return (f"{label}: stopping early after epoch {epoch + 1}/{self.epochs}: no improvement of val LRAP "
+                f"in {epoch - best_epoch} epoch(s) since its best, epoch {best_epoch + 1} (the profile skips the "
+                f"epochs from {self.stop_min_epoch + 1} on once {self.patience} have passed without improvement)")
+
     def lr_at(self, epoch: int) -> float:
         return self.lr * self.lr_factor ** sum(epoch >= m for m in self.lr_milestones)
 
@@ -264,7 +270,10 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
               f"val LRAP {val_lrap:.4f}  lwlrap {val_lwlrap:.4f}{'  *' if improved else '   '}  {took:.0f}s",
               flush=True)
 
-        last = epoch + 1 == schedule.epochs or schedule.stops_before(epoch + 1, state["best_epoch"])
+        stopping = epoch + 1 < schedule.epochs and schedule.stops_before(epoch + 1, state["best_epoch"])
+        if stopping:
+            print(schedule.stop_message(label, epoch, state["best_epoch"]), flush=True)
+        last = epoch + 1 == schedule.epochs or stopping
         atomic_write_text(folder / f"{prefix}.history.csv",
                           pd.DataFrame(state["history"], columns=HISTORY_COLUMNS).to_csv(index=False))
         if writer is not None:

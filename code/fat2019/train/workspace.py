@@ -60,6 +60,69 @@ def stage_parser(description: str, *, folds: bool = True, force: bool = True, wo
     return parser
 
 
+# The profile guard: `full` is the original's schedule for the competition's ~5,000 curated
+# clips on a GPU. Below this many curated clips, or on a CPU, it is rarely what a user meant.
+FULL_PROFILE_MIN_CLIPS = 1000
+# Training throughput of one CPU core: BENCHMARKS.md measured full-size v1mix training at
+# 166 GFLOP/s on its 2-core CPU (75% of the matmul peak); per clip and epoch a run costs
+# about 3 forward passes (training: forward + backward ~ 3x; validation: 3 TTA crops).
+CPU_GFLOPS_PER_CORE = 83.0
+WORTH_A_WARNING_S = 600
+
+
+def compute_seconds(profile: config.Profile, models: list[config.ModelConfig], n_classes: int,
+                    clips_per_epoch: int, epochs: int, runs: int, cores: int) -> float:
+    """A lower bound of a stage's time on a CPU: the FLOPs of `runs` runs (folds) of
+    `epochs` epochs over `clips_per_epoch` clips, for each model at the profile's scale,
+    at CPU_GFLOPS_PER_CORE per core (input pipeline, checkpoints and a loaded machine
+    come on top)."""
+    from fat2019.nn.flops import count_flops   # the stage imports Keras anyway; this only on a warning
+    from fat2019.nn.models import build_model
+    flops = 0.0
+    for model in models:
+        flops += count_flops(build_model(profile.scale(model), n_classes))["total"]
+        keras.backend.clear_session()   # the stage's own models are then built as in a fresh process
+    return 3.0 * flops * clips_per_epoch * epochs * runs / (CPU_GFLOPS_PER_CORE * 1e9 * max(cores, 1))
+
+
+def has_gpu() -> bool:
+    """Whether the backend sees a GPU (the profile guard's only use)."""
+    if keras.backend.backend() == "jax":
+        import jax
+        return any(d.platform == "gpu" for d in jax.devices())
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
+def duration(seconds: float) -> str:
+    hours = seconds / 3600
+    if hours >= 48:
+        return f"{hours:.0f} h ({hours / 24:.0f} days)"
+    if hours >= 1:
+        return f"{hours:.0f} h" if hours >= 10 else f"{hours:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else "under 1 min"
+
+
+def profile_warning(stage: str, n_curated: int, on_gpu: bool, seconds: float | None,
+                    demo_seconds: float | None) -> str:
+    """The warning for `full` on small data (fewer than FULL_PROFILE_MIN_CLIPS curated
+    clips) or on a CPU, with the CPU estimates of full and demo (None on a GPU: no GPU
+    throughput has been measured)."""
+    small = n_curated < FULL_PROFILE_MIN_CLIPS
+    why = []
+    if small:
+        why.append(f"{n_curated} curated clips (it is made for thousands, like the competition's ~5,000)")
+    if not on_gpu:
+        why.append("a CPU without a GPU")
+    estimate = (f"; this {stage} stage alone takes at least {duration(seconds)} on this CPU (compute "
+                f"only: a loaded machine takes longer)" if seconds is not None else "")
+    demo = f" (its estimate: {duration(demo_seconds)})" if demo_seconds is not None else ""
+    return (f"warning: profile full on {' and '.join(why)}{estimate}. For a trial run or small data, rerun "
+            f"with --profile demo{demo}; to keep full, let this run go on (Ctrl-C stops it; finished work is kept).")
+
+
 def set_precision(mixed: str | None) -> None:
     """The Keras dtype policy of every model built afterwards: float32, or mixed_<mixed>."""
     keras.mixed_precision.set_global_policy(f"mixed_{mixed}" if mixed else "float32")
@@ -78,6 +141,28 @@ class Workspace:
                                                  getattr(args, "logical_cpus", None))
         if self.strategy.num_replicas_in_sync > 1:
             self.announce_replicas()
+
+    def warn_if_profile_too_big(self, stage: str, models: list[config.ModelConfig], clips_per_epoch: int,
+                                epochs: int, runs: int) -> None:
+        """Print profile_warning's warning, if any, for a stage of `runs` runs per model of
+        `epochs` epochs over `clips_per_epoch` clips; the stage then goes on (docs/user-messages.md).
+        On a CPU, only when the estimate comes to WORTH_A_WARNING_S or more (a `full`
+        shrunk with --set is what its user asked for)."""
+        if self.profile.name != "full":
+            return
+        n_curated, on_gpu = len(self.curated), has_gpu()
+        if on_gpu and n_curated >= FULL_PROFILE_MIN_CLIPS:
+            return
+        seconds = demo_seconds = None
+        if not on_gpu:
+            cores, classes = cli.default_workers(), len(self.classes)
+            seconds = compute_seconds(self.profile, models, classes, clips_per_epoch, epochs, runs, cores)
+            if seconds < WORTH_A_WARNING_S:
+                return
+            demo = config.PROFILES["demo"]
+            scale = {"train": (demo.epochs, demo.n_folds), "pretrain": (demo.pretrain_epochs, 1)}[stage]
+            demo_seconds = compute_seconds(demo, models, classes, clips_per_epoch, *scale, cores)
+        print(profile_warning(stage, n_curated, on_gpu, seconds, demo_seconds), file=sys.stderr, flush=True)
 
     def announce_replicas(self) -> None:
         """Say once how several replicas change the schedule (Schedule.for_replicas)."""
