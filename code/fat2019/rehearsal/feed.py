@@ -1,0 +1,50 @@
+"""The host feed: training batches (random 5 s crops, smoothing, mixup) per second, drawn
+from a real-size feature cache as training draws them (TrainBatches), on a cold page cache
+and a warm one, by 1 or more threads."""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from fat2019.data.batches import ClipData, TrainBatches
+from fat2019.data.feature_cache import AUDIO, FeatureCache
+
+
+def drop_page_cache(folder: Path) -> str:
+    """Evict the cache's audio from the page cache; says how. drop_caches needs root;
+    posix_fadvise(DONTNEED) evicts this file's clean pages without it."""
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return "drop_caches"
+    except OSError:
+        fd = os.open(Path(folder) / AUDIO, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+        return "fadvise"
+
+
+def batch_rate(folder: Path, *, threads: int, n_batches: int, crop_samples: int, batch_size: int = 32,
+               n_classes: int = 80, epoch: int = 0, cold: bool) -> dict:
+    """clips/s of `n_batches` batches of one epoch, built by `threads` threads at once."""
+    cache = FeatureCache(folder)
+    labels = np.zeros((len(cache), n_classes), np.float32)
+    labels[np.arange(len(cache)), np.arange(len(cache)) % n_classes] = 1
+    batches = TrainBatches(ClipData(cache, np.arange(len(cache)), labels), batch_size, crop_samples, seed=0,
+                           epoch=epoch, mixup_prob=0.6, mixup_weight=0.7, label_smoothing=0.01)
+    n_batches = min(n_batches, len(batches))
+    how = drop_page_cache(folder) if cold else "warm"
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in pool.map(batches.__getitem__, range(n_batches)):
+            pass
+    took = time.perf_counter() - start
+    return {"cache": str(folder), "cache_gb": round(os.path.getsize(Path(folder) / AUDIO) / 1e9, 2),
+            "threads": threads, "page_cache": how, "batches": n_batches,
+            "clips_per_s": round(n_batches * batch_size / took, 1), "load": round(os.getloadavg()[0], 2)}
