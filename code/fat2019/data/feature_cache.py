@@ -19,6 +19,7 @@ clips get a per-clip scale (peak/32767), so they keep 15 bits of relative precis
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import shutil
 from dataclasses import dataclass
@@ -95,6 +96,18 @@ class FeatureCache:
         return self.raw(i).astype(np.float32) * self.scales[i]
 
 
+# A write failing with one of these means the disk (or a quota, or a file-size limit) is full.
+NO_ROOM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class NoRoom(Exception):
+    """A cache file could not be written for lack of room."""
+
+    def __init__(self, path: Path, error: OSError):
+        super().__init__(f"{path}: {error.strerror or error}")
+        self.path, self.error = Path(path), error
+
+
 @dataclass
 class Source:
     """A clip to put into the cache: its name, file and the file's signature."""
@@ -166,20 +179,38 @@ class CacheWriter:
         row = {"fname": source.fname, "offset": self._offset, "n_samples": len(audio_int16),
                "scale": repr(float(scale)), "length": repr(float(length)), "size": source.size,
                "mtime_ns": source.mtime_ns, "notes": "; ".join(notes), "global_row": self._n_global}
-        with shutdown.critical():  # a SIGKILL midway is undone by _recover; a SIGTERM waits
-            self._audio.write(np.ascontiguousarray(audio_int16, "<i2").tobytes())
-            self._global.write(np.ascontiguousarray(global_features, "<f4").tobytes())
-            self._audio.flush()
-            self._global.flush()
-            self._rows_csv.writerow(row)
-            self._rows_file.flush()
+        # a SIGKILL midway is undone by _recover; a SIGTERM waits. A full disk stops the build:
+        # the row is written last, so a torn clip has none and the next run cuts its data off.
+        with shutdown.critical():
+            for f, data in ((self._audio, np.ascontiguousarray(audio_int16, "<i2").tobytes()),
+                            (self._global, np.ascontiguousarray(global_features, "<f4").tobytes())):
+                self._write(f, data)
+            self._write(self._rows_file, None, lambda: self._rows_csv.writerow(row))
         self.rows[source.fname] = row
         self._offset += len(audio_int16)
         self._n_global += 1
 
+    @staticmethod
+    def _write(f, data: bytes | None, write=None) -> None:
+        """Write `data` (or call `write`) and flush f; NoRoom names the file when full."""
+        try:
+            if write is None:
+                f.write(data)
+            else:
+                write()
+            f.flush()
+        except OSError as e:
+            if e.errno in NO_ROOM_ERRNOS:
+                raise NoRoom(Path(f.name), e) from e
+            raise
+
     def close(self) -> None:
         for f in (self._audio, self._global, self._rows_file):
-            f.close()
+            try:
+                f.close()
+            except OSError as e:   # the unflushed tail of a write that found the disk full
+                if e.errno not in NO_ROOM_ERRNOS:
+                    raise
 
     def finish(self, sources: list[Source]) -> None:
         """Write index.csv and global_features.npy in `sources` order; swap into place."""
