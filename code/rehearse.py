@@ -110,7 +110,6 @@ class Rehearsal:
         self.stage("features noisy, rerun (resumes)", self.counts["noisy"], argv)
         same = checksums(folder / "noisy") == checksums(self.work / "features" / "noisy")
         self.results["fault_resume_equal"] = same
-        self.results["fault_killed_at_rows"] = self.results.get("fault_killed_at_rows")
         self.save()
         print(f"resumed cache equals the uninterrupted one (sha256 of every file): {same}")
         import shutil
@@ -146,10 +145,21 @@ class Rehearsal:
         return 0
 
 
-def probe(kind: str, target: str, results_path: str) -> int:
-    """A measurement run in a process of its own (so its peak RSS is its own)."""
-    path = Path(results_path)
+def load_results(path: Path) -> dict:
+    """rehearsal.json with the probes' figures (feed.json, stacker.json beside it) merged in."""
     results = json.loads(path.read_text())
+    for kind in ("feed", "stacker"):
+        extra = path.with_name(f"{kind}.json")
+        if extra.is_file():
+            results.update(json.loads(extra.read_text()))
+    return results
+
+
+def probe(kind: str, target: str, results_path: str) -> int:
+    """A measurement run in a process of its own (so its peak RSS is its own); its figures
+    go to <kind>.json beside rehearsal.json (the runner rewrites that one after each stage)."""
+    path = Path(results_path).with_name(f"{kind}.json")
+    results = {}
     if kind == "feed":
         from fat2019.config import SAMPLE_RATE
         from fat2019.rehearsal.feed import batch_rate
@@ -200,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"error: no such results file: {missing}", file=sys.stderr)
             return 2
-        report.write_section(args.benchmarks, [json.loads(p.read_text()) for p in args.report])
+        report.write_section(args.benchmarks, [load_results(p) for p in args.report])
         print(f"wrote the rehearsal section of {args.benchmarks}")
         return 0
     if not args.data or not args.work:

@@ -90,3 +90,15 @@ def test_a_full_disk_stops_the_cache_write_with_a_message_and_a_rerun_finishes(t
     for i in range(len(got)):
         assert np.array_equal(got.raw(i), want.raw(i))
     assert np.array_equal(np.asarray(got.global_features), np.asarray(want.global_features))
+
+
+def test_mixup_in_place_gives_the_plain_expressions_values():
+    from fat2019.data.batches import mix_in_place
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 7, 32):
+        for _ in range(10):
+            audio = rng.standard_normal((n, 300)).astype(np.float32)
+            perm = rng.permutation(n)
+            want = 0.7 * audio + (1 - 0.7) * audio[perm]
+            mix_in_place(audio, perm, 0.7)
+            assert np.array_equal(audio, want)

@@ -40,11 +40,12 @@ def stage_table(runs: list[dict]) -> list[str]:
 
 
 def feed_table(runs: list[dict]) -> list[str]:
-    lines = ["| scale | set | cache GB | threads | page cache | clips/s | load |", "|" + " --- |" * 7]
+    lines = ["| scale | set | cache GB | threads | page cache | clips/s (wall) | clips per CPU-s | load |",
+             "|" + " --- |" * 8]
     for r in runs:
         for f in r.get("feed", []):
             lines.append(f"| {_scale(r)} | {f['set']} | {f['cache_gb']} | {f['threads']} | {f['page_cache']} | "
-                         f"{f['clips_per_s']:.0f} | {f['load']:.1f} |")
+                         f"{f['clips_per_s']:.0f} | {f.get('clips_per_cpu_s', float('nan')):.0f} | {f['load']:.1f} |")
     return lines
 
 
