@@ -35,6 +35,7 @@ SETTINGS = ["width=0.0625", "epochs=1", "lr_milestones=1", "pretrain_epochs=1", 
             "pretrain_keep_from_epoch=0"]
 DEFAULT_MODELS = ["v1mix"]
 FEED_BATCHES = 150
+STAGES = ("features", "feed", "stacker", "pretrain", "train", "predict", "ensemble")
 
 
 def clip_counts(data: Path) -> dict[str, int]:
@@ -115,30 +116,33 @@ class Rehearsal:
         import shutil
         shutil.rmtree(folder)   # a second copy of the largest cache: disk the later stages need
 
+    def wanted(self, stage: str) -> bool:
+        return not self.args.only or stage in self.args.only
+
     def run(self) -> int:
-        feats = self.work / "features"
+        feats = self.args.features_dir or self.work / "features"
         c = self.counts
-        steps = [
-            ("features", sum(c.values()), python_script(CODE, "features.py", *self.common), "every clip decoded"),
-        ]
-        for name, clips, argv, note in steps:
-            if not self.stage(name, clips, argv, note):
+        if self.wanted("features"):
+            if not self.stage("features", sum(c.values()), python_script(CODE, "features.py", *self.common),
+                              "every clip decoded"):
                 return 1
         if self.args.fault_check:
             self.fault_check()
-        self.stage("host feed", c["curated"] + c["noisy"],
-                   python_script(CODE, "rehearse.py", "--probe", "feed", str(feats), str(self.path)),
-                   "train batches from the curated and noisy caches")
-        self.stage("stacker, 6 models + average", c["curated"],
-                   python_script(CODE, "rehearse.py", "--probe", "stacker", str(self.args.data), str(self.path)),
-                   f"inputs {c['curated']} x 80 x 7, 10 folds, 1000-epoch budget, patience 15")
+        if self.wanted("feed"):
+            self.stage("host feed", c["curated"] + c["noisy"],
+                       python_script(CODE, "rehearse.py", "--probe", "feed", str(feats), str(self.path)),
+                       "train batches from the curated and noisy caches")
+        if self.wanted("stacker"):
+            self.stage("stacker, 6 models + average", c["curated"],
+                       python_script(CODE, "rehearse.py", "--probe", "stacker", str(self.args.data), str(self.path)),
+                       f"inputs {c['curated']} x 80 x 7, 10 folds, 1000-epoch budget, patience 15")
         later = [
             ("pretrain", c["noisy"], "pretrain.py", "1 epoch on the noisy set; val = curated, 3-TTA"),
             ("train", c["curated"], "train.py", "10 folds x 1 epoch; each fold's val 3-TTA"),
             ("predict", c["curated"] + c["test"], "predict.py", "3-TTA: every OOF clip, the test set x 10 folds"),
             ("ensemble", c["curated"], "ensemble.py", "weighted average + stacker (1000 / patience 15)"),
         ]
-        for name, clips, script, note in later:
+        for name, clips, script, note in [step for step in later if self.wanted(step[0])]:
             extra = ["--workers", "2"] if script != "ensemble.py" else []
             if not self.stage(name, clips, python_script(CODE, script, *self.train_args, *extra), note):
                 return 1
@@ -164,7 +168,7 @@ def probe(kind: str, target: str, results_path: str) -> int:
         from fat2019.config import SAMPLE_RATE
         from fat2019.rehearsal.feed import batch_rate
         rows = []
-        for clip_set in ("curated", "noisy"):
+        for clip_set in [s for s in ("curated", "noisy") if (Path(target) / s).is_dir()]:
             for threads in (1, 2):
                 for cold in (True, False):
                     row = batch_rate(Path(target) / clip_set, threads=threads, n_batches=FEED_BATCHES,
@@ -198,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-check", action="store_true",
                         help="also kill the noisy set's features at 50%% and resume (needs a second noisy cache's disk)")
     parser.add_argument("--redo", action="store_true", help="rerun stages that finished")
+    parser.add_argument("--only", nargs="+", choices=STAGES, help="these stages alone (default: all)")
+    parser.add_argument("--features-dir", type=Path,
+                        help="the host feed's caches, when not <work>/features (e.g. feed.write_plan_cache's)")
     parser.add_argument("--report", nargs="+", type=Path, metavar="JSON",
                         help="write the BENCHMARKS.md section from these rehearsal.json files (smallest scale first)")
     parser.add_argument("--benchmarks", type=Path, default=ROOT / "BENCHMARKS.md")

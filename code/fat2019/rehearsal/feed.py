@@ -52,3 +52,29 @@ def batch_rate(folder: Path, *, threads: int, n_batches: int, crop_samples: int,
             # when the machine is shared and wall time mostly measures the other processes
             "clips_per_cpu_s": round(n_batches * batch_size / max(cpu, 1e-9), 1),
             "load": round(os.getloadavg()[0], 2)}
+
+
+def _render(job: tuple) -> tuple:
+    from fat2019.rehearsal.data_plan import render
+    name, i, n, labels, seed = job
+    return i, render(name, i, n, labels, seed)
+
+
+def write_plan_cache(folder: Path, plan, seed: int = 0, workers: int = 2) -> None:
+    """A feature cache of a planned split without the WAV files or the decoding: its clips
+    rendered straight into CacheWriter (the features stage's writer, so the files are the
+    stage's), global features zero. For the feed at full size when the disk cannot hold
+    the WAVs and their cache at once; the feed reads only the audio and the index."""
+    import multiprocessing
+
+    from fat2019.data.feature_cache import UNIT_SCALE, CacheWriter, Source
+    from fat2019.config import N_GLOBAL_STATS, N_GLOBAL_STEPS
+    writer = CacheWriter(folder)
+    sources = [Source(f, Path(f), 44 + 2 * int(n), 0) for f, n in zip(plan.fnames, plan.n_samples)]
+    jobs = [(plan.name, i, int(n), plan.labels[i], seed) for i, n in enumerate(plan.n_samples)
+            if not writer.has(sources[i])]
+    zeros = np.zeros((N_GLOBAL_STEPS, N_GLOBAL_STATS), np.float32)
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        for i, audio in pool.imap(_render, jobs, chunksize=16):
+            writer.add(sources[i], audio, UNIT_SCALE, len(audio) / 441_000, zeros)
+    writer.finish(sources)
