@@ -102,3 +102,33 @@ def test_mixup_in_place_gives_the_plain_expressions_values():
             want = 0.7 * audio + (1 - 0.7) * audio[perm]
             mix_in_place(audio, perm, 0.7)
             assert np.array_equal(audio, want)
+
+
+def test_train_batches_with_prefetch_are_the_batches_of_plain_crops(tmp_path):
+    """The prefetch hint and the in-place mixup leave every batch as the plain algorithm
+    makes it: crops drawn one rng value per clip in order, then mixup's draw."""
+    from fat2019.data.batches import ClipData, TrainBatches, place
+    from fat2019.rehearsal.feed import write_plan_cache
+    plan = data_plan.make_plan(0.004, seed=1, n_classes=80)["curated"]
+    write_plan_cache(tmp_path / "curated", plan, workers=1)
+    cache = FeatureCache(tmp_path / "curated")
+    labels = np.zeros((len(cache), 80), np.float32)
+    labels[np.arange(len(cache)), np.arange(len(cache))] = 1
+    crop = 5 * 44100
+    batches = TrainBatches(ClipData(cache, np.arange(len(cache)), labels), 8, crop, seed=3, epoch=1,
+                           mixup_prob=0.6, mixup_weight=0.7, label_smoothing=0.01)
+    mixed = 0
+    for index in range(len(batches)):
+        x, y = batches[index]
+        rows = batches.order[index * 8: (index + 1) * 8]
+        rng = np.random.default_rng([3, 1, index])
+        audio = np.zeros((len(rows), crop), np.float32)
+        for j, r in enumerate(rows):
+            place(cache, r, audio[j], rng.random())
+        want_y = 0.01 * (1 - labels[rows]) + 0.99 * labels[rows]
+        if rng.random() < 0.6:
+            perm = rng.permutation(len(rows))
+            audio, want_y = 0.7 * audio + (1 - 0.7) * audio[perm], 0.7 * want_y + 0.3 * want_y[perm]
+            mixed += 1
+        assert np.array_equal(x["audio"], audio) and np.allclose(y, want_y)
+    assert mixed > 0

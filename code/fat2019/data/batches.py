@@ -43,11 +43,16 @@ def place(cache: FeatureCache, row: int, out: np.ndarray, position: float) -> No
     raw = cache.raw(row)
     crop = len(out)
     if len(raw) >= crop:
-        start = int(position * (len(raw) - crop))
+        start = crop_start(len(raw), crop, position)
         np.multiply(raw[start: start + crop], cache.scales[row], out=out, casting="unsafe")
     else:
         start = int(position * (crop - len(raw)))
         np.multiply(raw, cache.scales[row], out=out[start: start + len(raw)], casting="unsafe")
+
+
+def crop_start(n_samples: int, crop: int, position: float) -> int:
+    """Where a crop of a clip longer than the crop starts (place)."""
+    return int(position * (n_samples - crop))
 
 
 def inputs(data: ClipData, rows: np.ndarray, audio: np.ndarray) -> dict[str, np.ndarray]:
@@ -107,8 +112,11 @@ class TrainBatches(keras.utils.PyDataset):
         rows = self.order[index * self.batch_size: (index + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         audio = np.zeros((len(rows), self.crop), np.float32)
-        for j, r in enumerate(rows):
-            place(self.data.cache, self.data.rows[r], audio[j], rng.random())
+        positions = [rng.random() for _ in rows]   # drawn as before the prefetch: the same crops
+        cache_rows = self.data.rows[rows]
+        self.data.cache.prefetch(cache_rows, self.crop, positions)
+        for j, (r, position) in enumerate(zip(cache_rows, positions)):
+            place(self.data.cache, r, audio[j], position)
         x = inputs(self.data, rows, audio)
         y = self.data.labels[rows]
         y = self.smoothing * (1 - y) + (1 - self.smoothing) * y
