@@ -150,9 +150,11 @@ class Rehearsal:
 
 
 def load_results(path: Path) -> dict:
-    """rehearsal.json with the probes' figures (feed.json, stacker.json beside it) merged in."""
+    """rehearsal.json with the figures beside it merged in: the probes' (feed.json,
+    stacker.json), the data generation's (generation.json: {"generation": {...}}) and a
+    before/after of the feed (feed_compare.json: {"feed_compare": [rows with "code"]})."""
     results = json.loads(path.read_text())
-    for kind in ("feed", "stacker"):
+    for kind in ("feed", "stacker", "generation", "feed_compare"):
         extra = path.with_name(f"{kind}.json")
         if extra.is_file():
             results.update(json.loads(extra.read_text()))

@@ -49,6 +49,29 @@ def feed_table(runs: list[dict]) -> list[str]:
     return lines
 
 
+def compare_table(runs: list[dict]) -> list[str]:
+    rows = [(r, f) for r in runs for f in r.get("feed_compare", [])]
+    if not rows:
+        return []
+    lines = ["", "The feed before and after the fixes, on the largest cache (larger than RAM):", "",
+             "| scale | code | cache GB | threads | page cache | clips/s (wall) | clips per CPU-s | load |",
+             "|" + " --- |" * 8]
+    for r, f in rows:
+        lines.append(f"| {_scale(r)} | {f['code']} | {f['cache_gb']} | {f['threads']} | {f['page_cache']} | "
+                     f"{f['clips_per_s']:.0f} | {f['clips_per_cpu_s']:.0f} | {f['load']:.1f} |")
+    return lines
+
+
+def generation_lines(runs: list[dict]) -> list[str]:
+    out = []
+    for r in runs:
+        g = r.get("generation")
+        if g:
+            out.append(f"- data @{_scale(r)}: {g['gb']} GB of WAV written in {g['wall_s']} s by 2 writer processes "
+                       f"(load {g['load']}){'; ' + g['note'] if g.get('note') else ''}")
+    return out
+
+
 def section(runs: list[dict]) -> str:
     first = runs[0]
     out = [BEGIN, "## Full-size rehearsal (host side)", "",
@@ -61,8 +84,10 @@ def section(runs: list[dict]) -> str:
     for r in runs:
         c = r["counts"]
         out.append(f"- scale {_scale(r)}: {c['curated']} curated, {c['noisy']} noisy, {c['test']} test clips")
+    out += generation_lines(runs)
     out += [""] + stage_table(runs) + ["", "Host feed (TrainBatches: 5 s crops, batch 32, smoothing, mixup p 0.6; "
                                        "cold = the cache's pages evicted first):", ""] + feed_table(runs)
+    out += compare_table(runs)
     for r in runs:
         if "stacker" in r:
             s = r["stacker"]
