@@ -152,12 +152,18 @@ class Rehearsal:
 def load_results(path: Path) -> dict:
     """rehearsal.json with the figures beside it merged in: the probes' (feed.json,
     stacker.json), the data generation's (generation.json: {"generation": {...}}) and a
-    before/after of the feed (feed_compare.json: {"feed_compare": [rows with "code"]})."""
+    before/after of the feed (feed_compare.json: {"feed_compare": [rows with "code"]}), and
+    notes on a stage's figures (notes.json)."""
     results = json.loads(path.read_text())
     for kind in ("feed", "stacker", "generation", "feed_compare"):
         extra = path.with_name(f"{kind}.json")
         if extra.is_file():
             results.update(json.loads(extra.read_text()))
+    notes = path.with_name("notes.json")     # {"stage": "what to know about its figures"}
+    if notes.is_file():
+        for stage, text in json.loads(notes.read_text()).items():
+            if stage in results["stages"]:
+                results["stages"][stage]["note"] = "; ".join(filter(None, [results["stages"][stage]["note"], text]))
     return results
 
 

@@ -36,6 +36,9 @@ def stage_table(runs: list[dict]) -> list[str]:
             ok = a and b and a["wall_s"] > 0 and a["clips"] > 0
             row += [f"{b['wall_s'] / a['wall_s']:.2f}" if ok else "–", f"{b['clips'] / a['clips']:.2f}" if ok else "–"]
         lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines += [f"- {n} @{_scale(r)}: {r['stages'][n]['note']}" for n in names for r in runs
+              if n in r["stages"] and r["stages"][n].get("note")]
     return lines
 
 
