@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features-dir", type=Path,
                         help="the host feed's caches, when not <work>/features (e.g. feed.write_plan_cache's)")
     parser.add_argument("--report", nargs="+", type=Path, metavar="JSON",
-                        help="write the BENCHMARKS.md section from these rehearsal.json files (smallest scale first)")
+                        help="write the BENCHMARKS.md section from these rehearsal.json files (smallest scale first; the ratios compare the last two)")
     parser.add_argument("--benchmarks", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--probe", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

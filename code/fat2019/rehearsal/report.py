@@ -22,7 +22,7 @@ def stage_table(runs: list[dict]) -> list[str]:
         s = _scale(r)
         head += [f"clips @{s}", f"wall s @{s}", f"peak RSS MB @{s}", f"disk MB @{s}", f"load @{s}"]
     if len(runs) >= 2:
-        head += [f"time ratio {_scale(runs[-1])}/{_scale(runs[0])}", "clip ratio"]
+        head += [f"time ratio {_scale(runs[-1])}/{_scale(runs[-2])}", "clip ratio"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for n in names:
         row = [n]
@@ -32,7 +32,7 @@ def stage_table(runs: list[dict]) -> list[str]:
                 str(g["clips"]), f"{g['wall_s']:.0f}" + ("" if g["returncode"] == 0 else f" (rc {g['returncode']})"),
                 f"{g['peak_rss_mb']:.0f}", f"{g['disk_mb']:.0f}", f"{g['load_start']:.1f}-{g['load_end']:.1f}"]
         if len(runs) >= 2:
-            a, b = got[0], got[-1]
+            a, b = got[-2], got[-1]     # the two largest scales
             ok = a and b and a["wall_s"] > 0 and a["clips"] > 0
             row += [f"{b['wall_s'] / a['wall_s']:.2f}" if ok else "–", f"{b['clips'] / a['clips']:.2f}" if ok else "–"]
         lines.append("| " + " | ".join(row) + " |")
