@@ -104,9 +104,10 @@ def test_mixup_in_place_gives_the_plain_expressions_values():
             assert np.array_equal(audio, want)
 
 
-def test_train_batches_with_prefetch_are_the_batches_of_plain_crops(tmp_path):
+def test_batches_with_prefetch_are_the_batches_of_plain_crops(tmp_path):
     """The prefetch hint and the in-place mixup leave every batch as the plain algorithm
-    makes it: crops drawn one rng value per clip in order, then mixup's draw."""
+    makes it: crops drawn one rng value per clip in order, then mixup's draw; the 3-TTA
+    crops are those of place() at their position."""
     from fat2019.data.batches import ClipData, TrainBatches, place
     from fat2019.rehearsal.feed import write_plan_cache
     plan = data_plan.make_plan(0.004, seed=1, n_classes=80)["curated"]
@@ -132,3 +133,11 @@ def test_train_batches_with_prefetch_are_the_batches_of_plain_crops(tmp_path):
             mixed += 1
         assert np.array_equal(x["audio"], audio) and np.allclose(y, want_y)
     assert mixed > 0
+    from fat2019.data.batches import CropBatches
+    crops = CropBatches(ClipData(cache, np.arange(len(cache)), labels), 8, crop, "end")
+    for index in range(len(crops)):
+        rows = np.arange(index * 8, min((index + 1) * 8, len(cache)))
+        audio = np.zeros((len(rows), crop), np.float32)
+        for j, r in enumerate(rows):
+            place(cache, r, audio[j], 1.0)
+        assert np.array_equal(crops[index][0]["audio"], audio)

@@ -143,8 +143,10 @@ class CropBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         rows = np.arange(index * self.batch_size, min((index + 1) * self.batch_size, len(self.data)))
         audio = np.zeros((len(rows), self.crop), np.float32)
-        for j, r in enumerate(rows):
-            place(self.data.cache, self.data.rows[r], audio[j], self.position)
+        cache_rows = self.data.rows[rows]
+        self.data.cache.prefetch(cache_rows, self.crop, [self.position] * len(rows))
+        for j, r in enumerate(cache_rows):
+            place(self.data.cache, r, audio[j], self.position)
         return (inputs(self.data, rows, audio),)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fat2019.data.batches import ClipData, TrainBatches
+from fat2019.data.batches import ClipData, CropBatches, TrainBatches
 from fat2019.data.feature_cache import AUDIO, FeatureCache
 
 
@@ -78,3 +78,23 @@ def write_plan_cache(folder: Path, plan, seed: int = 0, workers: int = 2) -> Non
         for i, audio in pool.imap(_render, jobs, chunksize=16):
             writer.add(sources[i], audio, UNIT_SCALE, len(audio) / 441_000, zeros)
     writer.finish(sources)
+
+
+def crop_rate(folder: Path, *, n_batches: int, crop_samples: int, batch_size: int = 64, cold: bool,
+              position: str = "middle") -> dict:
+    """clips/s (wall and per CPU-second) of prediction batches (CropBatches, one thread):
+    the 3-TTA crops predict.py feeds, without mixup."""
+    cache = FeatureCache(folder)
+    # every 7th clip: spread over the whole cache, as a fold's validation clips are
+    data = ClipData(cache, np.arange(0, len(cache), 7))
+    batches = CropBatches(data, batch_size, crop_samples, position)
+    n_batches = min(n_batches, len(batches))
+    how = drop_page_cache(folder) if cold else "warm"
+    start, cpu = time.perf_counter(), time.process_time()
+    for i in range(n_batches):
+        batches[i]
+    took, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"cache_gb": round(os.path.getsize(Path(folder) / AUDIO) / 1e9, 2), "threads": 1, "page_cache": how,
+            "batches": n_batches, "clips_per_s": round(n_batches * batch_size / took, 1),
+            "clips_per_cpu_s": round(n_batches * batch_size / max(cpu, 1e-9), 1),
+            "load": round(os.getloadavg()[0], 2)}
