@@ -70,11 +70,12 @@ def jobs_to_do(out: Path, plans: dict, seed: int) -> list[tuple]:
     return sorted(jobs, key=lambda j: -j[3])
 
 
-def check_room(out: Path, need: int) -> None:
+def room_problem(out: Path, need: int) -> str | None:
     free = shutil.disk_usage(out).free
     if free < need:
-        raise SystemExit(f"error: {out} has {free / 1e9:.1f} GB free, the dataset needs "
-                         f"{need / 1e9:.1f} GB more; free space or pass a smaller --scale")
+        return (f"error: {out} has {free / 1e9:.1f} GB free, the dataset needs {need / 1e9:.1f} GB more; "
+                f"free space or pass a smaller --scale")
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     plans = data_plan.make_plan(args.scale, args.seed, len(classes))
     write_tables(args.out, plans, classes)
     jobs = jobs_to_do(args.out, plans, args.seed)
-    check_room(args.out, sum(data_plan.expected_size(j[3]) for j in jobs))
+    problem = room_problem(args.out, sum(data_plan.expected_size(j[3]) for j in jobs))
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     written = 0
     with Progress(len(jobs), "full-size data", "clip", every=30) as bar:
         if args.workers <= 1:
