@@ -141,3 +141,20 @@ def test_batches_with_prefetch_are_the_batches_of_plain_crops(tmp_path):
         for j, r in enumerate(rows):
             place(cache, r, audio[j], 1.0)
         assert np.array_equal(crops[index][0]["audio"], audio)
+
+
+def test_the_stackers_epoch_scoring_gives_predicts_values():
+    from fat2019.ensemble.stacking import ScoreBeforeEpoch, predict_batches
+    from fat2019.eval.metrics import lrap
+    from fat2019.nn.models import build_stacker
+    rng = np.random.default_rng(0)
+    x = rng.random((1500, 80, 7)).astype(np.float32)      # two batches of 1024
+    y = (rng.random((1500, 80)) < 0.02).astype(np.float32)
+    y[np.arange(1500), rng.integers(80, size=1500)] = 1
+    model = build_stacker(80, 7)
+    want = model.predict(x, verbose=0, batch_size=1024)
+    assert np.array_equal(predict_batches(model, x), want)
+    scorer = ScoreBeforeEpoch(x, y, patience=15)
+    scorer.set_model(model)
+    scorer.on_epoch_begin(0)
+    assert scorer.untrained_score == lrap(y, want)
