@@ -43,11 +43,16 @@ def place(cache: FeatureCache, row: int, out: np.ndarray, position: float) -> No
     raw = cache.raw(row)
     crop = len(out)
     if len(raw) >= crop:
-        start = int(position * (len(raw) - crop))
+        start = crop_start(len(raw), crop, position)
         np.multiply(raw[start: start + crop], cache.scales[row], out=out, casting="unsafe")
     else:
         start = int(position * (crop - len(raw)))
         np.multiply(raw, cache.scales[row], out=out[start: start + len(raw)], casting="unsafe")
+
+
+def crop_start(n_samples: int, crop: int, position: float) -> int:
+    """Where a crop of a clip longer than the crop starts (place)."""
+    return int(position * (n_samples - crop))
 
 
 def inputs(data: ClipData, rows: np.ndarray, audio: np.ndarray) -> dict[str, np.ndarray]:
@@ -55,6 +60,32 @@ def inputs(data: ClipData, rows: np.ndarray, audio: np.ndarray) -> dict[str, np.
     return {"audio": audio,
             "global_feat": np.asarray(data.cache.global_features[cache_rows]),
             "other": data.cache.lengths[cache_rows, None]}
+
+
+def mix_in_place(audio: np.ndarray, perm: np.ndarray, w: float) -> None:
+    """audio[j] = w * audio[j] + (1 - w) * audio[perm[j]] for every row, in place.
+
+    Rows are visited along the permutation's cycles, so each row's partner is still
+    unmixed when it is read (the cycle's first row is saved to close it): two rows are
+    touched at a time (cache-resident) and no batch-sized temporary is allocated. The
+    float32 operations are those of the plain expression, so the values are identical."""
+    w_self, w_partner = np.float32(w), np.float32(1 - w)
+    seen = np.zeros(len(perm), bool)
+    row = np.empty(audio.shape[1:], audio.dtype)
+    for first in range(len(perm)):
+        if seen[first]:
+            continue
+        saved = audio[first].copy()
+        j = first
+        while True:
+            seen[j] = True
+            partner = saved if perm[j] == first else audio[perm[j]]
+            np.multiply(partner, w_partner, out=row)
+            audio[j] *= w_self
+            audio[j] += row
+            j = perm[j]
+            if j == first:
+                break
 
 
 class TrainBatches(keras.utils.PyDataset):
@@ -81,8 +112,11 @@ class TrainBatches(keras.utils.PyDataset):
         rows = self.order[index * self.batch_size: (index + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         audio = np.zeros((len(rows), self.crop), np.float32)
-        for j, r in enumerate(rows):
-            place(self.data.cache, self.data.rows[r], audio[j], rng.random())
+        positions = [rng.random() for _ in rows]   # drawn as before the prefetch: the same crops
+        cache_rows = self.data.rows[rows]
+        self.data.cache.prefetch(cache_rows, self.crop, positions)
+        for j, (r, position) in enumerate(zip(cache_rows, positions)):
+            place(self.data.cache, r, audio[j], position)
         x = inputs(self.data, rows, audio)
         y = self.data.labels[rows]
         y = self.smoothing * (1 - y) + (1 - self.smoothing) * y
@@ -90,7 +124,7 @@ class TrainBatches(keras.utils.PyDataset):
             # mix the batch with a permutation of itself; global features and length stay
             perm = rng.permutation(len(rows))
             w = self.mixup_weight
-            x["audio"] = w * audio + (1 - w) * audio[perm]
+            mix_in_place(audio, perm, w)
             y = w * y + (1 - w) * y[perm]
         return x, y.astype(np.float32)
 
@@ -109,8 +143,10 @@ class CropBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         rows = np.arange(index * self.batch_size, min((index + 1) * self.batch_size, len(self.data)))
         audio = np.zeros((len(rows), self.crop), np.float32)
-        for j, r in enumerate(rows):
-            place(self.data.cache, self.data.rows[r], audio[j], self.position)
+        cache_rows = self.data.rows[rows]
+        self.data.cache.prefetch(cache_rows, self.crop, [self.position] * len(rows))
+        for j, r in enumerate(cache_rows):
+            place(self.data.cache, r, audio[j], self.position)
         return (inputs(self.data, rows, audio),)
 
 

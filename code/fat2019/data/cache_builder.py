@@ -5,6 +5,7 @@ undecodable or missing files are collected in bad_files.csv."""
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import signal
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import pandas as pd
 
 from fat2019.data.audio import featurise, warm_up
 from fat2019.data.dataset import ClipSet, missing_file_problems
-from fat2019.data.feature_cache import (BAD_FILES, CacheWriter, FeatureCache, Source, file_signature, is_current,
-                                        restore_interrupted_swap)
+from fat2019.data.feature_cache import (BAD_FILES, GLOBAL_BYTES, NO_ROOM_ERRNOS, CacheWriter, FeatureCache, NoRoom,
+                                        Source, file_signature, is_current, restore_interrupted_swap)
 from fat2019.util.atomic import atomic_write_text
 from fat2019.util.progress import Progress
 
@@ -53,6 +54,28 @@ def build_set(clips: ClipSet, folder: Path, workers: int, skip_bad: bool) -> tup
         return 0, bad
 
     writer = CacheWriter(folder)
+    try:
+        return _fill(writer, clips, folder, sources, bad, workers, skip_bad)
+    except NoRoom as e:
+        writer.close()
+        raise SystemExit(no_room_message(e, writer, sources)) from None
+
+
+def no_room_message(e: NoRoom, writer: CacheWriter, sources: list[Source]) -> str:
+    """What a full disk stopped, where, and about how much room the rest needs: each clip
+    left takes about its file's size (16-bit sources: 2 bytes a sample, as the cache), its
+    global features, and the finished cache a second copy of all global features."""
+    left = [s for s in sources if not writer.has(s)]
+    need = sum(s.size for s in left) + GLOBAL_BYTES * (len(left) + len(sources))
+    free = shutil.disk_usage(e.path.parent).free
+    return (f"error: no room to write the feature cache: {e}. About {need:,} more bytes are needed for "
+            f"the {len(left)} clip(s) left ({free:,} bytes free there). The {len(writer.rows)} clip(s) "
+            f"already cached in {writer.partial} are kept: free space and rerun to finish.")
+
+
+def _fill(writer: CacheWriter, clips: ClipSet, folder: Path, sources: list[Source], bad: list,
+          workers: int, skip_bad: bool) -> tuple[int, list[tuple[str, str, str]]]:
+    """Copy unchanged clips from the old cache, decode the others, finish the cache."""
     old = FeatureCache(folder) if is_complete(folder) else None
     todo = []
     for s in sources:
@@ -81,7 +104,12 @@ def build_set(clips: ClipSet, folder: Path, workers: int, skip_bad: bool) -> tup
 
     if not (bad and not skip_bad):  # else the partial build is kept: the next run resumes from it
         bad_names = {f for f, _, _ in bad}
-        writer.finish([s for s in sources if s.fname not in bad_names])
+        try:
+            writer.finish([s for s in sources if s.fname not in bad_names])
+        except OSError as e:
+            if e.errno in NO_ROOM_ERRNOS:
+                raise NoRoom(Path(e.filename or writer.partial), e) from e
+            raise
     write_bad_files(folder, bad, {s.fname: s for s in sources})
     return decoded, bad
 

@@ -19,6 +19,7 @@ clips get a per-clip scale (peak/32767), so they keep 15 bits of relative precis
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import shutil
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ class FeatureCache:
         size = os.path.getsize(self.folder / AUDIO)
         self.audio = np.memmap(self.folder / AUDIO, dtype="<i2", mode="r") if size else np.zeros(0, "<i2")
         self.row = {f: i for i, f in enumerate(self.fnames)}
+        self._fd = None   # opened on the first prefetch
 
     def __len__(self) -> int:
         return len(self.fnames)
@@ -97,6 +99,21 @@ class FeatureCache:
                            f"{absent[:10]}{' ...' if len(absent) > 10 else ''}; rerun code/features.py")
         return np.fromiter((self.row[f] for f in fnames), np.int64, len(fnames))
 
+    def prefetch(self, rows, crop: int, positions) -> None:
+        """Ask the kernel to read the samples that crops of `rows` at `positions` will touch
+        (batches.place), all at once, before they are copied: on a cold page cache a batch's
+        32 reads are then in flight together instead of one page fault after another. A
+        hint only: without posix_fadvise, or on an empty cache, nothing happens."""
+        if not hasattr(os, "posix_fadvise") or not len(self.audio):
+            return
+        from fat2019.data.batches import crop_start
+        if self._fd is None:
+            self._fd = os.open(self.folder / AUDIO, os.O_RDONLY)
+        for i, position in zip(rows, positions):
+            n = int(self.n_samples[i])
+            start = crop_start(n, crop, position) if n >= crop else 0
+            os.posix_fadvise(self._fd, 2 * int(self.offsets[i] + start), 2 * min(n, crop), os.POSIX_FADV_WILLNEED)
+
     def raw(self, i: int) -> np.ndarray:
         """Clip i as stored: int16 view into the memory map."""
         return self.audio[self.offsets[i]: self.offsets[i] + self.n_samples[i]]
@@ -104,6 +121,18 @@ class FeatureCache:
     def waveform(self, i: int) -> np.ndarray:
         """Clip i as float32 (trimmed, mono, 44.1 kHz)."""
         return self.raw(i).astype(np.float32) * self.scales[i]
+
+
+# A write failing with one of these means the disk (or a quota, or a file-size limit) is full.
+NO_ROOM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class NoRoom(Exception):
+    """A cache file could not be written for lack of room."""
+
+    def __init__(self, path: Path, error: OSError):
+        super().__init__(f"{path}: {error.strerror or error}")
+        self.path, self.error = Path(path), error
 
 
 @dataclass
@@ -177,20 +206,38 @@ class CacheWriter:
         row = {"fname": source.fname, "offset": self._offset, "n_samples": len(audio_int16),
                "scale": repr(float(scale)), "length": repr(float(length)), "size": source.size,
                "mtime_ns": source.mtime_ns, "notes": "; ".join(notes), "global_row": self._n_global}
-        with shutdown.critical():  # a SIGKILL midway is undone by _recover; a SIGTERM waits
-            self._audio.write(np.ascontiguousarray(audio_int16, "<i2").tobytes())
-            self._global.write(np.ascontiguousarray(global_features, "<f4").tobytes())
-            self._audio.flush()
-            self._global.flush()
-            self._rows_csv.writerow(row)
-            self._rows_file.flush()
+        # a SIGKILL midway is undone by _recover; a SIGTERM waits. A full disk stops the build:
+        # the row is written last, so a torn clip has none and the next run cuts its data off.
+        with shutdown.critical():
+            for f, data in ((self._audio, np.ascontiguousarray(audio_int16, "<i2").tobytes()),
+                            (self._global, np.ascontiguousarray(global_features, "<f4").tobytes())):
+                self._write(f, data)
+            self._write(self._rows_file, None, lambda: self._rows_csv.writerow(row))
         self.rows[source.fname] = row
         self._offset += len(audio_int16)
         self._n_global += 1
 
+    @staticmethod
+    def _write(f, data: bytes | None, write=None) -> None:
+        """Write `data` (or call `write`) and flush f; NoRoom names the file when full."""
+        try:
+            if write is None:
+                f.write(data)
+            else:
+                write()
+            f.flush()
+        except OSError as e:
+            if e.errno in NO_ROOM_ERRNOS:
+                raise NoRoom(Path(f.name), e) from e
+            raise
+
     def close(self) -> None:
         for f in (self._audio, self._global, self._rows_file):
-            f.close()
+            try:
+                f.close()
+            except OSError as e:   # the unflushed tail of a write that found the disk full
+                if e.errno not in NO_ROOM_ERRNOS:
+                    raise
 
     def finish(self, sources: list[Source]) -> None:
         """Write index.csv and global_features.npy in `sources` order; swap into place."""

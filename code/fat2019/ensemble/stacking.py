@@ -32,7 +32,7 @@ class ScoreBeforeEpoch(keras.callbacks.Callback):
         self.untrained_score, self.epochs_run = None, 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        score = lrap(self.y_val, self.model.predict(self.x_val, verbose=0, batch_size=1024))
+        score = lrap(self.y_val, predict_batches(self.model, self.x_val))
         if self.untrained_score is None:
             self.untrained_score = score
         if score > self.best_score:
@@ -53,6 +53,15 @@ class ScoreBeforeEpoch(keras.callbacks.Callback):
                     f"{self.epochs_run} epoch(s) of training never beat its val LRAP {self.best_score:.4f}")
         return (f"stacker fold {fold}: trained {self.best_epoch} epoch(s), val LRAP {self.best_score:.4f} "
                 f"(untrained: {self.untrained_score:.4f}); stopped after {self.epochs_run}")
+
+
+def predict_batches(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """model.predict(x, batch_size=batch_size)'s values without its per-call set-up (a data
+    adapter and an iterator each time: 0.43 s vs 5 ms for a validation fold here), which the
+    stacker paid before each of up to 1000 epochs per fold."""
+    parts = [keras.ops.convert_to_numpy(model.predict_on_batch(x[i: i + batch_size]))
+             for i in range(0, len(x), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, *model.outputs[0].shape[1:]), np.float32)
 
 
 def stack_inputs(model_scores: list[np.ndarray], average: np.ndarray) -> np.ndarray:

@@ -1,0 +1,160 @@
+"""The full-size rehearsal's pieces that the suite can afford: the data plan at a few dozen
+clips (counts, lengths, labels, decodable distinct files), and a full disk during the
+feature cache's write (a file-size limit, RLIMIT_FSIZE, in a child process)."""
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+import make_full_size_data
+from fat2019.data.feature_cache import FeatureCache
+from fat2019.rehearsal import data_plan
+from helpers import make_dataset
+
+CODE = Path(__file__).resolve().parent.parent / "code"
+
+
+def test_plan_has_the_real_counts_and_length_distributions():
+    full = data_plan.make_plan(1.0, seed=0, n_classes=80)
+    assert {n: len(p.fnames) for n, p in full.items()} == {"curated": 4970, "noisy": 19815, "test": 3361}
+    names = [f for p in full.values() for f in p.fnames]
+    assert len(set(names)) == len(names)
+    cur = full["curated"].n_samples / 44100
+    assert 0.3 <= cur.min() and cur.max() <= 30.0 and abs(cur.mean() - 7.6) < 0.1
+    assert abs(cur.sum() / 3600 - 10.5) < 0.3                      # the real curated set: about 10.5 h
+    noisy = full["noisy"].n_samples / 44100
+    assert (noisy == 15.0).mean() > 0.9 and noisy.max() == 15.0 and abs(noisy.sum() / 3600 - 80) < 5
+    per_clip = np.array([len(x) for x in full["curated"].labels])
+    assert abs(per_clip.sum() - 5752) < 60 and per_clip.max() <= 5   # the real set: 5,752 labels
+    assert all(len(set(x)) == len(x) for x in full["curated"].labels)
+    assert len({x[0] for x in full["curated"].labels}) == 80
+    assert 28e9 < sum(p.audio_bytes for p in full.values()) < 34e9   # about 30 GB of WAV
+
+
+def test_tiny_scale_writes_the_counts_and_lengths(tmp_path):
+    out = tmp_path / "d"
+    assert make_full_size_data.main(["--out", str(out), "--scale", "0.008", "--workers", "2"]) == 0
+    cur = pd.read_csv(out / "train_curated.csv")
+    noisy = pd.read_csv(out / "train_noisy.csv")
+    test = pd.read_csv(out / "sample_submission.csv")
+    assert (len(cur), len(noisy), len(test)) == (40, 159, 27)
+    assert list(test.columns[1:]) == make_full_size_data.load_class_names()
+    seconds = np.array([sf.info(out / "audio_train" / f).duration for f in cur.fname])
+    assert 0.3 <= seconds.min() and seconds.max() <= 30 and abs(seconds.mean() - 7.6) < 1.0
+    assert (cur.labels.str.count(",") > 0).sum() >= 4                  # multi-label rows, ~14 %
+    noisy_s = np.array([sf.info(out / "audio_train" / f).duration for f in noisy.fname])
+    assert (noisy_s == 15.0).mean() > 0.85
+    info = sf.info(out / "audio_test" / test.fname[0])
+    assert (info.samplerate, info.channels, info.subtype) == (44100, 1, "PCM_16")
+    a, b = (sf.read(out / "audio_train" / f, dtype="int16")[0][:44100] for f in noisy.fname[:2])
+    assert not np.array_equal(a, b)
+    # a rerun keeps what is there: nothing rewritten
+    stamp = {f: (out / "audio_train" / f).stat().st_mtime_ns for f in cur.fname}
+    assert make_full_size_data.main(["--out", str(out), "--scale", "0.008", "--workers", "1"]) == 0
+    assert stamp == {f: (out / "audio_train" / f).stat().st_mtime_ns for f in cur.fname}
+
+
+def features_with_file_limit(data: Path, limit: int | None):
+    """features.py on the curated set, in a child whose files may not grow past `limit`
+    bytes (writes past it fail with EFBIG, as on a full disk; Python ignores SIGXFSZ)."""
+    def limited():
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([sys.executable, str(CODE / "features.py"), "--data-dir", str(data), "--sets", "curated",
+                           "--workers", "1"], preexec_fn=limited, capture_output=True, text=True, env=env)
+
+
+def test_a_full_disk_stops_the_cache_write_with_a_message_and_a_rerun_finishes(tmp_path):
+    data = make_dataset(tmp_path / "data", n_curated=12)
+    audio_bytes = sum(os.path.getsize(data / "audio_train" / f"c{i:03d}.wav") - 44 for i in range(12))
+    full = features_with_file_limit(data, audio_bytes // 2)
+    assert full.returncode == 1, full.stderr
+    partial = data / "features" / "curated.partial"
+    assert "no room to write the feature cache" in full.stderr and str(partial / "audio.int16") in full.stderr
+    assert "bytes are needed" in full.stderr and "Traceback" not in full.stderr
+    kept = pd.read_csv(partial / "rows.csv")
+    assert 0 < len(kept) < 12
+    again = features_with_file_limit(data, None)
+    assert again.returncode == 0, again.stderr
+    assert f"{12 - len(kept)} decoded" in again.stdout       # nothing already written was decoded again
+    reference = make_dataset(tmp_path / "ref", n_curated=12)
+    assert features_with_file_limit(reference, None).returncode == 0
+    got, want = FeatureCache(data / "features" / "curated"), FeatureCache(reference / "features" / "curated")
+    assert got.fnames == want.fnames
+    for i in range(len(got)):
+        assert np.array_equal(got.raw(i), want.raw(i))
+    assert np.array_equal(np.asarray(got.global_features), np.asarray(want.global_features))
+
+
+def test_mixup_in_place_gives_the_plain_expressions_values():
+    from fat2019.data.batches import mix_in_place
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 7, 32):
+        for _ in range(10):
+            audio = rng.standard_normal((n, 300)).astype(np.float32)
+            perm = rng.permutation(n)
+            want = 0.7 * audio + (1 - 0.7) * audio[perm]
+            mix_in_place(audio, perm, 0.7)
+            assert np.array_equal(audio, want)
+
+
+def test_batches_with_prefetch_are_the_batches_of_plain_crops(tmp_path):
+    """The prefetch hint and the in-place mixup leave every batch as the plain algorithm
+    makes it: crops drawn one rng value per clip in order, then mixup's draw; the 3-TTA
+    crops are those of place() at their position."""
+    from fat2019.data.batches import ClipData, TrainBatches, place
+    from fat2019.rehearsal.feed import write_plan_cache
+    plan = data_plan.make_plan(0.004, seed=1, n_classes=80)["curated"]
+    write_plan_cache(tmp_path / "curated", plan, workers=1)
+    cache = FeatureCache(tmp_path / "curated")
+    labels = np.zeros((len(cache), 80), np.float32)
+    labels[np.arange(len(cache)), np.arange(len(cache))] = 1
+    crop = 5 * 44100
+    batches = TrainBatches(ClipData(cache, np.arange(len(cache)), labels), 8, crop, seed=3, epoch=1,
+                           mixup_prob=0.6, mixup_weight=0.7, label_smoothing=0.01)
+    mixed = 0
+    for index in range(len(batches)):
+        x, y = batches[index]
+        rows = batches.order[index * 8: (index + 1) * 8]
+        rng = np.random.default_rng([3, 1, index])
+        audio = np.zeros((len(rows), crop), np.float32)
+        for j, r in enumerate(rows):
+            place(cache, r, audio[j], rng.random())
+        want_y = 0.01 * (1 - labels[rows]) + 0.99 * labels[rows]
+        if rng.random() < 0.6:
+            perm = rng.permutation(len(rows))
+            audio, want_y = 0.7 * audio + (1 - 0.7) * audio[perm], 0.7 * want_y + 0.3 * want_y[perm]
+            mixed += 1
+        assert np.array_equal(x["audio"], audio) and np.allclose(y, want_y)
+    assert mixed > 0
+    from fat2019.data.batches import CropBatches
+    crops = CropBatches(ClipData(cache, np.arange(len(cache)), labels), 8, crop, "end")
+    for index in range(len(crops)):
+        rows = np.arange(index * 8, min((index + 1) * 8, len(cache)))
+        audio = np.zeros((len(rows), crop), np.float32)
+        for j, r in enumerate(rows):
+            place(cache, r, audio[j], 1.0)
+        assert np.array_equal(crops[index][0]["audio"], audio)
+
+
+def test_the_stackers_epoch_scoring_gives_predicts_values():
+    from fat2019.ensemble.stacking import ScoreBeforeEpoch, predict_batches
+    from fat2019.eval.metrics import lrap
+    from fat2019.nn.models import build_stacker
+    rng = np.random.default_rng(0)
+    x = rng.random((1500, 80, 7)).astype(np.float32)      # two batches of 1024
+    y = (rng.random((1500, 80)) < 0.02).astype(np.float32)
+    y[np.arange(1500), rng.integers(80, size=1500)] = 1
+    model = build_stacker(80, 7)
+    want = model.predict(x, verbose=0, batch_size=1024)
+    assert np.array_equal(predict_batches(model, x), want)
+    scorer = ScoreBeforeEpoch(x, y, patience=15)
+    scorer.set_model(model)
+    scorer.on_epoch_begin(0)
+    assert scorer.untrained_score == lrap(y, want)
