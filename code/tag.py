@@ -123,13 +123,21 @@ def find_classes(members: list[Member], data_dir: Path) -> tuple[list[str], Path
                        f"and none in --data-dir: {e}") from None
 
 
+def is_hidden(relative: Path) -> bool:
+    """A name starting with "." at any depth below the folder given: hidden files and
+    folders, and macOS's "._name" resource forks, which hold no audio."""
+    return any(part.startswith(".") for part in relative.parts)
+
+
 def collect_files(inputs: list[Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Audio files named or found (recursively) in folders, each once; (path, problem) for
+    """Audio files named or found (recursively) in folders, each once; a folder's hidden
+    entries are skipped (`is_hidden`), a file named explicitly is not. (path, problem) for
     inputs that do not exist or hold no audio."""
     files, problems, seen = [], [], set()
     for item in inputs:
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in audio_extensions())
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in audio_extensions()
+                           and not is_hidden(p.relative_to(item)))
             if not found:
                 problems.append((str(item), "folder holds no audio files"))
         elif item.is_file():

@@ -49,6 +49,8 @@ def test_cli_tags_files_and_folders_and_writes_csv_and_json(setup, tmp_path):
     for wav in setup["wavs"][2:]:
         shutil.copy(wav, folder / wav.name)
     (folder / "notes.txt").write_text("not audio")                  # not an audio extension: ignored
+    shutil.copy(setup["wavs"][0], folder / ".hidden.wav")             # hidden: ignored
+    (folder / "._new_chirp_0.wav").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")   # undecodable, hidden
     out_csv, out_json = tmp_path / "out" / "tags.csv", tmp_path / "tags.json"
     files = [str(p) for p in setup["wavs"][:2]]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -166,3 +168,16 @@ def test_no_trained_models_is_a_clear_error(setup, tmp_path, capsys):
     assert f"no trained models in {empty}" in capsys.readouterr().err
     assert tag.main([str(setup["wavs"][0]), *setup["options"], "--models", "se"]) == 2   # se was not trained
     assert "--models se: no trained folds" in capsys.readouterr().err
+
+
+def test_a_folder_s_hidden_entries_are_skipped_at_any_depth_but_a_named_one_is_not(tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub" / ".cache").mkdir(parents=True)
+    for name in ("a.wav", "._a.wav", ".hidden.wav", "sub/b.flac", "sub/._b.flac", "sub/.cache/c.wav"):
+        (folder / name).write_bytes(b"x")
+    files, problems = tag.collect_files([folder, folder / ".hidden.wav"])
+    assert files == [folder / "a.wav", folder / "sub" / "b.flac", folder / ".hidden.wav"] and problems == []
+    only_hidden = tmp_path / "only"
+    only_hidden.mkdir()
+    (only_hidden / "._x.wav").write_bytes(b"x")
+    assert tag.collect_files([only_hidden]) == ([], [(str(only_hidden), "folder holds no audio files")])
