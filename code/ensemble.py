@@ -24,18 +24,18 @@ sample_submission.csv, nothing in audio_test/) gets the out-of-fold files only, 
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019 import layout
 from fat2019.eval import reports
 from fat2019.data.dataset import read_test_labels
-from fat2019.util.atomic import atomic_write_text
 from fat2019.eval.metrics import lrap, lwlrap
-from fat2019.ensemble.stacking import fit_stacker, stack_inputs
-from fat2019.train.workspace import NotReady, Workspace, read_predictions, run_stage, stage_parser, write_predictions
+from fat2019.ensemble.predictions import read_predictions, write_predictions
+from fat2019.ensemble.predictor import (SavedStacker, fit_calibration, normalised_weights, stack_inputs,
+                                        weighted_average)
+from fat2019.ensemble.stacking import fit_stacker
+from fat2019.train.workspace import NotReady, Workspace, run_stage, stage_parser
 
 def complete_rows(all_fnames: list[str], fnames: list[str], scores: np.ndarray) -> np.ndarray:
     """Scores for every clip of `all_fnames` (sample_submission's order): clips the feature
@@ -69,12 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     oofs = [read_predictions(oof, curated.fnames, ws.classes) for oof, _ in paths]
     tests = [read_predictions(tst, test.fnames, ws.classes) for _, tst in paths]
 
-    weights = np.array([m.weight for m in ws.models], np.float64)
-    if weights.sum() <= 0:  # e.g. --models se alone (weight 0): plain mean
-        weights = np.ones_like(weights)
-    weights /= weights.sum()
-    avg_oof = np.tensordot(np.stack(oofs, -1), weights, axes=([-1], [0])).astype(np.float32)
-    avg_test = np.tensordot(np.stack(tests, -1), weights, axes=([-1], [0])).astype(np.float32)
+    weights = normalised_weights([m.weight for m in ws.models])
+    avg_oof, avg_test = weighted_average(oofs, weights), weighted_average(tests, weights)
     out = ws.paths.submissions
     all_test = ws.dataset.test.fnames
     if len(test) < len(all_test):
@@ -86,13 +82,12 @@ def main(argv: list[str] | None = None) -> int:
 
     stacker_dir = layout.stacker_dir(ws.paths.models)
     stacker_dir.mkdir(parents=True, exist_ok=True)
-    (stacker_dir / layout.STACKER_JSON).unlink(missing_ok=True)   # written last: the saved stacker is complete
+    layout.stacker_json(ws.paths.models).unlink(missing_ok=True)   # written last: the saved stacker is complete
     stack_oof, stack_test, stack_weights = fit_stacker(stack_inputs(oofs, avg_oof), y, ws.folds,
                                                        stack_inputs(tests, avg_test), ws.profile, args.seed,
                                                        save_dir=stacker_dir)
-    atomic_write_text(stacker_dir / layout.STACKER_JSON, json.dumps(
-        {"models": [m.name for m in ws.models], "average_weights": weights.tolist(), "classes": ws.classes,
-         "n_folds": ws.profile.n_folds, "offset": ws.profile.stacker_offset}, indent=1))
+    SavedStacker([m.name for m in ws.models], weights.tolist(), ws.classes, ws.profile.n_folds,
+                 ws.profile.stacker_offset, fit_calibration(stack_oof, y)).save(ws.paths.models)
     write_predictions(out / layout.STACKER_OOF_CSV, curated.fnames, ws.classes, stack_oof)
     if all_test:
         write_predictions(out / layout.SUBMISSION_CSV, all_test, ws.classes,
@@ -118,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{name:<30} {lrap(y, o):>8.4f} {lwlrap(y, o):>10.4f}"
         print(line + (f" {lwlrap(truth, t):>12.4f}" if truth is not None else ""))
     result = f"submission: {out / layout.SUBMISSION_CSV}" if all_test else f"out-of-fold: {out / layout.STACKER_OOF_CSV}"
-    print(f"\n{result}; per-class report: {out / 'report.png'}")
+    print(f"\n{result}; per-class report: {out / layout.REPORT_PNG}")
     return 0
 
 

@@ -104,17 +104,26 @@ def test_scores_are_the_predict_stage_fold_mean_and_the_zoo_weighted_average(set
     np.testing.assert_allclose(both.to_numpy(), expected, atol=2e-6)
 
     # by default, the stacker that ensemble.py saved: its fold mean on [v1mix, max3exam, average]
-    stacked = tag_scores(setup, [], tmp_path, "stacked")
-    saved = tag.load_stacker(setup["root"] / "models")
-    assert saved["models"] == ["v1mix", "max3exam"] and len(saved["weights"]) == 2
+    stacked = tag_scores(setup, ["--raw-scores"], tmp_path, "stacked")
+    saved = json.loads((setup["root"] / "models" / "stacker" / "stacker.json").read_text())
+    assert saved["models"] == ["v1mix", "max3exam"] and saved["n_folds"] == 2
     x = np.stack([v1mix.to_numpy(), alone.to_numpy(), expected], axis=-1).astype(np.float32)
     manual = []
-    for path in saved["weights"]:
+    for k in range(saved["n_folds"]):
         stacker = models.build_stacker(x.shape[1], x.shape[2], offset=saved["offset"])
-        stacker.load_weights(path)
+        stacker.load_weights(setup["root"] / "models" / "stacker" / f"fold{k}.weights.h5")
         manual.append(stacker.predict(x, verbose=0))
     np.testing.assert_allclose(stacked.to_numpy(), np.mean(manual, axis=0), atol=1e-5)
     assert not np.allclose(stacked.to_numpy(), both.to_numpy(), atol=1e-3)   # it is not the average
+
+    # shown by default: the stacker's output through its saved calibration, an increasing map
+    calibration = saved["calibration"]
+    assert calibration["method"] == "platt" and calibration["slope"] > 0
+    shown = tag_scores(setup, [], tmp_path, "shown")
+    z = calibration["slope"] * np.log(np.mean(manual, axis=0) / (1 - np.mean(manual, axis=0))) + calibration["intercept"]
+    np.testing.assert_allclose(shown.to_numpy(), 1 / (1 + np.exp(-z)), atol=1e-5)
+    np.testing.assert_array_equal(np.argsort(-shown.to_numpy(), axis=1, kind="stable"),
+                                  np.argsort(-stacked.to_numpy(), axis=1, kind="stable"))   # the same ranking
 
 
 def options_without(setup, tmp_path, left_out: str) -> list[str]:
