@@ -48,9 +48,8 @@ def complete_rows(all_fnames: list[str], fnames: list[str], scores: np.ndarray) 
     return filled
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = stage_parser(__doc__, folds=False, force=False, workers=False, precision=False).parse_args(argv)
-    ws = Workspace(args)
+def check_ready(ws: Workspace) -> None:
+    """NotReady, naming each model and its folds, while any is not trained, predicted and gathered."""
     not_ready = []
     for m in ws.models:
         missing = layout.missing_folds(ws.model_dir(m.name), ws.profile.n_folds)
@@ -63,6 +62,25 @@ def main(argv: list[str] | None = None) -> int:
         raise NotReady("cannot ensemble, predictions missing (run train.py and predict.py for every fold; with "
                        "folds sharded over machines, every machine's folds must be in models/):\n  "
                        + "\n  ".join(not_ready))
+
+
+def print_scores(ws: Workspace, test_fnames: list[str], y, rows) -> None:
+    """The summary table: CV LRAP and lwlrap of each (name, oof, test) row, and the test
+    lwlrap when the data has held-back test labels."""
+    truth = read_test_labels(ws.paths.data, ws.dataset)
+    if truth is not None:
+        truth = truth[[ws.dataset.test.fnames.index(f) for f in test_fnames]]
+    head = f"{'':<30} {'CV LRAP':>8} {'CV lwlrap':>10}" + (f" {'test lwlrap':>12}" if truth is not None else "")
+    print("\n" + head)
+    for name, o, t in rows:
+        line = f"{name:<30} {lrap(y, o):>8.4f} {lwlrap(y, o):>10.4f}"
+        print(line + (f" {lwlrap(truth, t):>12.4f}" if truth is not None else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = stage_parser(__doc__, folds=False, force=False, workers=False, precision=False).parse_args(argv)
+    ws = Workspace(args)
+    check_ready(ws)
     curated, test = ws.curated, ws.clip_data(ws.dataset.test)
     y = curated.labels
     paths = [layout.gathered(ws.model_dir(m.name)) for m in ws.models]
@@ -101,17 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     reports.ensemble_report(out, ws.classes, y, [m.name for m in ws.models], oofs, avg_oof, stack_oof,
                             stack_weights)
 
-    truth = read_test_labels(ws.paths.data, ws.dataset)
-    if truth is not None:
-        keep = [ws.dataset.test.fnames.index(f) for f in test.fnames]
-        truth = truth[keep]
     rows = [(m.name, o, t) for m, o, t in zip(ws.models, oofs, tests)]
     rows += [("weighted average", avg_oof, avg_test), ("stacker", stack_oof, stack_test)]
-    head = f"{'':<30} {'CV LRAP':>8} {'CV lwlrap':>10}" + (f" {'test lwlrap':>12}" if truth is not None else "")
-    print("\n" + head)
-    for name, o, t in rows:
-        line = f"{name:<30} {lrap(y, o):>8.4f} {lwlrap(y, o):>10.4f}"
-        print(line + (f" {lwlrap(truth, t):>12.4f}" if truth is not None else ""))
+    print_scores(ws, test.fnames, y, rows)
     result = f"submission: {out / layout.SUBMISSION_CSV}" if all_test else f"out-of-fold: {out / layout.STACKER_OOF_CSV}"
     print(f"\n{result}; per-class report: {out / layout.REPORT_PNG}")
     return 0

@@ -20,7 +20,7 @@ saved one (models/stacker/) and every model it stacks is trained; otherwise (or 
 with a weight. --models picks members (one model: its scores). The stacker's output ranks
 classes but reads low (its top scores sit near 0.05-0.2), so tag.py shows it through the
 calibration ensemble.py fitted on its out-of-fold predictions: the same ranking, as
-probabilities (docs/readable_scores.md); --raw-scores shows the submission's own numbers.
+probabilities (docs/models_folder.md); --raw-scores shows the submission's own numbers.
 
 Folders trained before run.json existed: class names come from a prediction CSV of the
 models folder, else from the data's class list (<data-dir>/sample_submission.csv, or the
@@ -307,11 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     profile, paths = cli.resolve(args)
     try:
         profile, record = run_record.settle(args, profile, paths.models, None, write=False)
+        predictor = Predictor.load(paths.models, profile, names=args.models, combine=args.combine)
         if record is not None:
             classes, classes_from = record["classes"], layout.run_json(paths.models)
         else:   # a folder trained before runs were recorded
             classes, classes_from = find_classes(paths.models, paths.data)
-        predictor = Predictor.load(paths.models, profile, classes, names=args.models, combine=args.combine)
+        predictor.use_classes(classes)
         files, problems = collect_files(args.paths)
         if not files and not problems:
             raise TagError("no files to tag")

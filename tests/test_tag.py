@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from fat2019 import config
+from fat2019.ensemble import predictor
 from fat2019.nn import models
 import tag
 from helpers import PIPELINE_SETTINGS
@@ -116,14 +117,11 @@ def test_scores_are_the_predict_stage_fold_mean_and_the_zoo_weighted_average(set
     np.testing.assert_allclose(stacked.to_numpy(), np.mean(manual, axis=0), atol=1e-5)
     assert not np.allclose(stacked.to_numpy(), both.to_numpy(), atol=1e-3)   # it is not the average
 
-    # shown by default: the stacker's output through its saved calibration, an increasing map
-    calibration = saved["calibration"]
-    assert calibration["method"] == "platt" and calibration["slope"] > 0
+    # shown by default: the stacker's output through its saved calibration (the tiny models
+    # are no better than chance, so their fit is the identity; test_calibration covers Platt)
     shown = tag_scores(setup, [], tmp_path, "shown")
-    z = calibration["slope"] * np.log(np.mean(manual, axis=0) / (1 - np.mean(manual, axis=0))) + calibration["intercept"]
-    np.testing.assert_allclose(shown.to_numpy(), 1 / (1 + np.exp(-z)), atol=1e-5)
-    np.testing.assert_array_equal(np.argsort(-shown.to_numpy(), axis=1, kind="stable"),
-                                  np.argsort(-stacked.to_numpy(), axis=1, kind="stable"))   # the same ranking
+    expected_shown = predictor.calibrate(np.mean(manual, axis=0), saved["calibration"])
+    np.testing.assert_allclose(shown.to_numpy(), expected_shown, atol=1e-5)
 
 
 def options_without(setup, tmp_path, left_out: str) -> list[str]:
@@ -190,3 +188,25 @@ def test_a_folder_s_hidden_entries_are_skipped_at_any_depth_but_a_named_one_is_n
     only_hidden.mkdir()
     (only_hidden / "._x.wav").write_bytes(b"x")
     assert tag.collect_files([only_hidden]) == ([], [(str(only_hidden), "folder holds no audio files")])
+
+
+def test_the_calibration_reads_as_probabilities_and_keeps_every_ranking():
+    # stacker-like scores: sigmoid(2(x - 1.6)) of a weighted average x that ranks well
+    rng = np.random.default_rng(0)
+    truth = rng.random((400, 20)) < 0.06
+    average = np.clip(0.55 * truth + 0.25 * rng.random(truth.shape), 0, 1)
+    stacked = 1 / (1 + np.exp(-2 * (average - 1.6)))
+    assert stacked[truth].mean() < 0.2                        # unreadable: right labels score ~0.14
+    calibration = predictor.fit_calibration(stacked, truth)
+    assert calibration["method"] == "platt" and calibration["slope"] > 0
+    shown = predictor.calibrate(stacked, calibration)
+    assert shown[truth].mean() > 0.5 > shown[~truth].mean()
+    # one increasing map: in the stacker's order, within each clip and within each class, the
+    # shown scores never decrease (float32 may round two close scores to one)
+    order = np.argsort(stacked.ravel(), kind="stable")
+    assert np.all(np.diff(shown.ravel()[order].astype(np.float64)) >= 0)
+    from fat2019.eval.metrics import lwlrap
+    assert lwlrap(truth.astype(float), shown) == pytest.approx(lwlrap(truth.astype(float), stacked), abs=1e-3)
+    # no better than chance: no map that would pretend otherwise
+    assert predictor.fit_calibration(rng.random(truth.shape), truth)["method"] in ("identity", "platt")
+    assert predictor.calibrate(stacked, {"method": "identity"}).tolist() == stacked.astype(np.float32).tolist()

@@ -4,8 +4,8 @@ mean, the weighted average and the stacker, as the submission combines them.
 predict.py predicts each (model, fold) unit with `Member.fold_scores`; ensemble.py combines
 the gathered predictions with `normalised_weights`, `weighted_average` and `stacker_mean`
 and saves the stacker with `SavedStacker`; tag.py loads everything with `Predictor.load`
-and scores clips with `Predictor.score`. Display scores (`Predictor.readable`) are the
-stacker's output through its saved calibration (docs/readable_scores.md): one increasing
+(then `use_classes`) and scores clips with `Predictor.score`. Display scores (`Predictor.readable`) are the
+stacker's output through its saved calibration (docs/models_folder.md): one increasing
 map for every class, so each clip's ranking and the metric are those of the stacker.
 """
 from __future__ import annotations
@@ -218,16 +218,26 @@ class Predictor:
     """Scores clips with a models folder as the submission does: every member's fold-mean
     3-TTA scores, combined by the saved stacker or by the weighted average."""
 
-    def __init__(self, models_dir: Path, members: list[Member], classes: list[str],
-                 stacker: SavedStacker | None):
-        self.models_dir, self.members, self.classes, self.stacker = Path(models_dir), members, classes, stacker
+    def __init__(self, models_dir: Path, members: list[Member], stacker: SavedStacker | None):
+        self.models_dir, self.members, self.stacker = Path(models_dir), members, stacker
+        self.classes: list[str] = []
+
+    def use_classes(self, classes: list[str]) -> "Predictor":
+        """The class list the members were trained with (the run's record, or a prediction
+        CSV); it must be the saved stacker's."""
+        if self.stacker is not None and self.stacker.classes != classes:
+            raise PredictorError(f"the saved stacker's classes differ from the models folder's; "
+                                 f"rerun code/ensemble.py")
+        self.classes = list(classes)
+        return self
 
     @classmethod
-    def load(cls, models_dir: Path, profile: config.Profile, classes: list[str], *,
-             names: list[str] | None = None, combine: str = "auto") -> "Predictor":
-        """`combine`: "stacker" needs the saved stacker and its members; "auto" uses it when
-        there is one, `names` is not given and every member it stacks is trained, else the
-        weighted average; "average" always the weighted average."""
+    def load(cls, models_dir: Path, profile: config.Profile, *, names: list[str] | None = None,
+             combine: str = "auto") -> "Predictor":
+        """The members and the stacker; `use_classes` completes it. `combine`: "stacker"
+        needs the saved stacker and its members; "auto" uses it when there is one, `names`
+        is not given and every member it stacks is trained, else the weighted average;
+        "average" always the weighted average."""
         if combine not in COMBINATIONS:
             raise ValueError(f"combine must be one of {COMBINATIONS}, not {combine!r}")
         stacker = None
@@ -243,14 +253,11 @@ class Predictor:
                 print(f"note: {problem}; using the weighted average", file=sys.stderr)
                 stacker = None
         if stacker is not None:
-            if stacker.classes != classes:
-                raise PredictorError(f"the saved stacker's classes differ from the models folder's; "
-                                     f"rerun code/ensemble.py")
             # every member the stacker was trained on, weight-0 ones too, with its weights
             members = choose_members(models_dir, profile, stacker.models, stacker.average_weights)
         else:
             members = choose_members(models_dir, profile, names)
-        return cls(models_dir, members, classes, stacker)
+        return cls(models_dir, members, stacker)
 
     @property
     def combination(self) -> str:
