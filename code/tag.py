@@ -60,7 +60,7 @@ from fat2019.data.batches import ClipData
 from fat2019.data.dataset import DatasetError, audio_extensions, load_classes
 from fat2019.data.feature_cache import CacheWriter, FeatureCache, Source, file_signature
 from fat2019.ensemble import predictions
-from fat2019.ensemble.predictor import COMBINATIONS, Member, Predictor, PredictorError
+from fat2019.ensemble.predictor import COMBINATIONS, Predictor, PredictorError
 from fat2019.eval.reports import segments_heatmap
 from fat2019.util.atomic import atomic_write_text
 

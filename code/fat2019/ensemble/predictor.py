@@ -226,8 +226,8 @@ class Predictor:
         """The class list the members were trained with (the run's record, or a prediction
         CSV); it must be the saved stacker's."""
         if self.stacker is not None and self.stacker.classes != classes:
-            raise PredictorError(f"the saved stacker's classes differ from the models folder's; "
-                                 f"rerun code/ensemble.py")
+            raise PredictorError(f"the saved stacker's classes ({len(self.stacker.classes)}) differ from the "
+                                 f"models folder's ({len(classes)}); rerun code/ensemble.py")
         self.classes = list(classes)
         return self
 

@@ -68,9 +68,6 @@ class Workspace:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         profile, self.paths = cli.resolve(args)
-        # the models folder's record decides the settings (and refuses contradicting ones)
-        self.profile, self.record = run_record.settle(args, profile, self.paths.models, self.dataset.classes,
-                                                      write=True)
         self.models = config.select_models(args.models)
         set_precision(getattr(args, "mixed_precision", None))
         if getattr(args, "tensorboard", False):
@@ -78,6 +75,9 @@ class Workspace:
         # made first, before anything starts TensorFlow's runtime (--logical-cpus needs that)
         self.strategy = distribute.make_strategy(getattr(args, "strategy", "default"),
                                                  getattr(args, "logical_cpus", None))
+        # the models folder's record decides the settings (and refuses contradicting ones)
+        self.profile, self.record = run_record.settle(args, profile, self.paths.models, self.dataset.classes,
+                                                      write=True)
         if self.strategy.num_replicas_in_sync > 1:
             self.announce_replicas()
 
