@@ -111,7 +111,7 @@ def trained_folds(folder: Path) -> list[int]:
 @dataclass
 class Member:
     """A zoo model as inference uses it: its config at the profile's scale, its folder,
-    its trained folds and its normalised weight in the average."""
+    its trained folds and its weight in the average (normalised over a Predictor's members)."""
     config: config.ModelConfig
     folder: Path
     folds: list[int]
@@ -158,8 +158,8 @@ def choose_members(models_dir: Path, profile: config.Profile, names: list[str] |
         raise PredictorError(f"no trained models in {models_dir} (looked for <model>/fold<k>.weights.h5 of "
                              f"{', '.join(m.name for m in wanted)}); run code/train.py, or point --models-dir "
                              f"at a folder of trained models")
-    if weights is not None:
-        given = normalised_weights(weights)
+    if weights is not None:      # as saved: the stacker was trained on averages made with these
+        given = np.asarray(weights, np.float64)
     else:
         if not names:
             if untrained:
