@@ -26,8 +26,6 @@ audio_test/) gets the out-of-fold files only, with a note.
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
@@ -35,11 +33,13 @@ from fat2019 import layout
 from fat2019.eval import reports
 from fat2019.data.dataset import read_test_labels, read_test_parts
 from fat2019.util import machine
-from fat2019.util.atomic import atomic_write_text
 from fat2019.eval.metrics import lrap, lwlrap
 from fat2019.eval.test_set import ALL, score_test_set
-from fat2019.ensemble.stacking import fit_stacker, stack_inputs
-from fat2019.train.workspace import NotReady, Workspace, read_predictions, run_stage, stage_parser, write_predictions
+from fat2019.ensemble.predictions import read_predictions, write_predictions
+from fat2019.ensemble.predictor import (SavedStacker, fit_calibration, normalised_weights, stack_inputs,
+                                        weighted_average)
+from fat2019.ensemble.stacking import fit_stacker
+from fat2019.train.workspace import NotReady, Workspace, run_stage, stage_parser
 
 def complete_rows(all_fnames: list[str], fnames: list[str], scores: np.ndarray) -> np.ndarray:
     """Scores for every clip of `all_fnames` (sample_submission's order): clips the feature
@@ -52,9 +52,8 @@ def complete_rows(all_fnames: list[str], fnames: list[str], scores: np.ndarray) 
     return filled
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = stage_parser(__doc__, folds=False, force=False, workers=False, precision=False).parse_args(argv)
-    ws = Workspace(args)
+def check_ready(ws: Workspace) -> None:
+    """NotReady, naming each model and its folds, while any is not trained, predicted and gathered."""
     not_ready = []
     for m in ws.models:
         missing = layout.missing_folds(ws.model_dir(m.name), ws.profile.n_folds)
@@ -67,18 +66,39 @@ def main(argv: list[str] | None = None) -> int:
         raise NotReady("cannot ensemble, predictions missing (run train.py and predict.py for every fold; with "
                        "folds sharded over machines, every machine's folds must be in models/):\n  "
                        + "\n  ".join(not_ready))
+
+
+def print_scores(ws: Workspace, test_fnames: list[str], y, rows) -> None:
+    """The summary table: CV LRAP and lwlrap of each (name, oof, test) row and, when the data
+    has held-back test labels, the test lwlrap overall and per leaderboard part (Public,
+    Private) where test_labels.csv marks them."""
+    truth = read_test_labels(ws.paths.data, ws.dataset)
+    parts = read_test_parts(ws.paths.data, ws.dataset) or {}
+    scores = {name: {} for name, _, _ in rows}
+    if truth is not None:
+        keep = [ws.dataset.test.fnames.index(f) for f in test_fnames]
+        scores = score_test_set(truth[keep], {name: t for name, _, t in rows},
+                                {p: mask[keep] for p, mask in parts.items()})
+    groups = [ALL, *parts] if truth is not None else []
+    titles = {ALL: "test lwlrap", **{p: f"test {p}" for p in parts}}
+    print("\n" + f"{'':<30} {'CV LRAP':>8} {'CV lwlrap':>10}" + "".join(f" {titles[g]:>13}" for g in groups))
+    for name, o, _ in rows:
+        cells = "".join(f" {scores[name][g]:>13.4f}" if g in scores[name] else f" {'-':>13}" for g in groups)
+        print(f"{name:<30} {lrap(y, o):>8.4f} {lwlrap(y, o):>10.4f}" + cells)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = stage_parser(__doc__, folds=False, force=False, workers=False, precision=False).parse_args(argv)
+    ws = Workspace(args)
+    check_ready(ws)
     curated, test = ws.curated, ws.clip_data(ws.dataset.test)
     y = curated.labels
     paths = [layout.gathered(ws.model_dir(m.name)) for m in ws.models]
     oofs = [read_predictions(oof, curated.fnames, ws.classes) for oof, _ in paths]
     tests = [read_predictions(tst, test.fnames, ws.classes) for _, tst in paths]
 
-    weights = np.array([m.weight for m in ws.models], np.float64)
-    if weights.sum() <= 0:  # e.g. --models se alone (weight 0): plain mean
-        weights = np.ones_like(weights)
-    weights /= weights.sum()
-    avg_oof = np.tensordot(np.stack(oofs, -1), weights, axes=([-1], [0])).astype(np.float32)
-    avg_test = np.tensordot(np.stack(tests, -1), weights, axes=([-1], [0])).astype(np.float32)
+    weights = normalised_weights([m.weight for m in ws.models])
+    avg_oof, avg_test = weighted_average(oofs, weights), weighted_average(tests, weights)
     out = ws.paths.submissions
     all_test = ws.dataset.test.fnames
     if len(test) < len(all_test):
@@ -90,13 +110,12 @@ def main(argv: list[str] | None = None) -> int:
 
     stacker_dir = layout.stacker_dir(ws.paths.models)
     stacker_dir.mkdir(parents=True, exist_ok=True)
-    (stacker_dir / layout.STACKER_JSON).unlink(missing_ok=True)   # written last: the saved stacker is complete
+    layout.stacker_json(ws.paths.models).unlink(missing_ok=True)   # written last: the saved stacker is complete
     stack_oof, stack_test, stack_weights = fit_stacker(stack_inputs(oofs, avg_oof), y, ws.folds,
                                                        stack_inputs(tests, avg_test), ws.profile, args.seed,
                                                        save_dir=stacker_dir)
-    atomic_write_text(stacker_dir / layout.STACKER_JSON, json.dumps(
-        {"models": [m.name for m in ws.models], "average_weights": weights.tolist(), "classes": ws.classes,
-         "n_folds": ws.profile.n_folds, "offset": ws.profile.stacker_offset}, indent=1))
+    SavedStacker([m.name for m in ws.models], weights.tolist(), ws.classes, ws.profile.n_folds,
+                 ws.profile.stacker_offset, fit_calibration(stack_oof, y)).save(ws.paths.models)
     write_predictions(out / layout.STACKER_OOF_CSV, curated.fnames, ws.classes, stack_oof)
     if all_test:
         write_predictions(out / layout.SUBMISSION_CSV, all_test, ws.classes,
@@ -110,23 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     reports.ensemble_report(out, ws.classes, y, [m.name for m in ws.models], oofs, avg_oof, stack_oof,
                             stack_weights)
 
-    truth = read_test_labels(ws.paths.data, ws.dataset)
-    parts = read_test_parts(ws.paths.data, ws.dataset) or {}
     rows = [(m.name, o, t) for m, o, t in zip(ws.models, oofs, tests)]
     rows += [("weighted average", avg_oof, avg_test), ("stacker", stack_oof, stack_test)]
-    scores = {}
-    if truth is not None:
-        keep = [ws.dataset.test.fnames.index(f) for f in test.fnames]
-        scores = score_test_set(truth[keep], {name: t for name, _, t in rows},
-                                {p: mask[keep] for p, mask in parts.items()})
-    groups = [ALL, *parts] if truth is not None else []
-    titles = {ALL: "test lwlrap", **{p: f"test {p}" for p in parts}}
-    print("\n" + f"{'':<30} {'CV LRAP':>8} {'CV lwlrap':>10}" + "".join(f" {titles[g]:>13}" for g in groups))
-    for name, o, _ in rows:
-        cells = "".join(f" {scores[name][g]:>13.4f}" if g in scores[name] else f" {'-':>13}" for g in groups)
-        print(f"{name:<30} {lrap(y, o):>8.4f} {lwlrap(y, o):>10.4f}" + cells)
+    print_scores(ws, test.fnames, y, rows)
     result = f"submission: {out / layout.SUBMISSION_CSV}" if all_test else f"out-of-fold: {out / layout.STACKER_OOF_CSV}"
-    print(f"\n{result}; per-class report: {out / 'report.png'}")
+    print(f"\n{result}; per-class report: {out / layout.REPORT_PNG}")
     print(machine.summary())   # CPU runs' last digits depend on it (docs/reproducibility-across-cpus.md)
     return 0
 

@@ -52,13 +52,14 @@ from matplotlib.ticker import MaxNLocator
 from fat2019 import cli
 from fat2019 import layout
 from fat2019.data.dataset import CURATED_CSV, DatasetError, read_labelled_csv, read_rows
+from fat2019.ensemble import predictions
+from fat2019.ensemble.predictions import repeated_names
 from fat2019.util.atomic import atomic_write_text
 from fat2019.eval.metrics import per_class_lwlrap
 from fat2019.eval.reports import save_figure
 
 ENSEMBLE_OOF = {"stacker": layout.STACKER_OOF_CSV, "average": layout.AVERAGE_OOF_CSV}
-TABLES = ("per_class", "folds", "clips", "confusions")   # <stem>.<table>.csv
-CONFUSIONS_PNG = "confusions.png"
+TABLES = layout.INSPECT_TABLES
 CHUNK = 256   # clips compared at once: bounds the (clips, classes, classes) arrays
 NO_FOLD = -1  # the fold of a clip folds.csv does not list
 
@@ -66,40 +67,6 @@ NO_FOLD = -1  # the fold of a clip folds.csv does not list
 # ---------------------------------------------------------------------------------------
 # Reading the three CSVs
 # ---------------------------------------------------------------------------------------
-
-def read_oof(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """(fnames, classes, scores) of an OOF CSV; every problem found is raised at once."""
-    path = Path(path)
-    header, rows = read_rows(path)
-    problems = []
-    if not header or header[0] != "fname" or len(header) < 2:
-        problems.append(f"{path}: header must be 'fname' followed by the class names, got {header[:4]!r}...")
-    repeated = sorted({c for c in header[1:] if header.count(c) > 1})
-    problems += [f"{path}: class column {c!r} appears {header.count(c)} times" for c in repeated]
-    if problems:
-        raise DatasetError(f"bad columns in {path}", problems)
-    classes = header[1:]
-    kept = [(line, fields) for line, fields in rows if len(fields) == len(header)]
-    problems += [f"{path.name} line {line}: {len(fields)} field(s), the header has {len(header)}"
-                 for line, fields in rows if len(fields) != len(header)]
-    text = pd.DataFrame([fields[1:] for _, fields in kept], columns=classes, dtype=str)
-    scores = text.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64).reshape(len(kept), len(classes))
-    for r, c in np.argwhere(~np.isfinite(scores)):
-        problems.append(f"{path.name} line {kept[r][0]}, column {classes[c]!r}: "
-                        f"{text.iat[r, c]!r} is not a finite number")
-    fnames = [fields[0] for _, fields in kept]
-    problems += [f"{path.name}: clip {f!r} appears {n} times" for f, n in repeated_names(fnames).items()]
-    if not kept and not problems:
-        problems.append(f"{path}: no rows")
-    if problems:
-        raise DatasetError(f"bad out-of-fold predictions in {path}", problems)
-    return fnames, classes, scores
-
-
-def repeated_names(names: list[str]) -> dict[str, int]:
-    counts = pd.Series(names, dtype=object).value_counts()
-    return {str(f): int(n) for f, n in counts[counts > 1].items()}
-
 
 def read_truth(labels_csv: Path, oof_csv: Path, fnames: list[str], classes: list[str]) -> tuple[np.ndarray, int]:
     """(multi-hot labels of `fnames`, in their order; number of clips the labels CSV has).
@@ -374,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     folds_csv = None if args.no_folds else args.folds or paths.models / layout.FOLDS_CSV
     out = args.out or oof_csv.parent / layout.INSPECT_DIR
 
-    fnames, classes, scores = read_oof(oof_csv)
+    fnames, classes, scores = predictions.read_any(oof_csv)
     y, n_labelled = read_truth(labels_csv, oof_csv, fnames, classes)
     oof = OutOfFold(fnames, classes, y > 0.5, scores, read_folds(folds_csv, fnames) if folds_csv else None)
     confusions = confusion_counts(oof.truth, oof.scores)
@@ -402,11 +369,11 @@ def main(argv: list[str] | None = None) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     stem = oof_csv.stem
-    written = [write_csv(out / f"{stem}.{name}.csv", tables[name]) for name in TABLES]
+    written = [write_csv(layout.inspect_table(out, stem, name), tables[name]) for name in TABLES]
     title = f"{oof_csv.name}: the {min(args.top, len(tables['confusions']))} most frequent confusions " \
             f"({len(fnames)} clips, lwlrap {overall['lwlrap']:.4f})"
     written.append(save_figure(confusion_figure(tables["confusions"], args.top, title),
-                               out / f"{stem}.{CONFUSIONS_PNG}"))
+                               layout.inspect_figure(out, stem)))
     print("\nwrote:\n  " + "\n  ".join(str(p) for p in written))
     return 0
 

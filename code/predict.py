@@ -18,14 +18,46 @@ import functools
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019 import layout
-from fat2019.data.batches import predict_tta
-from fat2019.nn.models import build_model
 from fat2019.train import ray_scheduler
-from fat2019.train.workspace import Workspace, read_predictions, run_stage, stage_parser, write_predictions
+from fat2019.data.batches import ClipData
+from fat2019.ensemble.predictions import read_predictions, write_predictions
+from fat2019.ensemble.predictor import Member, trained_folds
+from fat2019.train.workspace import Workspace, run_stage, stage_parser
+
+
+def predict_fold(ws: Workspace, member: Member, k: int, test: ClipData, model: keras.Model | None = None
+                 ) -> keras.Model:
+    """One unit: fold k's weights on its own validation clips and on the test clips, written
+    to fold<k>.oof.csv and fold<k>.test.csv. Returns the model (built when not given), to
+    reuse for the member's next fold."""
+    model = model or member.build(len(ws.classes))
+    _, val = ws.split(k)
+    for path, data in zip(layout.fold_predictions(member.folder, k), (val, test)):
+        scores = member.fold_scores(model, k, data, ws.profile.predict_batch_size, ws.args.workers)
+        write_predictions(path, data.fnames, ws.classes, scores)
+    print(f"{member.config.name} fold {k}: predicted {len(val)} out-of-fold and {len(test)} test clips")
+    return model
+
+
+def gather(ws: Workspace, folder, test: ClipData) -> None:
+    """oof.csv (each curated clip from the fold that did not train on it) and test.csv
+    (the mean over the folds) from every fold's CSVs."""
+    curated_fnames, test_fnames = ws.curated.fnames, test.fnames
+    oof = np.zeros((len(curated_fnames), len(ws.classes)), np.float32)
+    test_mean = np.zeros((len(test_fnames), len(ws.classes)), np.float64)
+    for k in range(ws.profile.n_folds):
+        rows = np.flatnonzero(ws.folds == k)
+        oof_path, test_path = layout.fold_predictions(folder, k)
+        oof[rows] = read_predictions(oof_path, [curated_fnames[i] for i in rows], ws.classes)
+        test_mean += read_predictions(test_path, test_fnames, ws.classes)
+    oof_path, test_path = layout.gathered(folder)
+    write_predictions(oof_path, curated_fnames, ws.classes, oof)
+    write_predictions(test_path, test_fnames, ws.classes, test_mean / ws.profile.n_folds)
 
 
 def predict_on_ray(ws: Workspace, argv: list[str], chosen: ray_scheduler.Plan) -> int:
@@ -58,40 +90,19 @@ def main(argv: list[str] | None = None) -> int:
             return failed
         args.force = False
     test = ws.clip_data(ws.dataset.test)
-    curated_fnames, test_fnames = ws.curated.fnames, test.fnames
     incomplete = []
     for model_cfg in ws.models:
-        model_cfg = ws.profile.scale(model_cfg)
         folder = ws.model_dir(model_cfg.name)
+        member = Member(ws.profile.scale(model_cfg), folder, trained_folds(folder), model_cfg.weight)
         model = None
         for k in ws.fold_numbers():
-            prefix = layout.fold_prefix(k)
-            oof_path, test_path = layout.fold_predictions(folder, k)
-            if not layout.is_finished(folder, prefix) or (layout.is_predicted(folder, k) and not args.force):
-                continue
-            model = model or build_model(model_cfg, len(ws.classes))
-            model.load_weights(layout.weights_path(folder, prefix))
-            _, val = ws.split(k)
-            for path, data in ((oof_path, val), (test_path, test)):
-                scores = predict_tta(model, data, model_cfg.crop_samples, ws.profile.predict_batch_size,
-                                     args.workers)
-                write_predictions(path, data.fnames, ws.classes, scores)
-            print(f"{model_cfg.name} fold {k}: predicted {len(val)} out-of-fold and {len(test)} test clips")
-
+            if k in member.folds and (args.force or not layout.is_predicted(folder, k)):
+                model = predict_fold(ws, member, k, test, model)
         missing = layout.missing_folds(folder, ws.profile.n_folds)
         if missing:
             incomplete.append(f"{model_cfg.name} folds {missing}")
             continue
-        oof = np.zeros((len(curated_fnames), len(ws.classes)), np.float32)
-        test_mean = np.zeros((len(test_fnames), len(ws.classes)), np.float64)
-        for k in range(ws.profile.n_folds):
-            rows = np.flatnonzero(ws.folds == k)
-            oof_path, test_path = layout.fold_predictions(folder, k)
-            oof[rows] = read_predictions(oof_path, [curated_fnames[i] for i in rows], ws.classes)
-            test_mean += read_predictions(test_path, test_fnames, ws.classes)
-        oof_path, test_path = layout.gathered(folder)
-        write_predictions(oof_path, curated_fnames, ws.classes, oof)
-        write_predictions(test_path, test_fnames, ws.classes, test_mean / ws.profile.n_folds)
+        gather(ws, folder, test)
         print(f"{model_cfg.name}: oof.csv and test.csv written ({ws.profile.n_folds} folds)")
     if incomplete:
         print("predict: oof.csv and test.csv are gathered once every fold is predicted; waiting for "

@@ -38,7 +38,7 @@ def gather_history(folder, n_folds: int) -> None:
     """models/<name>/history.csv: fold, epoch, lr, loss, val_lrap, val_lwlrap."""
     parts = []
     for k in range(n_folds):
-        path = layout.run_file(folder, layout.fold_prefix(k), ".history.csv")
+        path = layout.history_path(folder, layout.fold_prefix(k))
         if path.is_file():
             parts.append(pd.read_csv(path).assign(fold=k))
     if parts:
@@ -59,7 +59,7 @@ def finish_model(ws: Workspace, model_cfg, pretrained, use_pretrained: bool) -> 
     """history.csv from every fold's (also those other runs trained), and report.png."""
     folder = ws.model_dir(model_cfg.name)
     gather_history(folder, ws.profile.n_folds)
-    pretrain_history = layout.run_file(pretrained.parent, layout.PRETRAIN, ".history.csv")
+    pretrain_history = layout.history_path(pretrained.parent, layout.PRETRAIN)
     report = reports.update_training_report(folder, pretrain_history if use_pretrained else None)
     if report:
         print(f"{model_cfg.name}: report {report}")

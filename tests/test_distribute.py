@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from fat2019 import layout
 from fat2019.train import distribute
 from fat2019.train import training
 from fat2019.data.batches import ClipData, TrainBatches
@@ -175,11 +176,11 @@ def test_logical_cpus_once_tensorflow_runs_is_refused():
 
 def test_force_forgets_the_runs_tensorboard_logs(tmp_path):
     for prefix in ("fold0", "fold1"):
-        training.tensorboard_dir(tmp_path, prefix).mkdir(parents=True)
-        (training.tensorboard_dir(tmp_path, prefix) / "events.out.tfevents.1").write_text("x")
+        layout.tensorboard_dir(tmp_path, prefix).mkdir(parents=True)
+        (layout.tensorboard_dir(tmp_path, prefix) / "events.out.tfevents.1").write_text("x")
     training.clear(tmp_path, "fold0")
-    assert not training.tensorboard_dir(tmp_path, "fold0").exists()
-    assert (training.tensorboard_dir(tmp_path, "fold1") / "events.out.tfevents.1").is_file()
+    assert not layout.tensorboard_dir(tmp_path, "fold0").exists()
+    assert (layout.tensorboard_dir(tmp_path, "fold1") / "events.out.tfevents.1").is_file()
 
 
 class Interrupted(BaseException):

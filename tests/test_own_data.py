@@ -125,10 +125,10 @@ def test_the_profiles_own_data_dirs_keep_their_folders():
 
 def test_tag_takes_the_class_list_from_the_labels_before_predict(tmp_path):
     data = make_own_data(tmp_path / "data")
-    empty = tag.Member(config.ZOO_BY_NAME["v1mix"], tmp_path / "models" / "v1mix", [0], 1.0)
-    assert tag.find_classes([empty], data) == (sorted(OWN_CLASSES), data / "train_curated.csv")
+    (tmp_path / "models" / "v1mix").mkdir(parents=True)      # trained, not yet predicted: no CSV
+    assert tag.find_classes(tmp_path / "models", data) == (sorted(OWN_CLASSES), data / "train_curated.csv")
     with pytest.raises(tag.TagError, match="no class list"):
-        tag.find_classes([empty], tmp_path / "absent")
+        tag.find_classes(tmp_path / "models", tmp_path / "absent")
 
 
 # --- every stage on own data ---------------------------------------------------------------

@@ -158,3 +158,14 @@ def test_hop_and_plot_need_segments(setup, capsys):
             tag.main([str(setup["short"]), *setup["options"], *extra])
         assert stop.value.code == 2
     assert "--hop and --plot need --segments" in capsys.readouterr().err
+
+
+def test_the_json_and_each_heatmap_title_name_the_combination_and_the_scale(setup, by_3s, tmp_path, monkeypatch):
+    document = by_3s[1]
+    assert document["combination"].startswith("stacker over the models'")
+    assert document["scale"].startswith("stacker output")      # calibrated, or said to be raw
+    titles = []
+    real = tag.segments_heatmap
+    monkeypatch.setattr(tag, "segments_heatmap", lambda *a, **kw: titles.append(a[-1]) or real(*a, **kw))
+    run_segments(setup, tmp_path, "--segments", "3", "--combine", "average")
+    assert titles == ["weighted average: weighted average of the members' probabilities"] * 2

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from fat2019 import config
+from fat2019.ensemble import predictor
 from fat2019.nn import models
 import tag
 from helpers import PIPELINE_SETTINGS
@@ -49,6 +50,8 @@ def test_cli_tags_files_and_folders_and_writes_csv_and_json(setup, tmp_path):
     for wav in setup["wavs"][2:]:
         shutil.copy(wav, folder / wav.name)
     (folder / "notes.txt").write_text("not audio")                  # not an audio extension: ignored
+    shutil.copy(setup["wavs"][0], folder / ".hidden.wav")             # hidden: ignored
+    (folder / "._new_chirp_0.wav").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")   # undecodable, hidden
     out_csv, out_json = tmp_path / "out" / "tags.csv", tmp_path / "tags.json"
     files = [str(p) for p in setup["wavs"][:2]]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -102,17 +105,23 @@ def test_scores_are_the_predict_stage_fold_mean_and_the_zoo_weighted_average(set
     np.testing.assert_allclose(both.to_numpy(), expected, atol=2e-6)
 
     # by default, the stacker that ensemble.py saved: its fold mean on [v1mix, max3exam, average]
-    stacked = tag_scores(setup, [], tmp_path, "stacked")
-    saved = tag.load_stacker(setup["root"] / "models")
-    assert saved["models"] == ["v1mix", "max3exam"] and len(saved["weights"]) == 2
+    stacked = tag_scores(setup, ["--raw-scores"], tmp_path, "stacked")
+    saved = json.loads((setup["root"] / "models" / "stacker" / "stacker.json").read_text())
+    assert saved["models"] == ["v1mix", "max3exam"] and saved["n_folds"] == 2
     x = np.stack([v1mix.to_numpy(), alone.to_numpy(), expected], axis=-1).astype(np.float32)
     manual = []
-    for path in saved["weights"]:
+    for k in range(saved["n_folds"]):
         stacker = models.build_stacker(x.shape[1], x.shape[2], offset=saved["offset"])
-        stacker.load_weights(path)
+        stacker.load_weights(setup["root"] / "models" / "stacker" / f"fold{k}.weights.h5")
         manual.append(stacker.predict(x, verbose=0))
     np.testing.assert_allclose(stacked.to_numpy(), np.mean(manual, axis=0), atol=1e-5)
     assert not np.allclose(stacked.to_numpy(), both.to_numpy(), atol=1e-3)   # it is not the average
+
+    # shown by default: the stacker's output through its saved calibration (the tiny models
+    # are no better than chance, so their fit is the identity; test_calibration covers Platt)
+    shown = tag_scores(setup, [], tmp_path, "shown")
+    expected_shown = predictor.calibrate(np.mean(manual, axis=0), saved["calibration"])
+    np.testing.assert_allclose(shown.to_numpy(), expected_shown, atol=1e-5)
 
 
 def options_without(setup, tmp_path, left_out: str) -> list[str]:
@@ -166,3 +175,38 @@ def test_no_trained_models_is_a_clear_error(setup, tmp_path, capsys):
     assert f"no trained models in {empty}" in capsys.readouterr().err
     assert tag.main([str(setup["wavs"][0]), *setup["options"], "--models", "se"]) == 2   # se was not trained
     assert "--models se: no trained folds" in capsys.readouterr().err
+
+
+def test_a_folder_s_hidden_entries_are_skipped_at_any_depth_but_a_named_one_is_not(tmp_path):
+    folder = tmp_path / "in"
+    (folder / "sub" / ".cache").mkdir(parents=True)
+    for name in ("a.wav", "._a.wav", ".hidden.wav", "sub/b.flac", "sub/._b.flac", "sub/.cache/c.wav"):
+        (folder / name).write_bytes(b"x")
+    files, problems = tag.collect_files([folder, folder / ".hidden.wav"])
+    assert files == [folder / "a.wav", folder / "sub" / "b.flac", folder / ".hidden.wav"] and problems == []
+    only_hidden = tmp_path / "only"
+    only_hidden.mkdir()
+    (only_hidden / "._x.wav").write_bytes(b"x")
+    assert tag.collect_files([only_hidden]) == ([], [(str(only_hidden), "folder holds no audio files")])
+
+
+def test_the_calibration_reads_as_probabilities_and_keeps_every_ranking():
+    # stacker-like scores: sigmoid(2(x - 1.6)) of a weighted average x that ranks well
+    rng = np.random.default_rng(0)
+    truth = rng.random((400, 20)) < 0.06
+    average = np.clip(0.55 * truth + 0.25 * rng.random(truth.shape), 0, 1)
+    stacked = 1 / (1 + np.exp(-2 * (average - 1.6)))
+    assert stacked[truth].mean() < 0.2                        # unreadable: right labels score ~0.14
+    calibration = predictor.fit_calibration(stacked, truth)
+    assert calibration["method"] == "platt" and calibration["slope"] > 0
+    shown = predictor.calibrate(stacked, calibration)
+    assert shown[truth].mean() > 0.5 > shown[~truth].mean()
+    # one increasing map: in the stacker's order, within each clip and within each class, the
+    # shown scores never decrease (float32 may round two close scores to one)
+    order = np.argsort(stacked.ravel(), kind="stable")
+    assert np.all(np.diff(shown.ravel()[order].astype(np.float64)) >= 0)
+    from fat2019.eval.metrics import lwlrap
+    assert lwlrap(truth.astype(float), shown) == pytest.approx(lwlrap(truth.astype(float), stacked), abs=1e-3)
+    # no better than chance: no map that would pretend otherwise
+    assert predictor.fit_calibration(rng.random(truth.shape), truth)["method"] in ("identity", "platt")
+    assert predictor.calibrate(stacked, {"method": "identity"}).tolist() == stacked.astype(np.float32).tolist()

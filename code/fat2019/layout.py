@@ -3,6 +3,7 @@ what is finished, defined once. Stage scripts name their files through this modu
 never import one another.
 
     models/
+        run.json                     the record of the run: profile, zoo, classes, versions
         folds.csv                    fname, fold (folds.py)
         <model>/
             pretrain.*               the noisy pretraining run (files of a run: below)
@@ -13,11 +14,13 @@ never import one another.
             history.csv, report.png  every fold's epochs, and their plot
         stacker/
             fold<k>.weights.h5       the stacker of fold k
-            stacker.json             written last: its models, average weights, classes
+            stacker.json             written last: its models, average weights, classes,
+                                     the calibration of its output
     submissions/
         average_oof.csv, average.csv, stacker_oof.csv, submission.csv, per_class.csv,
         report.png
     <folder of an OOF CSV>/inspect/  inspect_oof.py's tables and plot, named <OOF stem>.*
+    <tag.py --plot folder>/<file stem>.heatmap.png   tag.py --segments
 
 The files of one training run called <prefix> (training.fit writes them):
 
@@ -31,32 +34,104 @@ The files of one training run called <prefix> (training.fit writes them):
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 FOLDS_CSV = "folds.csv"
+RUN_JSON = "run.json"                 # models/: the record of the run (run_record.py)
 PRETRAIN = "pretrain"                 # the prefix of a model's noisy pretraining run
 HISTORY_CSV = "history.csv"           # models/<model>/: every fold's epochs
+REPORT_PNG = "report.png"             # models/<model>/ and submissions/: the stage's figure
+TENSORBOARD_DIR = "tensorboard"       # models/<model>/tensorboard/<prefix>/
 OOF_CSV, TEST_CSV = "oof.csv", "test.csv"
+FOLD_OOF_SUFFIX, FOLD_TEST_SUFFIX = ".oof.csv", ".test.csv"
+# a model's prediction CSVs, whichever exist: each holds the class list in its header
+PREDICTION_CSV_PATTERNS = (OOF_CSV, TEST_CSV, f"fold*{FOLD_OOF_SUFFIX}", f"fold*{FOLD_TEST_SUFFIX}")
 STACKER_DIR = "stacker"
 STACKER_JSON = "stacker.json"
-RUN_SUFFIXES = (".json", ".state.json", ".last.keras", ".history.csv", ".weights.h5")
+
+# the files of one training run <prefix> (module doc)
+WEIGHTS_SUFFIX = ".weights.h5"
+HISTORY_SUFFIX = ".history.csv"
+SUMMARY_SUFFIX = ".json"              # the marker, written last
+CHECKPOINT_SUFFIX = ".last.keras"
+STATE_SUFFIX = ".state.json"
+RUN_SUFFIXES = (SUMMARY_SUFFIX, STATE_SUFFIX, CHECKPOINT_SUFFIX, HISTORY_SUFFIX, WEIGHTS_SUFFIX)
 
 # submissions/
 AVERAGE_OOF_CSV, AVERAGE_CSV = "average_oof.csv", "average.csv"
 STACKER_OOF_CSV, SUBMISSION_CSV = "stacker_oof.csv", "submission.csv"
+PER_CLASS_CSV = "per_class.csv"
 INSPECT_DIR = "inspect"               # inspect_oof.py writes next to the OOF CSV it reads
+INSPECT_TABLES = ("per_class", "folds", "clips", "confusions")   # <OOF stem>.<table>.csv
+INSPECT_FIGURE = "confusions.png"                                # <OOF stem>.confusions.png
+
+
+
+def inspect_table(folder: Path, stem: str, table: str) -> Path:
+    return Path(folder) / f"{stem}.{table}.csv"
+
+
+def inspect_figure(folder: Path, stem: str) -> Path:
+    return Path(folder) / f"{stem}.{INSPECT_FIGURE}"
+
+
+# tag.py --segments: one figure per file, <file stem><suffix>
+HEATMAP_SUFFIX = ".heatmap.png"
 
 
 def fold_prefix(fold: int) -> str:
     return f"fold{fold}"
 
 
-def weights_path(folder: Path, prefix: str) -> Path:
-    return Path(folder) / f"{prefix}.weights.h5"
+FOLD_WEIGHTS = re.compile(r"fold(\d+)" + re.escape(WEIGHTS_SUFFIX))
+
+
+def fold_numbers_on_disk(folder: Path) -> list[int]:
+    """The folds k with a fold<k>.weights.h5 in `folder` (finished or not), sorted."""
+    return sorted(int(m.group(1)) for p in Path(folder).glob(f"fold*{WEIGHTS_SUFFIX}")
+                  if (m := FOLD_WEIGHTS.fullmatch(p.name)))
 
 
 def run_file(folder: Path, prefix: str, suffix: str) -> Path:
     return Path(folder) / f"{prefix}{suffix}"
+
+
+def weights_path(folder: Path, prefix: str) -> Path:
+    return run_file(folder, prefix, WEIGHTS_SUFFIX)
+
+
+def history_path(folder: Path, prefix: str) -> Path:
+    return run_file(folder, prefix, HISTORY_SUFFIX)
+
+
+def summary_path(folder: Path, prefix: str) -> Path:
+    return run_file(folder, prefix, SUMMARY_SUFFIX)
+
+
+def checkpoint_path(folder: Path, prefix: str) -> Path:
+    return run_file(folder, prefix, CHECKPOINT_SUFFIX)
+
+
+def state_path(folder: Path, prefix: str) -> Path:
+    return run_file(folder, prefix, STATE_SUFFIX)
+
+
+def temporary(path: Path) -> Path:
+    """Where `path` is written before it is moved into place: `.tmp` before its suffixes
+    (fold0.tmp.weights.h5), so Keras still sees the extension it requires."""
+    path = Path(path)
+    stem, dot, suffixes = path.name.partition(".")
+    return path.with_name(f"{stem}.tmp{dot}{suffixes}")
+
+
+def temporaries(folder: Path, prefix: str) -> list[Path]:
+    """What a killed run of `prefix` may have left mid-write (`temporary`)."""
+    return list(Path(folder).glob(f"{prefix}.*tmp*"))
+
+
+def tensorboard_dir(folder: Path, prefix: str) -> Path:
+    return Path(folder) / TENSORBOARD_DIR / prefix
 
 
 def lock_path(folder: Path, prefix: str) -> Path:
@@ -67,9 +142,13 @@ def log_path(folder: Path, prefix: str) -> Path:
     return Path(folder) / f"{prefix}.log"
 
 
+def run_json(models_dir: Path) -> Path:
+    return Path(models_dir) / RUN_JSON
+
+
 def is_finished(folder: Path, prefix: str) -> bool:
     """The run's marker (<prefix>.json, written last) and its weights both exist."""
-    return run_file(folder, prefix, ".json").is_file() and weights_path(folder, prefix).is_file()
+    return summary_path(folder, prefix).is_file() and weights_path(folder, prefix).is_file()
 
 
 def pretrain_weights(models_dir: Path, model_name: str) -> Path:
@@ -82,7 +161,7 @@ def pretrain_weights(models_dir: Path, model_name: str) -> Path:
 
 def fold_predictions(folder: Path, k: int) -> tuple[Path, Path]:
     """(out-of-fold CSV, test CSV) of fold k."""
-    return Path(folder) / f"{fold_prefix(k)}.oof.csv", Path(folder) / f"{fold_prefix(k)}.test.csv"
+    return run_file(folder, fold_prefix(k), FOLD_OOF_SUFFIX), run_file(folder, fold_prefix(k), FOLD_TEST_SUFFIX)
 
 
 def gathered(folder: Path) -> tuple[Path, Path]:
@@ -122,4 +201,8 @@ def stacker_dir(models_dir: Path) -> Path:
 
 def stacker_weights_path(folder: Path, fold: int) -> Path:
     """Fold `fold`'s stacker weights in the stacker folder `folder`."""
-    return Path(folder) / f"fold{fold}.weights.h5"
+    return weights_path(folder, fold_prefix(fold))
+
+
+def stacker_json(models_dir: Path) -> Path:
+    return stacker_dir(models_dir) / STACKER_JSON

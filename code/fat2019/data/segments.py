@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fat2019.data.audio import Clip, decode, process_audio
+from fat2019.layout import HEATMAP_SUFFIX
 from fat2019.config import SAMPLE_RATE
 
-HEATMAP_SUFFIX = ".heatmap.png"   # tag.py --segments: one figure per file, <file stem><suffix>
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from fat2019 import layout
 from fat2019.train import seeds
 from fat2019.train import training
 from fat2019.eval.metrics import lrap
+from fat2019.ensemble.predictor import STACKER_BATCH, stacker_mean
 from fat2019.nn.models import build_stacker
 
 
@@ -32,7 +33,7 @@ class ScoreBeforeEpoch(keras.callbacks.Callback):
         self.untrained_score, self.epochs_run = None, 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        score = lrap(self.y_val, predict_batches(self.model, self.x_val))
+        score = lrap(self.y_val, predict_batches(self.model, self.x_val, STACKER_BATCH))
         if self.untrained_score is None:
             self.untrained_score = score
         if score > self.best_score:
@@ -64,11 +65,6 @@ def predict_batches(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -
     return np.concatenate(parts) if parts else np.zeros((0, *model.outputs[0].shape[1:]), np.float32)
 
 
-def stack_inputs(model_scores: list[np.ndarray], average: np.ndarray) -> np.ndarray:
-    """(clips, classes, models + 1): each model's scores, the weighted average last."""
-    return np.stack([*model_scores, average], axis=-1).astype(np.float32)
-
-
 def fit_stacker_fold(k: int, x, y, folds, profile, seed: int) -> tuple[keras.Model, ScoreBeforeEpoch]:
     """The stacker of fold k, trained on the other folds' clips; its randomness (initial
     state, batch shuffling) comes from (seed, "stacker", fold k) alone."""
@@ -89,14 +85,13 @@ def fit_stacker(x, y, folds, x_test, profile, seed: int, save_dir: Path | None =
     Each fold's stacker is saved to `save_dir`/fold<k>.weights.h5 (for tag.py)."""
     oof = np.zeros(y.shape, np.float32)
     class_weights = np.zeros((profile.n_folds, *x.shape[1:]), np.float64)
-    test = np.zeros((len(x_test), y.shape[1]), np.float64)
+    stackers = []
     for k in range(profile.n_folds):
         stacker, scorer = fit_stacker_fold(k, x, y, folds, profile, seed)
-        oof[folds == k] = stacker.predict(x[folds == k], verbose=0, batch_size=1024)
-        if len(x_test):   # own data may have no test clips; Keras refuses empty input
-            test += stacker.predict(x_test, verbose=0, batch_size=1024)
+        oof[folds == k] = stacker.predict(x[folds == k], verbose=0, batch_size=STACKER_BATCH)
         class_weights[k] = keras.ops.convert_to_numpy(stacker.get_layer("classwise_weights").kernel)
         if save_dir is not None:
             training.save_weights_atomic(stacker, layout.stacker_weights_path(save_dir, k))
+        stackers.append(stacker)
         print(scorer.summary(k))
-    return oof, (test / profile.n_folds).astype(np.float32), class_weights
+    return oof, stacker_mean(stackers, x_test), class_weights

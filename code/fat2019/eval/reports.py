@@ -28,12 +28,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import offset_copy
 
+from fat2019 import layout
 from fat2019.util.atomic import atomic_write_text
 from fat2019.eval.metrics import lwlrap, per_class_lwlrap
 
-TRAINING_REPORT = "report.png"
-ENSEMBLE_REPORT = "report.png"
-PER_CLASS_CSV = "per_class.csv"
 DPI = 110
 
 
@@ -130,7 +128,7 @@ def training_report(history_csv: Path, out: Path, title: str,
         loss_ax.plot(pretrain["epoch"], pretrain["loss"], color="0.4", linewidth=1.2, linestyle=":", marker=".",
                      label="noisy loss (right)")
         loss_ax.set_ylabel("training loss", fontsize=8)
-        summary_path = Path(pretrain_history_csv).with_name("pretrain.json")
+        summary_path = layout.summary_path(Path(pretrain_history_csv).parent, layout.PRETRAIN)
         if summary_path.is_file():  # the epoch whose weights the folds start from
             kept = json.loads(summary_path.read_text()).get("best_epoch")
             row = pretrain[pretrain["epoch"] == kept]
@@ -154,7 +152,7 @@ def update_training_report(folder: Path, pretrain_history_csv: Path | None = Non
     """Redraw models/<name>/report.png when history.csv (or the pretraining history) is
     newer than it; None when there is no history yet or the report is current."""
     folder = Path(folder)
-    history, out = folder / "history.csv", folder / TRAINING_REPORT
+    history, out = folder / layout.HISTORY_CSV, folder / layout.REPORT_PNG
     if not history.is_file():
         return None
     inputs = [history] + ([Path(pretrain_history_csv)] if pretrain_history_csv is not None
@@ -282,12 +280,12 @@ def ensemble_report(out_dir: Path, classes: list[str], y_true: np.ndarray, model
     out_dir = Path(out_dir)
     table, best = per_class_table(classes, y_true, model_names, model_scores, average, stacker)
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / PER_CLASS_CSV, table.to_csv(index=False, float_format="%.6g"))
+    atomic_write_text(out_dir / layout.PER_CLASS_CSV, table.to_csv(index=False, float_format="%.6g"))
 
     overall = {"stacker": lwlrap(y_true, stacker), "average": lwlrap(y_true, average),
                "best": lwlrap(y_true, model_scores[model_names.index(best)])}
     fig = ensemble_figure(table, best, overall, model_names, len(classes), len(y_true), stacker_weights)
-    save_figure(fig, out_dir / ENSEMBLE_REPORT)
+    save_figure(fig, out_dir / layout.REPORT_PNG)
     return table
 
 
@@ -319,9 +317,11 @@ def ensemble_figure(table: pd.DataFrame, best: str, overall: dict[str, float], m
 
 
 def segments_heatmap(out: Path, title: str, classes: list[str], starts: np.ndarray, ends: np.ndarray,
-                     scores: np.ndarray, n_top: int = 10) -> Path:
+                     scores: np.ndarray, scale: str = "scores", n_top: int = 10) -> Path:
     """Scores over time of one file's windows (tag.py --segments) as a heatmap: the `n_top`
-    classes with the highest maximum score over the file, highest on top, score 0..1.
+    classes with the highest maximum score over the file, highest on top. The colours span
+    0..1 whatever the file (so files compare); `scale` says what the scores are (the title
+    names it: which combination, calibrated or not).
 
     Each window is drawn from its start to the next window's start (when windows overlap,
     the stretch it adds), the last one to its end; a gap between windows (hop longer than
@@ -344,7 +344,7 @@ def segments_heatmap(out: Path, title: str, classes: list[str], starts: np.ndarr
     ax.set_yticks(np.arange(len(top)) + 0.5, [classes[i] for i in top], fontsize=8)
     ax.set_ylim(len(top), 0)
     ax.set_xlabel("time (s)")
-    fig.colorbar(mesh, ax=ax, label="score", pad=0.01)
-    ax.set_title(f"{title}: {len(starts)} window(s), top {len(top)} classes by their highest score",
-                 fontsize=10)
+    fig.colorbar(mesh, ax=ax, label="score (colours: fixed 0..1)", pad=0.01)
+    ax.set_title(f"{title}: {len(starts)} window(s), top {len(top)} classes by their highest score "
+                 f"(highest {float(scores.max()):.3f})\n{scale}", fontsize=10)
     return save_figure(fig, out)

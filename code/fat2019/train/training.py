@@ -41,13 +41,13 @@ from fat2019.train import seeds
 from fat2019.util import shutdown
 from fat2019.data.batches import ClipData, TrainBatches, predict_tta
 from fat2019.config import ModelConfig, Profile
+from fat2019.run_record import RunRecordError
 from fat2019.util.atomic import atomic_write_text
 from fat2019.eval.metrics import lrap, lwlrap
 from fat2019.util.progress import Progress
 
 
 HISTORY_COLUMNS = ["epoch", "lr", "loss", "val_lrap", "val_lwlrap"]
-TENSORBOARD_DIR = "tensorboard"
 
 
 @dataclass(frozen=True)
@@ -159,11 +159,7 @@ def clear(folder: Path, prefix: str) -> None:
     """Forget a run (for --force): its marker first, so a crash midway leaves it unfinished."""
     for suffix in layout.RUN_SUFFIXES:
         layout.run_file(folder, prefix, suffix).unlink(missing_ok=True)
-    shutil.rmtree(tensorboard_dir(folder, prefix), ignore_errors=True)
-
-
-def tensorboard_dir(folder: Path, prefix: str) -> Path:
-    return folder / TENSORBOARD_DIR / prefix
+    shutil.rmtree(layout.tensorboard_dir(folder, prefix), ignore_errors=True)
 
 
 def open_tensorboard(folder: Path, prefix: str):
@@ -171,7 +167,7 @@ def open_tensorboard(folder: Path, prefix: str):
     imported here; workspace refuses --tensorboard on other backends)."""
     distribute.require_tensorflow("--tensorboard (tf.summary)")
     import tensorflow as tf
-    return tf.summary.create_file_writer(str(tensorboard_dir(folder, prefix)))
+    return tf.summary.create_file_writer(str(layout.tensorboard_dir(folder, prefix)))
 
 
 def log_scalars(writer, step: int, scalars: dict) -> None:
@@ -183,7 +179,7 @@ def log_scalars(writer, step: int, scalars: dict) -> None:
 
 
 def save_weights_atomic(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(path.name.replace(".weights.h5", ".tmp.weights.h5"))
+    tmp = layout.temporary(path)
     with shutdown.critical():  # a SIGTERM lets the write finish (shutdown.py)
         model.save_weights(tmp)
         _fsync(tmp)
@@ -191,7 +187,7 @@ def save_weights_atomic(model: keras.Model, path: Path) -> None:
 
 
 def save_model_atomic(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(path.name.replace(".keras", ".tmp.keras"))
+    tmp = layout.temporary(path)
     with shutdown.critical():
         model.save(tmp)
         _fsync(tmp)
@@ -206,7 +202,7 @@ def _fsync(path: Path) -> None:
 
 def remove_temporaries(folder: Path, prefix: str) -> None:
     """Temp files a killed run of `prefix` left mid-write; nothing reads them."""
-    for path in folder.glob(f"{prefix}.*tmp*"):
+    for path in layout.temporaries(folder, prefix):
         path.unlink(missing_ok=True)
 
 
@@ -222,14 +218,15 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
     schedule = schedule.for_replicas(strategy.num_replicas_in_sync)
     folder.mkdir(parents=True, exist_ok=True)
     remove_temporaries(folder, prefix)
-    state_path, last_path = folder / f"{prefix}.state.json", folder / f"{prefix}.last.keras"
-    best_path = folder / f"{prefix}.weights.h5"
+    state_path, last_path = layout.state_path(folder, prefix), layout.checkpoint_path(folder, prefix)
+    best_path = layout.weights_path(folder, prefix)
     replicas = strategy.num_replicas_in_sync
     state = {"next_epoch": 0, "best_epoch": None, "best_score": -1.0, "history": [], "seconds": 0.0}
     if state_path.is_file() and last_path.is_file():
         state = json.loads(state_path.read_text())
         with strategy.scope():  # its variables must live on the same replicas
             model = keras.models.load_model(last_path)
+        check_crop(model, crop_samples, last_path)
         print(f"{label}: resuming at epoch {state['next_epoch'] + 1}")
         started_on = state.get("replicas", 1)
         if started_on != replicas:
@@ -274,7 +271,7 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
         if stopping:
             print(schedule.stop_message(label, epoch, state["best_epoch"]), flush=True)
         last = epoch + 1 == schedule.epochs or stopping
-        atomic_write_text(folder / f"{prefix}.history.csv",
+        atomic_write_text(layout.history_path(folder, prefix),
                           pd.DataFrame(state["history"], columns=HISTORY_COLUMNS).to_csv(index=False))
         if writer is not None:
             # step = the epoch of history.csv, so a resumed run continues the same curves
@@ -292,11 +289,24 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
         state["best_epoch"] = state["next_epoch"] - 1
     summary = {"best_epoch": state["best_epoch"] + 1, "best_val_lrap": state["best_score"],
                "epochs_run": state["next_epoch"], "seconds": round(state["seconds"], 1)}
-    atomic_write_text(folder / f"{prefix}.json", json.dumps(summary, indent=1))
+    atomic_write_text(layout.summary_path(folder, prefix), json.dumps(summary, indent=1))
     for path in (last_path, state_path):
         if path.exists():
             path.unlink()
     return summary
+
+
+class CropMismatch(RunRecordError):
+    """A checkpoint built for other crops than the run's (exit 2; run_record.settle refuses
+    such options before any stage starts, this guards a folder whose record was removed)."""
+
+
+def check_crop(model: keras.Model, crop_samples: int, path: Path) -> None:
+    """The crop length lives in the model's audio Input; the batches must cut crops of it."""
+    built = model.input["audio"].shape[-1] if isinstance(model.input, dict) else None
+    if built is not None and built != crop_samples:
+        raise CropMismatch(f"{path} takes {built}-sample crops, but this run cuts {crop_samples}: it was started "
+                           f"with another duration; resume it with that one, or --force to restart it")
 
 
 def start_state(build, seed: int, pretrained: Path | None = None) -> tuple[keras.Model, tuple[list, list]]:

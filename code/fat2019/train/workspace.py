@@ -9,17 +9,16 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import pandas as pd
 
 from fat2019 import cli
 from fat2019 import config
+from fat2019 import run_record
 from fat2019.train import distribute
 from fat2019.data import folds as folds_lib
 from fat2019.util import shutdown
 from fat2019.data.batches import ClipData
 from fat2019.data.dataset import ClipSet, Dataset, DatasetError, load_dataset
 from fat2019.data.feature_cache import FeatureCache
-from fat2019.util.atomic import atomic_write_text
 
 
 def stage_parser(description: str, *, folds: bool = True, force: bool = True, workers: bool = True,
@@ -131,7 +130,7 @@ def set_precision(mixed: str | None) -> None:
 class Workspace:
     def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.profile, self.paths = cli.resolve(args)
+        profile, self.paths = cli.resolve(args)
         self.models = config.select_models(args.models)
         set_precision(getattr(args, "mixed_precision", None))
         if getattr(args, "tensorboard", False):
@@ -139,6 +138,9 @@ class Workspace:
         # made first, before anything starts TensorFlow's runtime (--logical-cpus needs that)
         self.strategy = distribute.make_strategy(getattr(args, "strategy", "default"),
                                                  getattr(args, "logical_cpus", None))
+        # the models folder's record decides the settings (and refuses contradicting ones)
+        self.profile, self.record = run_record.settle(args, profile, self.paths.models, self.dataset.classes,
+                                                      write=True)
         if self.strategy.num_replicas_in_sync > 1:
             self.announce_replicas()
 
@@ -232,32 +234,6 @@ class Workspace:
         return self.paths.models / name
 
 
-def write_predictions(path: Path, fnames: list[str], classes: list[str], scores: np.ndarray,
-                      extra: dict[str, list] | None = None) -> None:
-    """fname + one column per class, the sample_submission format (atomic). `extra` columns
-    (name: values) go between fname and the classes (tag.py --segments: start, end)."""
-    table = pd.DataFrame(scores, columns=classes)
-    table.insert(0, "fname", fnames)
-    for i, (name, values) in enumerate((extra or {}).items()):
-        table.insert(1 + i, name, values)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, table.to_csv(index=False, float_format="%.6g"))
-
-
-def read_predictions(path: Path, fnames: list[str], classes: list[str]) -> np.ndarray:
-    """Scores from a predictions CSV, rows in `fnames` order; a clear error if it does not fit."""
-    table = pd.read_csv(path, dtype={"fname": str})
-    problems = []
-    if list(table.columns) != ["fname", *classes]:
-        problems.append(f"{path}: columns differ from fname + the {len(classes)} classes")
-    absent = set(fnames) - set(table["fname"])
-    if absent:
-        problems.append(f"{path}: {len(absent)} clip(s) missing, e.g. {sorted(absent)[:3]}")
-    if problems:
-        raise DatasetError("predictions do not match the dataset", problems)
-    return table.set_index("fname").loc[fnames, classes].to_numpy(np.float32)
-
-
 class NotReady(Exception):
     """What a stage needs from earlier stages is missing (e.g. folds that another machine
     has not trained yet); the message names it."""
@@ -269,7 +245,7 @@ def run_stage(main) -> None:
     shutdown.install()
     try:
         sys.exit(main())
-    except (DatasetError, NotReady) as e:
+    except (DatasetError, NotReady, run_record.RunRecordError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except FileNotFoundError as e:
