@@ -20,7 +20,7 @@ fold stackers. A summary table of CV scores (and test scores when the data has h
 test labels, as the demo does) ends the stage. Data without test clips (own data: no
 sample_submission.csv, nothing in audio_test/) gets the out-of-fold files only, with a note.
 
-    python code/ensemble.py --profile demo
+    .venv/bin/python code/ensemble.py --profile demo
 """
 from __future__ import annotations
 
@@ -28,14 +28,8 @@ import json
 
 import numpy as np
 
-from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
+from fat2019.cli import NotReady, run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019 import layout
-from fat2019.eval import reports
-from fat2019.data.dataset import read_test_labels
-from fat2019.util.atomic import atomic_write_text
-from fat2019.eval.metrics import lrap, lwlrap
-from fat2019.ensemble.stacking import fit_stacker, stack_inputs
-from fat2019.train.workspace import NotReady, Workspace, read_predictions, run_stage, stage_parser, write_predictions
 
 def complete_rows(all_fnames: list[str], fnames: list[str], scores: np.ndarray) -> np.ndarray:
     """Scores for every clip of `all_fnames` (sample_submission's order): clips the feature
@@ -50,6 +44,14 @@ def complete_rows(all_fnames: list[str], fnames: list[str], scores: np.ndarray) 
 
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser(__doc__, folds=False, force=False, workers=False, precision=False).parse_args(argv)
+    # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
+    from fat2019.data.dataset import read_test_labels
+    from fat2019.ensemble.stacking import fit_stacker, stack_inputs
+    from fat2019.eval import reports
+    from fat2019.eval.metrics import lrap, lwlrap
+    from fat2019.train.workspace import Workspace, read_predictions, write_predictions
+    from fat2019.util.atomic import atomic_write_text
+
     ws = Workspace(args)
     not_ready = []
     for m in ws.models:

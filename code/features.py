@@ -10,24 +10,25 @@ Files that cannot be decoded (or are missing) are collected over the whole set a
 in <features-dir>/<set>/bad_files.csv; the stage then fails, naming each, unless
 --skip-bad is given, which leaves them out of the cache with a warning.
 
-    python code/features.py                   # profile from the data present
-    python code/features.py --profile demo --workers 2
+Two runs on one features folder at once do not collide: a set's build holds
+<features-dir>/<set>.lock (util/locks.py); the second run says who holds it, waits, and
+then finds the set up to date.
+
+    .venv/bin/python code/features.py                   # profile from the data present
+    .venv/bin/python code/features.py --profile demo --workers 2
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-
 from fat2019 import cli
-from fat2019.util import shutdown
-from fat2019.data.cache_builder import BAD_FILES, build_set
-from fat2019.data.dataset import DatasetError, describe_sources, load_dataset
+from fat2019 import layout
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_common_args(parser)
+    parser = cli.script_parser(__doc__)
+    cli.add_common_args(parser, submissions=False)
     parser.add_argument("--sets", nargs="+", choices=["curated", "noisy", "test"],
                         default=["curated", "noisy", "test"], help="clip sets to process (default: all)")
     parser.add_argument("--workers", type=int, default=cli.default_workers(),
@@ -35,27 +36,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-bad", action="store_true",
                         help="leave undecodable or missing files out (with a warning) instead of failing")
     args = parser.parse_args(argv)
-    profile, paths = cli.resolve(args)
+    from fat2019.data.dataset import describe_sources, load_dataset   # after parsing: --help stays quick
 
-    try:
-        dataset = load_dataset(paths.data, check_files=False)
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    profile, paths = cli.resolve(args)
+    dataset = load_dataset(paths.data, check_files=False)   # a DatasetError: exit code 2 (cli.run_stage)
     print(f"features: profile {profile.name}, data {paths.data}, cache {paths.features}")
     print(f"  {describe_sources(dataset)}")
     unused = dataset.classes_without_clips()
     if unused:
         print(f"note: {len(unused)} class(es) of sample_submission.csv have no curated clip: {unused[:10]}"
               f"{' ...' if len(unused) > 10 else ''}; they keep their column (scored low, no weight in lwlrap)")
+    from fat2019.data.cache_builder import BAD_FILES, build_set
+    from fat2019.util import locks
+
     failed = []
     for clips in dataset.sets():
         if clips.name not in args.sets:
             continue
         folder = paths.features / clips.name
-        start = time.perf_counter()
-        decoded, bad = build_set(clips, folder, args.workers, args.skip_bad)
-        took = time.perf_counter() - start
+        with locks.hold(layout.lock_path(paths.features, clips.name),
+                        on_wait=lambda holder: print(f"  {clips.name}: the cache is being built, {holder}; waiting",
+                                                     flush=True)):
+            start = time.perf_counter()
+            decoded, bad = build_set(clips, folder, args.workers, args.skip_bad)
+            took = time.perf_counter() - start
         rate = f", {decoded / took:.1f} clips/s" if decoded else ""
         state = "up to date" if not decoded and not bad else f"{decoded} decoded in {took:.1f} s{rate}"
         print(f"  {clips.name}: {len(clips)} clips, {state}")
@@ -75,5 +79,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    shutdown.install()
-    sys.exit(main())
+    cli.run_stage(main)

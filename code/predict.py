@@ -9,22 +9,24 @@ until then the stage names the folds it waits for (trained elsewhere, with --fol
 Finished folds are skipped (--force redoes them); a fold retrained since its prediction
 is predicted again.
 
-    python code/predict.py --profile demo
+    .venv/bin/python code/predict.py --profile demo
 """
 from __future__ import annotations
 
-import numpy as np
-
-from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
+from fat2019.cli import run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019 import layout
-from fat2019.data.batches import predict_tta
-from fat2019.nn.models import build_model
-from fat2019.train.workspace import Workspace, read_predictions, run_stage, stage_parser, write_predictions
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__, seed=False)
     args = parser.parse_args(argv)
+    # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
+    import numpy as np
+
+    from fat2019.data.batches import predict_tta
+    from fat2019.nn.models import build_model
+    from fat2019.train.workspace import Workspace, read_predictions, write_predictions
+
     ws = Workspace(args)
     test = ws.clip_data(ws.dataset.test)
     curated_fnames, test_fnames = ws.curated.fnames, test.fnames

@@ -17,7 +17,7 @@ import pytest
 
 from fat2019.train import fold_scheduler
 from fat2019.train.fold_scheduler import Unit
-from fat2019.train.workspace import stage_parser
+from fat2019.cli import stage_parser
 
 CODE = Path(__file__).resolve().parent.parent / "code"
 
