@@ -152,7 +152,7 @@ def test_clip_shorter_than_an_fft_frame_reaches_the_model_zero_padded(odd):
     """The model never sees the clip's own length: every crop is `crop_samples` long, a
     short clip zero-padded, so its STFT has whole frames."""
     from fat2019.data.batches import ClipData, CropBatches
-    from fat2019.nn.layers import LogMelSpectrogram
+    from fat2019.nn.frontend import LogMelSpectrogram
     _, cache = odd
     i = cache.row["short.wav"]
     assert cache.n_samples[i] < 1024
