@@ -23,6 +23,7 @@ import pytest
 import soundfile as sf
 
 import features
+from fat2019 import cli
 from fat2019.data import cache_builder
 from fat2019.data import folds
 from fat2019.data.audio import trim
@@ -41,7 +42,7 @@ def wav_bytes(data: np.ndarray, rate: int = RATE, subtype: str = "PCM_16", forma
 
 
 def run_features(data, *extra) -> int:
-    return features.main(["--data-dir", str(data), "--workers", "1", "--sets", "curated", *extra])
+    return cli.call(features.main, ["--data-dir", str(data), "--workers", "1", "--sets", "curated", *extra])
 
 
 def run_features_capturing_stderr(data) -> tuple[int, str]:

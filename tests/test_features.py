@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 import features
+from fat2019 import cli
 from fat2019.data import cache_builder
 from fat2019.data.audio import global_features
 from fat2019.data.feature_cache import FeatureCache
@@ -19,7 +20,7 @@ CODE = Path(__file__).resolve().parent.parent / "code"
 
 
 def run(data, *extra, workers=1):
-    return features.main(["--data-dir", str(data), "--workers", str(workers), *extra])
+    return cli.call(features.main, ["--data-dir", str(data), "--workers", str(workers), *extra])
 
 
 def snapshot(folder):

@@ -195,19 +195,23 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     return BadInput, NotReady, DatasetError, FileNotFoundError
 
 
-def run_stage(main) -> None:
-    """Run a script's main() and exit with its return code; bad input and missing
-    prerequisites become one line `error: ...` and exit code 2. Warnings print as one line
-    each; SIGTERM exits cleanly (util/shutdown.py)."""
-    from fat2019.util import shutdown
-
-    shutdown.install()
-    install_warning_format()
+def call(main, *args):
+    """main(*args)'s exit code as run_stage exits with it: bad input and missing
+    prerequisites become one line `error: ...` on stderr and BAD_INPUT."""
     try:
-        code = main()
+        return main(*args)
     except (SystemExit, KeyboardInterrupt):   # before the lookup below, which imports the dataset module
         raise
     except bad_input_errors() as e:
         print(f"error: {e}", file=sys.stderr)
-        code = BAD_INPUT
-    sys.exit(code)
+        return BAD_INPUT
+
+
+def run_stage(main) -> None:
+    """Run a script's main() and exit with its return code (`call`). Warnings print as one
+    line each; SIGTERM exits cleanly (util/shutdown.py)."""
+    from fat2019.util import shutdown
+
+    shutdown.install()
+    install_warning_format()
+    sys.exit(call(main))
