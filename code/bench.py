@@ -1,8 +1,9 @@
 """Benchmarks: our pipeline against a reference implementation of the original's approach
 and against the machine itself, every ratio measured within one run.
 
-    .venv/bin/python code/bench.py --quick      # a smoke run: QUICK_MINUTES on 2 busy cores
-    .venv/bin/python code/bench.py              # the full run: much longer (see BENCHMARKS.md)
+    .venv/bin/python code/bench.py --quick      # a smoke run: 37 min measured on the 2-core CPU
+                                                #   under load ~20 (a shared machine; BENCHMARKS.md)
+    .venv/bin/python code/bench.py              # the full run: longer (23.5 min measured idle)
     .venv/bin/python code/bench.py --update BENCHMARKS.md   # and put the figures into BENCHMARKS.md
 
 The report goes to models/bench/cpu.md (--out FILE to choose), never to the tracked
