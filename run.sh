@@ -2,7 +2,8 @@
 # The whole pipeline, stage by stage; stops at the first failing stage and names it.
 #   sh run.sh                      real data in input/ -> profile full; otherwise the demo
 #   sh run.sh --models v1mix       extra options go to pretrain/train/predict/ensemble, so give
-#                                  ones they all take (--models, --set, --data-dir, --models-dir)
+#                                  ones they all take (--models, --set, --data-dir, --models-dir);
+#                                  --data-dir and --features-dir go to features.py too
 #   sh run.sh --gpus 4             pretrain, train and predict run 4 units at a time, one per GPU (Ray)
 #   sh run.sh --cluster auto       the same on a running Ray cluster, all of its GPUs (docs/clusters.md)
 # Every stage skips work that is already finished, so rerunning resumes.
@@ -11,8 +12,10 @@ cd "$(dirname "$0")"
 began=$(date +%s)
 . code/setup_env.sh || exit 1
 
-# --gpus N / --cluster [ADDRESS] go to the stages made of units (the others run on one device)
+# --gpus N / --cluster [ADDRESS] go to the stages made of units (the others run on one device);
+# the folder options features.py takes (--data-dir, --features-dir) go to it as well as to the others
 GPUS=
+FEATURES_OPTS=
 n=$#
 while [ "$n" -gt 0 ]; do
     arg=$1
@@ -32,6 +35,16 @@ while [ "$n" -gt 0 ]; do
                 shift
                 n=$((n - 1))
             fi ;;
+        --data-dir|--features-dir)
+            [ "$n" -gt 0 ] || { echo "run.sh: $arg needs a folder" >&2; exit 2; }
+            case $1 in *[[:space:]]*) echo "run.sh: $arg $1: a folder without spaces, please" >&2; exit 2 ;; esac
+            FEATURES_OPTS="$FEATURES_OPTS $arg $1"
+            set -- "$@" "$arg" "$1"
+            shift
+            n=$((n - 1)) ;;
+        --data-dir=*|--features-dir=*)
+            FEATURES_OPTS="$FEATURES_OPTS $arg"
+            set -- "$@" "$arg" ;;
         *) set -- "$@" "$arg" ;;
     esac
 done
@@ -56,7 +69,7 @@ stage() {
     echo "=== $name done in $(( $(date +%s) - start )) s"
 }
 
-stage features
+stage features $FEATURES_OPTS
 stage pretrain $GPUS "$@"
 stage train $GPUS "$@"
 stage predict $GPUS "$@"

@@ -22,24 +22,22 @@ lwlrap, the competition's score, overall and for each leaderboard part (public, 
 the labels name. Data without test clips (own data: no sample_submission.csv, nothing in
 audio_test/) gets the out-of-fold files only, with a note.
 
-    python code/ensemble.py --profile demo
+    .venv/bin/python code/ensemble.py --profile demo
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
+from fat2019.cli import NotReady, run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019 import layout
-from fat2019.eval import reports
-from fat2019.data.dataset import read_test_labels, read_test_parts
-from fat2019.util import machine
-from fat2019.eval.metrics import lrap, lwlrap
-from fat2019.eval.test_set import ALL, score_test_set
 from fat2019.ensemble.predictions import read_predictions, write_predictions
-from fat2019.ensemble.predictor import (SavedStacker, fit_calibration, normalised_weights, stack_inputs,
-                                        weighted_average)
-from fat2019.ensemble.stacking import fit_stacker
-from fat2019.train.workspace import NotReady, Workspace, run_stage, stage_parser
+from fat2019.util import machine
+
+if TYPE_CHECKING:
+    from fat2019.train.workspace import Workspace
+
 
 def complete_rows(all_fnames: list[str], fnames: list[str], scores: np.ndarray) -> np.ndarray:
     """Scores for every clip of `all_fnames` (sample_submission's order): clips the feature
@@ -72,6 +70,10 @@ def print_scores(ws: Workspace, test_fnames: list[str], y, rows) -> None:
     """The summary table: CV LRAP and lwlrap of each (name, oof, test) row and, when the data
     has held-back test labels, the test lwlrap overall and per leaderboard part (Public,
     Private) where test_labels.csv marks them."""
+    from fat2019.data.dataset import read_test_labels, read_test_parts
+    from fat2019.eval.metrics import lrap, lwlrap
+    from fat2019.eval.test_set import ALL, score_test_set
+
     truth = read_test_labels(ws.paths.data, ws.dataset)
     parts = read_test_parts(ws.paths.data, ws.dataset) or {}
     scores = {name: {} for name, _, _ in rows}
@@ -89,6 +91,13 @@ def print_scores(ws: Workspace, test_fnames: list[str], y, rows) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = stage_parser(__doc__, folds=False, force=False, workers=False, precision=False).parse_args(argv)
+    # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
+    from fat2019.ensemble.predictor import (SavedStacker, fit_calibration, normalised_weights, stack_inputs,
+                                            weighted_average)
+    from fat2019.ensemble.stacking import fit_stacker
+    from fat2019.eval import reports
+    from fat2019.train.workspace import Workspace
+
     ws = Workspace(args)
     check_ready(ws)
     curated, test = ws.curated, ws.clip_data(ws.dataset.test)

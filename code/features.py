@@ -10,20 +10,20 @@ Files that cannot be decoded (or are missing) are collected over the whole set a
 in <features-dir>/<set>/bad_files.csv; the stage then fails, naming each, unless
 --skip-bad is given, which leaves them out of the cache with a warning.
 
-    python code/features.py                   # input/ when it has train_curated.csv, else input/demo/
-    python code/features.py --profile demo --workers 2
+Two runs on one features folder at once do not collide: a set's build holds
+<features-dir>/<set>.lock (util/locks.py); the second run says who holds it, waits, and
+then finds the set up to date.
+
+    .venv/bin/python code/features.py                   # input/ when it has train_curated.csv, else input/demo/
+    .venv/bin/python code/features.py --profile demo --workers 2
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-
 from fat2019 import cli
-from fat2019.util import shutdown
-from fat2019.data.cache_builder import BAD_FILES, build_set
-from fat2019.data.dataset import DatasetError, describe_sources, label_warnings, load_dataset
+from fat2019 import layout
 
 
 def describe_build(n_clips: int, decoded: int, n_bad: int, seconds: float, skip_bad: bool) -> str:
@@ -37,8 +37,8 @@ def describe_build(n_clips: int, decoded: int, n_bad: int, seconds: float, skip_
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_common_args(parser)
+    parser = cli.script_parser(__doc__)
+    cli.add_common_args(parser, submissions=False)
     parser.add_argument("--sets", nargs="+", choices=["curated", "noisy", "test"],
                         default=["curated", "noisy", "test"], help="clip sets to process (default: all)")
     parser.add_argument("--workers", type=int, default=cli.default_workers(),
@@ -46,13 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-bad", action="store_true",
                         help="leave undecodable or missing files out (with a warning) instead of failing")
     args = parser.parse_args(argv)
-    _, paths = cli.resolve(args)
+    from fat2019.data.cache_builder import BAD_FILES, build_set   # after parsing: --help stays quick
+    from fat2019.data.dataset import describe_sources, label_warnings, load_dataset
+    from fat2019.util import locks
 
-    try:
-        dataset = load_dataset(paths.data, check_files=False)
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    _, paths = cli.resolve(args)
+    dataset = load_dataset(paths.data, check_files=False)   # a DatasetError: exit code 2 (cli.run_stage)
     # no profile here: the features are the same for every profile (it only picks the default folders)
     print(f"features: data {paths.data}, cache {paths.features}")
     print(f"  {describe_sources(dataset)}")
@@ -67,9 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         if clips.name not in args.sets:
             continue
         folder = paths.features / clips.name
-        start = time.perf_counter()
-        decoded, bad = build_set(clips, folder, args.workers, args.skip_bad)
-        print(f"  {clips.name}: {describe_build(len(clips), decoded, len(bad), time.perf_counter() - start, args.skip_bad)}")
+        with locks.hold(layout.lock_path(paths.features, clips.name),
+                        on_wait=lambda holder: print(f"  {clips.name}: the cache is being built, {holder}; waiting",
+                                                     flush=True)):
+            start = time.perf_counter()
+            decoded, bad = build_set(clips, folder, args.workers, args.skip_bad)
+            took = time.perf_counter() - start
+        print(f"  {clips.name}: {describe_build(len(clips), decoded, len(bad), took, args.skip_bad)}")
         if bad:
             listing = "\n".join(f"    {f}: {why}" for f, _, why in bad[:50])
             more = f"\n    ... and {len(bad) - 50} more" if len(bad) > 50 else ""
@@ -86,5 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    shutdown.install()
-    sys.exit(main())
+    cli.run_stage(main)

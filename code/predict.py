@@ -9,25 +9,29 @@ until then the stage names the folds it waits for (trained elsewhere, with --fol
 Finished folds are skipped (--force redoes them); a fold retrained since its prediction
 is predicted again.
 
-    python code/predict.py --profile demo
-    python code/predict.py --gpus 4      # 4 folds at a time, one per GPU (Ray; docs/clusters.md)
+    .venv/bin/python code/predict.py --profile demo
+    .venv/bin/python code/predict.py --gpus 4      # 4 folds at a time, one per GPU (Ray; docs/clusters.md)
 """
 from __future__ import annotations
 
 import functools
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
-from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
+from fat2019.cli import run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019 import layout
 from fat2019.train import ray_scheduler
-from fat2019.data.batches import ClipData
 from fat2019.ensemble.predictions import read_predictions, write_predictions
-from fat2019.ensemble.predictor import Member, trained_folds
-from fat2019.train.workspace import Workspace, run_stage, stage_parser
+
+if TYPE_CHECKING:   # the stage imports these when it runs: --help stays free of TensorFlow/Keras
+    import keras
+
+    from fat2019.data.batches import ClipData
+    from fat2019.ensemble.predictor import Member
+    from fat2019.train.workspace import Workspace
 
 
 def predict_fold(ws: Workspace, member: Member, k: int, test: ClipData, model: keras.Model | None = None
@@ -83,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     chosen = ray_scheduler.plan(parser, args)
+    # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
+    from fat2019.ensemble.predictor import Member, trained_folds
+    from fat2019.train.workspace import Workspace
+
     ws = Workspace(args)
     if chosen is not None:   # each fold's prediction a Ray task on one GPU; then gathered below
         failed = predict_on_ray(ws, argv, chosen)

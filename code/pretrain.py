@@ -6,8 +6,8 @@ among the late epochs are kept as models/<name>/pretrain.weights.h5. Finished mo
 skipped (--force redoes them); an interrupted one resumes at its next epoch. A model
 another run is pretraining (models/<name>/pretrain.lock held) is skipped with a note.
 
-    python code/pretrain.py --profile demo --models v1mix
-    python code/pretrain.py --gpus 4      # 4 models' pretraining side by side, one per GPU (Ray)
+    .venv/bin/python code/pretrain.py --profile demo --models v1mix
+    .venv/bin/python code/pretrain.py --gpus 4      # 4 models' pretraining side by side, one per GPU (Ray)
 """
 from __future__ import annotations
 
@@ -15,15 +15,11 @@ import functools
 import sys
 from pathlib import Path
 
-from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
+from fat2019.cli import run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019 import config
 from fat2019.train import ray_scheduler
 from fat2019 import layout
-from fat2019.train import seeds
-from fat2019.train import training
 from fat2019.util.progress import UnitProgress
-from fat2019.nn.models import build_model
-from fat2019.train.workspace import Workspace, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     chosen = ray_scheduler.plan(parser, args)
+    # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
+    from fat2019.nn.models import build_model
+    from fat2019.train import seeds, training
+    from fat2019.train.workspace import Workspace
+
     ws = Workspace(args)
     if not len(ws.dataset.noisy):
         print("pretrain: no train_noisy.csv clips; nothing to pretrain (train.py starts from scratch)")

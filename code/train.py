@@ -7,9 +7,9 @@ Finished folds are skipped (--force redoes them); an interrupted fold resumes at
 epoch. models/<name>/history.csv gathers every fold's epochs; models/<name>/report.png
 plots them (reports.py), with the noisy pretraining curve.
 
-    python code/train.py --profile demo --models v1mix --folds 0 1
-    python code/train.py --gpus 4      # 4 folds side by side, one per GPU (Ray; docs/clusters.md)
-    python code/train.py --cluster auto   # the folds spread over a running Ray cluster's GPUs
+    .venv/bin/python code/train.py --profile demo --models v1mix --folds 0 1
+    .venv/bin/python code/train.py --gpus 4      # 4 folds side by side, one per GPU (Ray; docs/clusters.md)
+    .venv/bin/python code/train.py --cluster auto   # the folds spread over a running Ray cluster's GPUs
 
 A fold another run is training (its models/<name>/fold<k>.lock is held) is skipped with
 a note naming that run; a rerun picks it up if that run died before finishing it.
@@ -20,22 +20,24 @@ import functools
 import sys
 from pathlib import Path
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
-from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
+from fat2019.cli import run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019.train import ray_scheduler
-from fat2019 import layout
-from fat2019.eval import reports
-from fat2019.train import seeds
-from fat2019.train import training
 from fat2019.util.progress import UnitProgress
-from fat2019.util.atomic import atomic_write_text
-from fat2019.nn.models import build_model
-from fat2019.train.workspace import Workspace, run_stage, stage_parser
+from fat2019 import layout
+
+if TYPE_CHECKING:
+    from fat2019.train.workspace import Workspace
 
 
 def gather_history(folder, n_folds: int) -> None:
     """models/<name>/history.csv: fold, epoch, lr, loss, val_lrap, val_lwlrap."""
+    import pandas as pd
+
+    from fat2019.train import training
+    from fat2019.util.atomic import atomic_write_text
+
     parts = []
     for k in range(n_folds):
         path = layout.history_path(folder, layout.fold_prefix(k))
@@ -57,6 +59,8 @@ def pretrained_start(ws: Workspace, model_cfg, use_pretrained: bool):
 
 def finish_model(ws: Workspace, model_cfg, pretrained, use_pretrained: bool) -> None:
     """history.csv from every fold's (also those other runs trained), and report.png."""
+    from fat2019.eval import reports
+
     folder = ws.model_dir(model_cfg.name)
     gather_history(folder, ws.profile.n_folds)
     pretrain_history = layout.history_path(pretrained.parent, layout.PRETRAIN)
@@ -99,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     chosen = ray_scheduler.plan(parser, args)
+    # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
+    from fat2019.nn.models import build_model
+    from fat2019.train import seeds, training
+    from fat2019.train.workspace import Workspace
+
     ws = Workspace(args)
     folds = ws.fold_numbers()
     use_pretrained = not args.from_scratch and len(ws.dataset.noisy) > 0

@@ -1,26 +1,22 @@
 """Print the model zoo as a markdown table: parameters and FLOPs per clip of every member.
 
-    python code/zoo_table.py                  # the original sizes (5 s crops, full width)
-    python code/zoo_table.py --profile demo   # the demo profile's scaled-down models
+    .venv/bin/python code/zoo_table.py                  # the original sizes (5 s crops, full width)
+    .venv/bin/python code/zoo_table.py --profile demo   # the demo profile's scaled-down models
 
 FLOPs: see flops.py (analytic, per layer; a multiply-add counts as 2).
 """
 from __future__ import annotations
 
-import argparse
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-import keras  # noqa: E402
-
-from fat2019 import config  # noqa: E402
-from fat2019.nn import models  # noqa: E402
-from fat2019.nn.flops import count_flops  # noqa: E402
+from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
+from fat2019 import config
 
 
 def zoo_table(profile: config.Profile, n_classes: int) -> str:
+    import keras   # here: --help stays free of Keras
+
+    from fat2019.nn import models
+    from fat2019.nn.flops import count_flops
+
     lines = [
         f"Model zoo at profile `{profile.name}`: crop {profile.duration:g} s, "
         f"width x{profile.width:g}, {n_classes} classes. FLOPs: forward pass of one crop, "
@@ -43,7 +39,7 @@ def zoo_table(profile: config.Profile, n_classes: int) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = cli.script_parser(__doc__)
     parser.add_argument("--profile", default="full", choices=sorted(config.PROFILES),
                         help="model scaling to report (default: full)")
     parser.add_argument("--n-classes", type=int, default=None,
@@ -52,7 +48,8 @@ def main(argv=None):
     profile = config.get_profile(args.profile)
     n_classes = args.n_classes or profile.demo_sizes.get("n_classes", 80)
     print(zoo_table(profile, n_classes))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_stage(main)

@@ -23,6 +23,7 @@ import pytest
 import soundfile as sf
 
 import features
+from fat2019 import cli
 from fat2019.data import cache_builder
 from fat2019.data import folds
 from fat2019.data.audio import trim
@@ -41,7 +42,7 @@ def wav_bytes(data: np.ndarray, rate: int = RATE, subtype: str = "PCM_16", forma
 
 
 def run_features(data, *extra) -> int:
-    return features.main(["--data-dir", str(data), "--workers", "1", "--sets", "curated", *extra])
+    return cli.call(features.main, ["--data-dir", str(data), "--workers", "1", "--sets", "curated", *extra])
 
 
 def run_features_capturing_stderr(data) -> tuple[int, str]:
@@ -152,7 +153,7 @@ def test_clip_shorter_than_an_fft_frame_reaches_the_model_zero_padded(odd):
     """The model never sees the clip's own length: every crop is `crop_samples` long, a
     short clip zero-padded, so its STFT has whole frames."""
     from fat2019.data.batches import ClipData, CropBatches
-    from fat2019.nn.layers import LogMelSpectrogram
+    from fat2019.nn.frontend import LogMelSpectrogram
     _, cache = odd
     i = cache.row["short.wav"]
     assert cache.n_samples[i] < 1024

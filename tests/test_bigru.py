@@ -1,4 +1,4 @@
-"""layers.BiGRUSum against keras' Bidirectional(GRU(return_sequences=True), merge_mode="sum").
+"""recurrent.BiGRUSum against keras' Bidirectional(GRU(return_sequences=True), merge_mode="sum").
 
 The backend is fixed per process: the TensorFlow checks run here, the JAX ones (the fused
 scan, its gradients) in a child process with KERAS_BACKEND=jax and no TensorFlow
@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from fat2019.nn import layers
+from fat2019.nn import recurrent
 
 BATCH, STEPS, FEATURES, UNITS = 3, 9, 5, 4
 ATOL = 1e-5
@@ -35,7 +35,7 @@ def random_weights(seed=1):
 
 def built_pair(unroll=1):
     """(reference, ours), built on the test inputs' shape, with the same random weights."""
-    ref, ours = reference_layer(), layers.BiGRUSum(UNITS, unroll=unroll)
+    ref, ours = reference_layer(), recurrent.BiGRUSum(UNITS, unroll=unroll)
     weights = random_weights()
     for layer in (ref, ours):
         layer.build((None, STEPS, FEATURES))
@@ -45,7 +45,7 @@ def built_pair(unroll=1):
 
 def tiny_model(unroll=1):
     x = keras.Input((STEPS, FEATURES))
-    return keras.Model(x, layers.BiGRUSum(UNITS, unroll=unroll, name="bigru")(x))
+    return keras.Model(x, recurrent.BiGRUSum(UNITS, unroll=unroll, name="bigru")(x))
 
 
 def check_save_load(folder: Path) -> None:
@@ -55,13 +55,13 @@ def check_save_load(folder: Path) -> None:
     layer = model.get_layer("bigru")
     config = layer.get_config()
     assert config["units"] == UNITS and config["unroll"] == 3
-    clone = layers.BiGRUSum.from_config(config)
+    clone = recurrent.BiGRUSum.from_config(config)
     clone.build((None, STEPS, FEATURES))
     assert [tuple(w.shape) for w in clone.weights] == [tuple(w.shape) for w in layer.weights]
     path = folder / f"bigru_{keras.backend.backend()}.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert isinstance(loaded.get_layer("bigru"), layers.BiGRUSum)
+    assert isinstance(loaded.get_layer("bigru"), recurrent.BiGRUSum)
     x = random_inputs()
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)))
 
@@ -127,7 +127,7 @@ def test_fused_computation_matches_on_tensorflow_too(unroll):
     # The computation JAX runs, checked here on TF's scan as well.
     ref, ours = built_pair()
     cells = (ours.forward_layer.cell, ours.backward_layer.cell)
-    fused = layers.fused_bigru_sum(random_inputs(), [c.kernel for c in cells],
+    fused = recurrent.fused_bigru_sum(random_inputs(), [c.kernel for c in cells],
                                    [c.recurrent_kernel for c in cells], [c.bias for c in cells], unroll)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(fused),
                                keras.ops.convert_to_numpy(ref(random_inputs())), atol=ATOL)

@@ -140,8 +140,8 @@ def test_the_changed_batch_and_lr_are_said_once(mirrored_run):
 
 
 def test_one_device_is_the_default_and_mirrored_is_opt_in():
-    from fat2019.train import workspace
-    args = workspace.stage_parser("", trains=True).parse_args([])
+    from fat2019 import cli
+    args = cli.stage_parser("", trains=True).parse_args([])
     assert args.strategy == "default"
     strategy = distribute.make_strategy(args.strategy)
     assert strategy.num_replicas_in_sync == 1
@@ -153,7 +153,8 @@ def test_one_device_is_the_default_and_mirrored_is_opt_in():
 def test_jax_gets_one_device_and_tensorflow_only_options_are_refused():
     run_under_jax("""
         import pytest
-        import distribute, workspace
+        from fat2019 import cli
+        from fat2019.train import distribute, workspace
         strategy = distribute.make_strategy("default")
         assert strategy.num_replicas_in_sync == 1
         with strategy.scope():
@@ -162,7 +163,7 @@ def test_jax_gets_one_device_and_tensorflow_only_options_are_refused():
         for argv, option in ((["--strategy", "mirrored"], "--strategy mirrored"),
                              (["--logical-cpus", "2"], "--logical-cpus"),
                              (["--tensorboard"], "--tensorboard")):
-            args = workspace.stage_parser("", trains=True).parse_args(["--profile", "demo", *argv])
+            args = cli.stage_parser("", trains=True).parse_args(["--profile", "demo", *argv])
             with pytest.raises(SystemExit, match=f"{option}.* needs the TensorFlow backend.*'jax'"):
                 workspace.Workspace(args)
     """)

@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 import features
+from fat2019 import cli
 from fat2019.data import cache_builder
 from fat2019.data.audio import global_features
 from fat2019.data.feature_cache import FeatureCache
@@ -19,7 +20,7 @@ CODE = Path(__file__).resolve().parent.parent / "code"
 
 
 def run(data, *extra, workers=1):
-    return features.main(["--data-dir", str(data), "--workers", str(workers), *extra])
+    return cli.call(features.main, ["--data-dir", str(data), "--workers", str(workers), *extra])
 
 
 def snapshot(folder):
@@ -141,3 +142,36 @@ def test_invalid_csv_is_reported_before_any_work(tmp_path, capsys):
 def test_help():
     out = subprocess.run([sys.executable, str(CODE / "features.py"), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--skip-bad" in out.stdout and "--profile" in out.stdout
+
+
+def test_two_runs_at_once_wait_for_each_other_and_leave_one_correct_cache(tmp_path):
+    import threading
+    import time
+
+    from fat2019 import layout
+    from fat2019.util import locks
+
+    data = make_dataset(tmp_path)
+    command = [sys.executable, "-u", str(CODE / "features.py"), "--data-dir", str(data), "--sets", "curated",
+               "--workers", "1"]
+    outputs = [[], []]
+    with locks.try_hold(layout.lock_path(data / "features", "curated")) as lock:   # both runs start while it is held
+        assert lock.held
+        runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in outputs]
+        readers = [threading.Thread(target=lambda r=r, out=out: out.extend(r.stdout)) for r, out in zip(runs, outputs)]
+        for reader in readers:
+            reader.start()
+        for _ in range(600):   # until both say they wait (a guard against a hang, not a timing)
+            if all(any("waiting" in line for line in out) for out in outputs):
+                break
+            time.sleep(0.5)
+    codes = [r.wait(timeout=300) for r in runs]
+    for reader in readers:
+        reader.join()
+    said = ["".join(out) for out in outputs]
+    assert codes == [0, 0], said
+    assert all(f"the cache is being built, {locks.HELD_BY} pid {os.getpid()}" in s for s in said)
+    assert sorted("up to date" in s for s in said) == [False, True]          # one built it, the other found it done
+    cache = FeatureCache(data / "features" / "curated")
+    assert len(cache) == 6 and sorted(cache.fnames) == sorted(pd.read_csv(data / "train_curated.csv")["fname"])
+    assert not list((data / "features").glob("*.partial")) and not list((data / "features").glob("*.lock"))

@@ -18,11 +18,11 @@ def reaches_past_edges(fig) -> bool:
 
 
 def test_confusion_figure_keeps_its_labels_inside_with_long_class_names():
-    import inspect_oof
+    from fat2019.eval import oof_analysis
     table = pd.DataFrame({"true": ["Accelerating_and_revving_and_vroom"] * 3,
                           "wrong": ["Race_car_and_auto_racing", "Bus", "Motorcycle"],
                           "count": [5, 3, 1], "share": [0.5, 0.3, 0.1]})
-    fig = inspect_oof.confusion_figure(table, 20, "stacker_oof.csv: the 3 most frequent confusions "
+    fig = oof_analysis.confusion_figure(table, 20, "stacker_oof.csv: the 3 most frequent confusions "
                                                   "(300 clips, lwlrap 0.8560)")
     assert not reaches_past_edges(fig)
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import inspect_oof
-from fat2019.eval import metrics
+from fat2019.eval import metrics, oof_analysis
 from fat2019.data.dataset import DatasetError
 from test_layout import CODE
 from test_reports import image_is_a_real_plot
@@ -112,10 +112,10 @@ def test_fold_scores_and_ranks_match_sklearn_with_ties(seed):
     truth[np.arange(90), rng.integers(0, 7, 90)] = True
     scores = np.round(rng.random(truth.shape), 1)                    # rounded: many ties
     folds = rng.integers(0, 3, 90)
-    folds[:4] = inspect_oof.NO_FOLD
-    oof = inspect_oof.OutOfFold([f"{i}.wav" for i in range(90)], [str(c) for c in range(7)], truth, scores,
+    folds[:4] = oof_analysis.NO_FOLD
+    oof = oof_analysis.OutOfFold([f"{i}.wav" for i in range(90)], [str(c) for c in range(7)], truth, scores,
                                 folds)
-    table = inspect_oof.per_fold_table(oof).set_index("fold")
+    table = oof_analysis.per_fold_table(oof).set_index("fold")
     for name, rows in [("0", folds == 0), ("2", folds == 2), ("all", np.ones(90, bool))]:
         assert table.loc[name, "lwlrap"] == pytest.approx(metrics.lwlrap(truth[rows], scores[rows]), abs=1e-12)
         assert table.loc[name, "lrap"] == pytest.approx(metrics.lrap(truth[rows], scores[rows]), abs=1e-12)

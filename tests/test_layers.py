@@ -5,7 +5,11 @@ import librosa
 import pytest
 import scipy.signal
 
-from fat2019.nn import layers
+from fat2019.nn import frontend
+
+from fat2019.nn import heads
+
+from fat2019.nn import pooling
 from helpers import run_under_jax
 
 SR = 44_100
@@ -48,15 +52,15 @@ def realistic_clip(n_samples, seed, gain=1.0):
 
 
 def run_logmel(batch, **kwargs):
-    layer = layers.LogMelSpectrogram(**kwargs)
+    layer = frontend.LogMelSpectrogram(**kwargs)
     return keras.ops.convert_to_numpy(layer(batch))
 
 
 def test_same_padding_matches_tf_same_convolution():
     # 5 s: 431 frames, 684 zeros in all, 342 on the left.
-    assert layers.same_padding(220_500, 1024, 512) == (342, 342)
+    assert frontend.same_padding(220_500, 1024, 512) == (342, 342)
     for n in (1, 511, 512, 513, 1024, 88_200, 220_500):
-        left, right = layers.same_padding(n, 1024, 512)
+        left, right = frontend.same_padding(n, 1024, 512)
         n_frames = -(-n // 512)
         assert (n + left + right - 1024) // 512 + 1 == n_frames
         assert left == (left + right) // 2
@@ -99,7 +103,7 @@ def test_logmel_matches_numpy_reference(n_samples):
 @pytest.mark.parametrize("sr, n_fft, n_mels, f_min, f_max", [
     (44_100, 1024, 64, 0.0, None), (22_050, 2048, 128, 20.0, 8000.0), (16_000, 400, 40, 300.0, 7600.0)])
 def test_slaney_mel_filterbank_equals_librosa(sr, n_fft, n_mels, f_min, f_max):
-    ours = layers.slaney_mel_filterbank(sr, n_fft, n_mels, f_min, f_max)
+    ours = frontend.slaney_mel_filterbank(sr, n_fft, n_mels, f_min, f_max)
     theirs = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max,
                                  htk=False, norm="slaney").T
     assert ours.shape == theirs.shape == (n_fft // 2 + 1, n_mels) and ours.dtype == np.float32
@@ -107,13 +111,13 @@ def test_slaney_mel_filterbank_equals_librosa(sr, n_fft, n_mels, f_min, f_max):
 
 
 def test_periodic_hann_equals_scipy():
-    np.testing.assert_allclose(layers.periodic_hann(1024),
+    np.testing.assert_allclose(frontend.periodic_hann(1024),
                                scipy.signal.get_window("hann", 1024, fftbins=True), atol=1e-7)
 
 
 def test_logmel_ops_path_equals_kapre_path_on_tensorflow():
     assert keras.backend.backend() == "tensorflow"
-    layer = layers.LogMelSpectrogram()
+    layer = frontend.LogMelSpectrogram()
     assert layer.uses_kapre
     for n_samples in (88_200, 30_001):
         clips = np.concatenate([loud_and_quiet(n_samples),
@@ -132,8 +136,10 @@ def test_logmel_under_jax_matches_numpy_reference(tmp_path):
     np.save(tmp_path / "clips.npy", clips)
     run_under_jax("""
         import numpy as np
-        from fat2019.nn import layers
-        layer = layers.LogMelSpectrogram()
+        from fat2019.nn import frontend
+        from fat2019.nn import heads
+        from fat2019.nn import pooling
+        layer = frontend.LogMelSpectrogram()
         assert not layer.uses_kapre
         out = keras.ops.convert_to_numpy(layer(np.load("clips.npy")))
         np.save("out.npy", out)
@@ -142,7 +148,7 @@ def test_logmel_under_jax_matches_numpy_reference(tmp_path):
 
 
 def test_logmel_five_seconds_is_431_by_64():
-    layer = layers.LogMelSpectrogram()
+    layer = frontend.LogMelSpectrogram()
     assert layer.compute_output_shape((None, 220_500)) == (None, 431, 64, 1)
     assert run_logmel(np.zeros((1, 220_500), np.float32)).shape == (1, 431, 64, 1)
 
@@ -153,7 +159,7 @@ def test_logmel_is_float32_and_weightless_under_mixed_precision():
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
     try:
-        layer = layers.LogMelSpectrogram()
+        layer = frontend.LogMelSpectrogram()
         mixed = keras.ops.convert_to_numpy(layer(clip))
     finally:
         keras.config.set_dtype_policy(previous)
@@ -163,8 +169,8 @@ def test_logmel_is_float32_and_weightless_under_mixed_precision():
 
 
 def test_logmel_config_round_trip():
-    layer = layers.LogMelSpectrogram(n_mels=32, top_db=60.0, name="lm")
-    clone = layers.LogMelSpectrogram.from_config(layer.get_config())
+    layer = frontend.LogMelSpectrogram(n_mels=32, top_db=60.0, name="lm")
+    clone = frontend.LogMelSpectrogram.from_config(layer.get_config())
     clip = realistic_clip(10_000, seed=3)[None]
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(clone(clip)),
                                   keras.ops.convert_to_numpy(layer(clip)))
@@ -210,7 +216,7 @@ def reference_pool(x, size, stride, mode):
 @pytest.mark.parametrize("size, stride", [(3, 1), (2, 2), (3, 2), (3, 3)])
 def test_axis_split_pool_matches_numpy(mode, size, stride):
     x = np.random.default_rng(0).normal(size=(2, 11, 8, 3)).astype(np.float32)
-    layer = layers.AxisSplitPool(size, stride, mode)
+    layer = pooling.AxisSplitPool(size, stride, mode)
     got = keras.ops.convert_to_numpy(layer(x))
     want = reference_pool(x.astype(np.float64), size, stride, mode)
     assert got.shape == want.shape == layer.compute_output_shape(x.shape)
@@ -235,7 +241,7 @@ CRAFTED_EXPECTED = {
 @pytest.mark.parametrize("mode", list(CRAFTED_EXPECTED))
 def test_axis_split_pool_crafted(mode):
     x = CRAFTED[None, :, :, None]
-    got = keras.ops.convert_to_numpy(layers.AxisSplitPool(3, 3, mode)(x))
+    got = keras.ops.convert_to_numpy(pooling.AxisSplitPool(3, 3, mode)(x))
     assert got.shape == (1, 1, 1, 1)
     assert got.item() == pytest.approx(CRAFTED_EXPECTED[mode])
 
@@ -243,9 +249,9 @@ def test_axis_split_pool_crafted(mode):
 def test_axis_split_pool_none_is_identity_and_bad_mode_fails():
     x = np.arange(24, dtype=np.float32).reshape(1, 4, 3, 2)
     for mode in (None, "none"):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layers.AxisSplitPool(3, 2, mode)(x)), x)
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(pooling.AxisSplitPool(3, 2, mode)(x)), x)
     with pytest.raises(ValueError):
-        layers.AxisSplitPool(3, 2, "avemax5")
+        pooling.AxisSplitPool(3, 2, "avemax5")
 
 
 WINDOWS = [((3, 3), (1, 1)), ((2, 2), (2, 2)), ((3, 3), (2, 2)), ((3, 3), (3, 3)), ((3, 1), (2, 1)),
@@ -261,7 +267,7 @@ def tied(shape, seed=0):
 def test_max_pool_by_slices_equals_max_pool(size, strides):
     for x in (np.random.default_rng(1).normal(size=(2, 11, 8, 3)).astype(np.float32), tied((2, 11, 8, 3))):
         want = keras.ops.convert_to_numpy(keras.ops.max_pool(x, size, strides, padding="same"))
-        got = keras.ops.convert_to_numpy(layers.max_pool_by_slices(x, size, strides))
+        got = keras.ops.convert_to_numpy(pooling.max_pool_by_slices(x, size, strides))
         np.testing.assert_array_equal(got, want)
 
 
@@ -272,30 +278,32 @@ def test_max_pool_by_slices_has_max_pools_gradients_under_jax(tmp_path):
     np.save(tmp_path / "w.npy", tied((2, 13, 10, 3), seed=1))
     run_under_jax(f"""
         import jax, jax.numpy as jnp, numpy as np
-        from fat2019.nn import layers
+        from fat2019.nn import frontend
+        from fat2019.nn import heads
+        from fat2019.nn import pooling
         x, w = jnp.asarray(np.load("x.npy")), jnp.asarray(np.load("w.npy"))
-        assert layers.MAX_POOL == "slices"
+        assert pooling.MAX_POOL == "slices"
         for size, strides in {WINDOWS!r}:
             def loss(pool, x):
                 y = pool(x)
                 return jnp.sum(y * w[:, :y.shape[1], :y.shape[2]])
             window = lambda x: keras.ops.max_pool(x, size, strides, padding="same")
-            sliced = lambda x: layers.max_pool_by_slices(x, size, strides)
+            sliced = lambda x: pooling.max_pool_by_slices(x, size, strides)
             np.testing.assert_array_equal(sliced(x), window(x))
             np.testing.assert_array_equal(jax.grad(lambda x: loss(sliced, x))(x),
                                           jax.grad(lambda x: loss(window, x))(x))
         # the layer's modes still match their definition (the numpy reference's values)
-        layer = layers.AxisSplitPool(3, 2, "avemax3")
+        layer = pooling.AxisSplitPool(3, 2, "avemax3")
         out = layer(x)
-        layers.MAX_POOL = "window"
-        np.testing.assert_array_equal(out, layers.AxisSplitPool(3, 2, "avemax3")(x))
+        pooling.MAX_POOL = "window"
+        np.testing.assert_array_equal(out, pooling.AxisSplitPool(3, 2, "avemax3")(x))
     """, cwd=tmp_path)
 
 
 def test_axis_split_pool_config_round_trip():
-    layer = layers.AxisSplitPool(3, 2, "avemax3", name="p")
+    layer = pooling.AxisSplitPool(3, 2, "avemax3", name="p")
     clone = keras.layers.deserialize(keras.layers.serialize(layer))
-    assert type(clone) is layers.AxisSplitPool
+    assert type(clone) is pooling.AxisSplitPool
     assert (clone.pool_size, clone.strides, clone.mode) == (3, 2, "avemax3")
 
 
@@ -305,7 +313,7 @@ def test_axis_split_pool_config_round_trip():
 
 def test_mel_pair_shuffle_puts_adjacent_mel_bins_into_channels():
     x = np.random.default_rng(0).normal(size=(2, 5, 8, 3)).astype(np.float32)
-    got = keras.ops.convert_to_numpy(layers.MelPairShuffle()(x))
+    got = keras.ops.convert_to_numpy(heads.MelPairShuffle()(x))
     assert got.shape == (2, 5, 4, 6)
     np.testing.assert_array_equal(got[:, :, :, :3], x[:, :, 0::2, :])
     np.testing.assert_array_equal(got[:, :, :, 3:], x[:, :, 1::2, :])
@@ -313,21 +321,21 @@ def test_mel_pair_shuffle_puts_adjacent_mel_bins_into_channels():
 
 def test_time_max_mel_mean():
     x = np.random.default_rng(0).normal(size=(2, 5, 4, 6)).astype(np.float32)
-    got = keras.ops.convert_to_numpy(layers.TimeMaxMelMean()(x))
+    got = keras.ops.convert_to_numpy(heads.TimeMaxMelMean()(x))
     np.testing.assert_allclose(got, x.max(axis=1).mean(axis=1), rtol=1e-6)
 
 
 def test_highway_gate():
     rng = np.random.default_rng(0)
     t, h, p = (rng.uniform(size=(2, 3, 4, 5)).astype(np.float32) for _ in range(3))
-    got = keras.ops.convert_to_numpy(layers.HighwayGate()([t, h, p]))
+    got = keras.ops.convert_to_numpy(heads.HighwayGate()([t, h, p]))
     np.testing.assert_allclose(got, t * h + (1 - t) * p, rtol=1e-6)
 
 
 def test_classwise_weights_is_a_per_class_dot_product():
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(4, 6, 3)).astype(np.float32)
-    layer = layers.ClasswiseWeights()
+    layer = heads.ClasswiseWeights()
     out = keras.ops.convert_to_numpy(layer(x))
     # initial kernel: ones on the last input, zeros elsewhere
     np.testing.assert_array_equal(layer.kernel.numpy(), np.tile([0.0, 0.0, 1.0], (6, 1)))
@@ -340,5 +348,5 @@ def test_classwise_weights_is_a_per_class_dot_product():
 
 def test_shifted_tanh():
     x = np.linspace(-3, 5, 9, dtype=np.float32)[None]
-    got = keras.ops.convert_to_numpy(layers.ShiftedTanh(1.6)(x))
+    got = keras.ops.convert_to_numpy(heads.ShiftedTanh(1.6)(x))
     np.testing.assert_allclose(got, (np.tanh(x - 1.6) + 1) / 2, rtol=1e-6, atol=1e-7)

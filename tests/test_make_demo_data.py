@@ -18,8 +18,11 @@ import soundfile as sf
 
 from fat2019 import config
 import make_demo_data as mdd
+from fat2019 import cli
+from fat2019.demo_data import plan as demo_plan
+from fat2019.demo_data import writing as demo_writing
 
-CLASSES_80 = [l.strip() for l in mdd.CLASSES_FILE.read_text().splitlines() if l.strip()]
+CLASSES_80 = [l.strip() for l in demo_plan.CLASSES_FILE.read_text().splitlines() if l.strip()]
 SIZES = dict(n_curated=200, n_noisy=60, n_test=40, n_classes=10)
 TINY = dict(n_curated=12, n_noisy=12, n_test=10, n_classes=4)
 
@@ -27,7 +30,7 @@ TINY = dict(n_curated=12, n_noisy=12, n_test=10, n_classes=4)
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    summary = mdd.make_demo_dataset(out, seed=0, **SIZES)
+    summary = demo_writing.make_demo_dataset(out, seed=0, **SIZES)
     return out, summary
 
 
@@ -123,7 +126,7 @@ def test_every_clip_decodes_with_the_intended_format(demo):
 
 def test_durations_are_skewed_short(demo):
     _, summary = demo
-    plan = mdd.make_plan(seed=0, **SIZES)
+    plan = demo_plan.make_plan(seed=0, **SIZES)
     durations = np.array([c.duration for c in plan.clips])
     assert durations.min() >= 0.3 and durations.max() <= 15.0
     assert np.median(durations) < 3.0 and durations.max() > 5.0
@@ -132,8 +135,8 @@ def test_durations_are_skewed_short(demo):
 
 def test_rare_formats_are_guaranteed_from_ten_clips():
     for n in (10, 11, 40):
-        plan = mdd.make_plan(seed=5, n_curated=n, n_noisy=n, n_test=n, n_classes=3)
-        for split in mdd.SPLITS:
+        plan = demo_plan.make_plan(seed=5, n_curated=n, n_noisy=n, n_test=n, n_classes=3)
+        for split in demo_plan.SPLITS:
             clips = plan.split(split)
             assert sum(c.sample_rate == 22_050 for c in clips) >= 1
             assert sum(c.sample_rate == 48_000 for c in clips) >= 1
@@ -159,7 +162,7 @@ def test_noisy_set_has_about_thirty_percent_wrong_labels(demo):
 def test_test_labels_are_the_truth_of_the_test_clips(demo):
     out, _ = demo
     test = read_labels(out / "test_labels.csv")
-    plan = mdd.make_plan(seed=0, **SIZES)
+    plan = demo_plan.make_plan(seed=0, **SIZES)
     truth = {c.fname: list(c.true_labels) for c in plan.split("test")}
     assert {f: l for f, l in zip(test.fname, test.label_list)} == truth
 
@@ -167,9 +170,9 @@ def test_test_labels_are_the_truth_of_the_test_clips(demo):
 # --- determinism ------------------------------------------------------------------------
 
 def test_same_seed_same_bytes_different_seed_differs(tmp_path):
-    mdd.make_demo_dataset(tmp_path / "a", seed=7, **TINY)
-    mdd.make_demo_dataset(tmp_path / "b", seed=7, jobs=2, **TINY)   # parallel: same files
-    mdd.make_demo_dataset(tmp_path / "c", seed=8, **TINY)
+    demo_writing.make_demo_dataset(tmp_path / "a", seed=7, **TINY)
+    demo_writing.make_demo_dataset(tmp_path / "b", seed=7, jobs=2, **TINY)   # parallel: same files
+    demo_writing.make_demo_dataset(tmp_path / "c", seed=8, **TINY)
     a, b, c = (folder_bytes(tmp_path / x) for x in "abc")
     assert a == b
     assert (tmp_path / "a" / "train_curated.csv").read_bytes() != (tmp_path / "c" / "train_curated.csv").read_bytes()
@@ -182,20 +185,20 @@ def test_refuses_a_folder_it_did_not_write(tmp_path, capsys):
     real = tmp_path / "real"
     real.mkdir()
     (real / "train_curated.csv").write_text("fname,labels\nabc.wav,Bark\n")
-    with pytest.raises(mdd.RefuseToOverwrite, match="train_curated.csv"):
-        mdd.make_demo_dataset(real, seed=0, **TINY)
+    with pytest.raises(demo_writing.RefuseToOverwrite, match="train_curated.csv"):
+        demo_writing.make_demo_dataset(real, seed=0, **TINY)
     assert (real / "train_curated.csv").read_text() == "fname,labels\nabc.wav,Bark\n"
     assert sorted(p.name for p in real.iterdir()) == ["train_curated.csv"]
 
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    assert mdd.main(["--out", str(other), "--curated", "3", "--noisy", "0", "--test", "2"]) == 2
+    assert cli.call(mdd.main, ["--out", str(other), "--curated", "3", "--noisy", "0", "--test", "2"]) == 2
     assert "--force" in capsys.readouterr().err
     assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
 
     # --force writes anyway, leaving the foreign file alone.
-    summary = mdd.make_demo_dataset(other, seed=0, force=True, **TINY)
+    summary = demo_writing.make_demo_dataset(other, seed=0, force=True, **TINY)
     assert not summary.skipped and (other / "notes.txt").read_text() == "mine"
     assert len(pd.read_csv(other / "train_curated.csv")) == TINY["n_curated"]
 
@@ -211,16 +214,16 @@ def test_command_line_exits_2_on_refusal(tmp_path):
 
 def test_rerun_with_same_seed_is_a_no_op_and_new_sizes_regenerate(tmp_path):
     out = tmp_path / "demo"
-    first = mdd.make_demo_dataset(out, seed=1, **TINY)
+    first = demo_writing.make_demo_dataset(out, seed=1, **TINY)
     assert not first.skipped
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
-    again = mdd.make_demo_dataset(out, seed=1, **TINY)
+    again = demo_writing.make_demo_dataset(out, seed=1, **TINY)
     assert again.skipped and "nothing to do" in again.line()
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
     # Other sizes: the folder is ours (marker), so it is rewritten without stale clips.
     smaller = dict(TINY, n_curated=5, n_noisy=3, n_test=2)
-    redo = mdd.make_demo_dataset(out, seed=1, **smaller)
+    redo = demo_writing.make_demo_dataset(out, seed=1, **smaller)
     assert not redo.skipped
     assert len(list((out / "audio_train").iterdir())) == 8
     assert len(list((out / "audio_test").iterdir())) == 2
@@ -228,12 +231,12 @@ def test_rerun_with_same_seed_is_a_no_op_and_new_sizes_regenerate(tmp_path):
 
 def test_an_interrupted_run_is_redone(tmp_path):
     out = tmp_path / "demo"
-    mdd.make_demo_dataset(out, seed=2, **TINY)
-    marker = out / mdd.MARKER_NAME
+    demo_writing.make_demo_dataset(out, seed=2, **TINY)
+    marker = out / demo_writing.MARKER_NAME
     marker.write_text(marker.read_text().replace('"complete": true', '"complete": false'))
-    assert not mdd.make_demo_dataset(out, seed=2, **TINY).skipped
+    assert not demo_writing.make_demo_dataset(out, seed=2, **TINY).skipped
     (out / "audio_test" / pd.read_csv(out / "test_labels.csv").fname[0]).unlink()
-    assert not mdd.make_demo_dataset(out, seed=2, **TINY).skipped, "a missing clip is redone"
+    assert not demo_writing.make_demo_dataset(out, seed=2, **TINY).skipped, "a missing clip is redone"
 
 
 def test_command_line_defaults_follow_the_demo_profile(capsys):
@@ -252,11 +255,11 @@ def test_command_line_defaults_follow_the_demo_profile(capsys):
 
 def test_bad_sizes_are_rejected():
     with pytest.raises(ValueError):
-        mdd.make_plan(n_classes=1)
+        demo_plan.make_plan(n_classes=1)
     with pytest.raises(ValueError):
-        mdd.make_plan(n_classes=81)
+        demo_plan.make_plan(n_classes=81)
     with pytest.raises(ValueError):
-        mdd.make_plan(n_curated=-1)
+        demo_plan.make_plan(n_curated=-1)
 
 
 # --- learnability -----------------------------------------------------------------------

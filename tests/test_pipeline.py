@@ -10,7 +10,7 @@ import predict
 import pretrain
 import train
 from helpers import PIPELINE_MODELS as MODELS
-from fat2019.train.workspace import NotReady
+from fat2019.cli import NotReady
 
 
 @pytest.fixture(scope="module")

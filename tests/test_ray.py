@@ -31,7 +31,7 @@ import train
 from fat2019 import layout
 from fat2019.train import ray_scheduler
 from fat2019.train.ray_scheduler import Plan, Unit
-from fat2019.train.workspace import stage_parser
+from fat2019.cli import stage_parser
 from fat2019.util import locks
 from helpers import make_dataset
 

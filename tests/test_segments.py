@@ -6,6 +6,8 @@ from contextlib import redirect_stdout
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import soundfile as sf
 
 from fat2019.eval import reports
@@ -169,3 +171,20 @@ def test_the_json_and_each_heatmap_title_name_the_combination_and_the_scale(setu
     monkeypatch.setattr(tag, "segments_heatmap", lambda *a, **kw: titles.append(a[-1]) or real(*a, **kw))
     run_segments(setup, tmp_path, "--segments", "3", "--combine", "average")
     assert titles == ["weighted average: weighted average of the members' probabilities"] * 2
+
+
+def test_a_window_that_ends_at_the_end_of_the_file_is_the_last():
+    # 10 samples, windows of 4 every 2: (6, 10) reaches the end, so (8, 10) would lie inside it
+    assert segments.window_bounds(10, segments.Windowing(4, 2)) == [(0, 4), (2, 6), (4, 8), (6, 10)]
+
+
+@given(n=st.integers(1, 400), segment=st.integers(1, 60), hop=st.integers(1, 60))
+@settings(max_examples=400, deadline=None)
+def test_no_window_lies_inside_another_and_the_windows_cover_the_file(n, segment, hop):
+    bounds = segments.window_bounds(n, segments.Windowing(segment, hop))
+    assert bounds and bounds[0][0] == 0 and all(0 <= s < e <= n for s, e in bounds)
+    for i, (s, e) in enumerate(bounds):
+        assert not any(t <= s and e <= u for j, (t, u) in enumerate(bounds) if j != i), (s, e)
+    if hop <= segment:     # back to back or overlapping: no gaps; only a tail under half a segment is left out
+        assert all(b[0] <= a[1] for a, b in zip(bounds, bounds[1:]))
+        assert 2 * (n - bounds[-1][1]) < segment

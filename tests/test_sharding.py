@@ -17,7 +17,7 @@ from fat2019 import layout
 import predict
 import train
 from fat2019.data.dataset import ClipSet
-from fat2019.train.workspace import run_stage
+from fat2019.cli import run_stage
 
 SETTINGS = ["n_folds=2", "epochs=1", "width=0.0625", "duration=0.5", "lr_milestones=1", "early_stop_min_epoch=0",
             "lr_multiplier=1", "stacker_epochs=2"]

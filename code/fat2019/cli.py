@@ -1,26 +1,59 @@
-"""Command-line pieces every stage script shares: profile and folder options.
+"""How every script in code/ is built: its options, its errors and its exit code.
 
-Stage scripts import this module first: it sets TensorFlow's C++ log level (unless the
-user set one) before TensorFlow is imported, so --help and the logs start without its
-start-up INFO lines.
+    parser = cli.script_parser(__doc__)        # or cli.stage_parser(...) for a training-side stage
+    ...
+    if __name__ == "__main__":
+        cli.run_stage(main)
+
+`run_stage` runs a script's main(): bad input and missing prerequisites (a DatasetError,
+NotReady, BadInput, a missing file) become one line `error: ...` naming the file and the
+problem, exit code 2 (docs/cli.md); Python warnings print as one line `warning: ...`;
+SIGTERM exits cleanly (util/shutdown.py).
+
+This module imports only the standard library and config: a script imports TensorFlow,
+Keras or JAX (and numpy-heavy modules) inside main(), after its options are parsed, so
+`--help` answers at once. Scripts import this module first: it sets TensorFlow's C++ log
+level (unless the user set one) before anything imports TensorFlow, so the logs start
+without its start-up INFO lines.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
+import sys
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fat2019 import config
-from fat2019.data.dataset import CURATED_CSV
+
+BAD_INPUT = 2   # the exit code of bad input or a missing prerequisite
+PACKAGE_DIR = Path(__file__).resolve().parent
+SCRIPTS_DIR = PACKAGE_DIR.parent
+
+
+class BadInput(Exception):
+    """The user's input cannot be used; the message names the file and the problem."""
+
+
+class NotReady(Exception):
+    """What a stage needs from earlier stages is missing (e.g. folds that another machine
+    has not trained yet); the message names it."""
+
+
+def script_parser(description: str) -> argparse.ArgumentParser:
+    """A script's parser: its docstring as the description, layout kept (the examples)."""
+    return argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def default_profile(data_dir: Path | None = None) -> str:
     """`demo` for the generated demo data, `full` for real data. Without --data-dir: `full`
     when input/train_curated.csv exists, else `demo`. With --data-dir: `demo` for the
     demo's folder (input/demo/), `full` for any other (your own data)."""
+    from fat2019.data.dataset import CURATED_CSV   # here: the dataset module needs pandas
+
     if data_dir is not None:
         return "demo" if same_folder(data_dir, config.PROFILES["demo"].paths().data) else "full"
     full = config.PROFILES["full"].paths()
@@ -94,3 +127,91 @@ def override(profile: config.Profile, assignments: list[str]) -> config.Profile:
 
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
+
+
+STRATEGIES = ("default", "mirrored")   # --strategy: train/distribute.py makes them
+
+
+def stage_parser(description: str, *, folds: bool = True, force: bool = True, workers: bool = True,
+                 seed: bool = True, precision: bool = True, trains: bool = False) -> argparse.ArgumentParser:
+    """The options of a training-side stage: profile, folders and models always; the others
+    only for the stages they mean something to (so --help lists only what a stage uses);
+    with `trains`, those of the stages that fit models: devices and TensorBoard."""
+    parser = script_parser(description)
+    add_common_args(parser)
+    parser.add_argument("--models", nargs="+", metavar="NAME",
+                        help=f"zoo members to process (default: all): {', '.join(config.ZOO_BY_NAME)}")
+    if folds:
+        parser.add_argument("--folds", nargs="+", type=int, metavar="K",
+                            help="folds to process, 0-based (default: all); to shard folds across machines")
+    if force:
+        parser.add_argument("--force", action="store_true", help="redo work that is already finished")
+    if workers:
+        parser.add_argument("--workers", type=int, default=2, help="threads building batches (default 2)")
+    if seed:
+        parser.add_argument("--seed", type=int, default=0,
+                            help="base random seed (default 0); each unit of work derives its own from it")
+    if precision:
+        parser.add_argument("--mixed-precision", choices=["float16", "bfloat16"], default=None,
+                            help="compute in 16-bit floats on a GPU (Keras mixed_<type> policy; the log-mel, "
+                                 "the output and the loss stay float32; float16 adds loss scaling)")
+    if trains:
+        add_device_args(parser)
+    return parser
+
+
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("devices and logs")
+    g.add_argument("--strategy", choices=STRATEGIES, default="default",
+                   help="default: one device (GPU or CPU). mirrored (opt-in, TensorFlow backend): "
+                        "data-parallel over all visible GPUs (else --logical-cpus); each replica takes "
+                        "batch_size clips per step and the lr grows (README, 'Bigger runs')")
+    g.add_argument("--logical-cpus", type=int, metavar="N",
+                   help="split the CPU into N logical devices, for --strategy mirrored without GPUs "
+                        "(tests it on a CPU; not faster; TensorFlow backend)")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="log lr, loss, val_lrap, val_lwlrap per epoch to models/<name>/tensorboard/<run>/ "
+                        "(tf.summary: TensorFlow backend)")
+
+
+def format_warning(message, category, filename, lineno, line=None) -> str:
+    """One line per warning, without the echoed source line: `warning: <message>`; a
+    warning from outside the project also names its category and origin."""
+    text = " ".join(str(message).split())
+    if Path(filename).resolve().is_relative_to(SCRIPTS_DIR):
+        return f"warning: {text}\n"
+    return f"warning: {text} ({category.__name__}, {filename}:{lineno})\n"
+
+
+def install_warning_format() -> None:
+    warnings.formatwarning = format_warning
+
+
+def bad_input_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean bad input or a missing prerequisite (exit code 2). Looked up
+    when one is raised, so that importing this module does not import the dataset module."""
+    from fat2019.data.dataset import DatasetError
+
+    return BadInput, NotReady, DatasetError, FileNotFoundError
+
+
+def call(main, *args):
+    """main(*args)'s exit code as run_stage exits with it: bad input and missing
+    prerequisites become one line `error: ...` on stderr and BAD_INPUT."""
+    try:
+        return main(*args)
+    except (SystemExit, KeyboardInterrupt):   # before the lookup below, which imports the dataset module
+        raise
+    except bad_input_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return BAD_INPUT
+
+
+def run_stage(main) -> None:
+    """Run a script's main() and exit with its return code (`call`). Warnings print as one
+    line each; SIGTERM exits cleanly (util/shutdown.py)."""
+    from fat2019.util import shutdown
+
+    shutdown.install()
+    install_warning_format()
+    sys.exit(call(main))

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from fat2019 import config, layout
+from fat2019.cli import BadInput
 from fat2019.data.folds import FOLD_SEED
 from fat2019.util.atomic import atomic_write_text
 
@@ -26,7 +27,7 @@ PACKAGES = ("keras", "tensorflow", "jax", "numpy", "pandas", "scikit-learn", "li
 COMPARED = ("profile", "models", "classes", "fold_seed")   # `versions` is informative only
 
 
-class RunRecordError(Exception):
+class RunRecordError(BadInput):
     """The options contradict the models folder's run.json, or run.json is unreadable; exit 2."""
 
 

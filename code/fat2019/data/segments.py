@@ -7,9 +7,10 @@ silence, global features of the untrimmed window, length of the trimmed one). A 
 of digital silence is kept whole by the trim (and noted), like a silent clip.
 
 Windows start every `hop` samples at 0, hop, 2*hop, ...; each holds `segment` samples.
-The first window that would run past the end of the file is cut at the end and kept when
-it holds at least half a segment (later ones would lie inside it); a file no longer than
-one segment is a single window, the whole file.
+The first window that reaches or would run past the end of the file is the last one
+(later ones would lie inside it): one that would run past is cut at the end and kept when
+it holds at least half a segment; a file no longer than one segment is a single window,
+the whole file.
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def window_bounds(n_samples: int, windowing: Windowing) -> list[tuple[int, int]]
     for start in range(0, n_samples, hop):
         if start + segment <= n_samples:
             bounds.append((start, start + segment))
+            if start + segment == n_samples:         # reaches the end: any later window lies inside it
+                break
             continue
         if 2 * (n_samples - start) >= segment:      # the partial last window: half a segment or more
             bounds.append((start, n_samples))

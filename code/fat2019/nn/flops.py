@@ -28,7 +28,10 @@ import math
 
 import keras
 
-from fat2019.nn import layers as fat_layers
+from fat2019.nn import frontend
+from fat2019.nn import heads
+from fat2019.nn import pooling
+from fat2019.nn import recurrent
 
 
 def _size(shape) -> int:
@@ -61,7 +64,7 @@ def _dense_flops(layer, in_shape, out_shape) -> int:
 
 def _pool_flops(layer, in_shape) -> int:
     flops, shape = 0, in_shape
-    for _, axes in fat_layers.POOL_MODES[layer.mode]:
+    for _, axes in pooling.POOL_MODES[layer.mode]:
         window, strides = layer.window(axes)
         shape = (shape[0], math.ceil(shape[1] / strides[0]), math.ceil(shape[2] / strides[1]),
                  shape[3])
@@ -98,23 +101,23 @@ def layer_flops(layer) -> int:
         return _conv_flops(layer, in_shape, out_shape)
     if isinstance(layer, keras.layers.Dense):
         return _dense_flops(layer, in_shape, out_shape)
-    if isinstance(layer, (keras.layers.Bidirectional, fat_layers.BiGRUSum)):
+    if isinstance(layer, (keras.layers.Bidirectional, recurrent.BiGRUSum)):
         return _gru_flops(layer, in_shape)
-    if isinstance(layer, fat_layers.LogMelSpectrogram):
+    if isinstance(layer, frontend.LogMelSpectrogram):
         return _logmel_flops(layer, in_shape, out_shape)
-    if isinstance(layer, fat_layers.AxisSplitPool):
+    if isinstance(layer, pooling.AxisSplitPool):
         return _pool_flops(layer, in_shape)
     if isinstance(layer, keras.layers.BatchNormalization):
         return 2 * n_out
-    if isinstance(layer, fat_layers.HighwayGate):
+    if isinstance(layer, heads.HighwayGate):
         return 4 * n_out
     if isinstance(layer, (keras.layers.ReLU, keras.layers.Multiply, keras.layers.Activation,
                           keras.layers.GlobalAveragePooling2D,
-                          keras.layers.GlobalMaxPooling1D, fat_layers.TimeMaxMelMean)):
+                          keras.layers.GlobalMaxPooling1D, heads.TimeMaxMelMean)):
         return max(n_in, n_out)
     if isinstance(layer, (keras.layers.Concatenate, keras.layers.Identity,
                           keras.layers.Reshape, keras.layers.Flatten,
-                          fat_layers.MelPairShuffle)):
+                          heads.MelPairShuffle)):
         return 0
     raise NotImplementedError(f"no FLOP count for {type(layer).__name__} ({layer.name})")
 
@@ -127,8 +130,8 @@ def count_flops(model: keras.Model) -> dict[str, int]:
         counts["total"] += flops
         if isinstance(layer, keras.layers.Conv2D):
             counts["conv"] += flops
-        elif isinstance(layer, fat_layers.LogMelSpectrogram):
+        elif isinstance(layer, frontend.LogMelSpectrogram):
             counts["logmel"] += flops
-        elif isinstance(layer, (keras.layers.Bidirectional, fat_layers.BiGRUSum)):
+        elif isinstance(layer, (keras.layers.Bidirectional, recurrent.BiGRUSum)):
             counts["gru"] += flops
     return counts

@@ -21,8 +21,10 @@ import keras
 from keras import layers
 
 from fat2019.config import N_GLOBAL_STATS, N_GLOBAL_STEPS, SAMPLE_RATE, ModelConfig
-from fat2019.nn.layers import (AxisSplitPool, BiGRUSum, ClasswiseWeights, HighwayGate, LogMelSpectrogram,
-                    MelPairShuffle, ShiftedTanh, TimeMaxMelMean)
+from fat2019.nn.frontend import LogMelSpectrogram
+from fat2019.nn.heads import ClasswiseWeights, HighwayGate, MelPairShuffle, ShiftedTanh, TimeMaxMelMean
+from fat2019.nn.pooling import AxisSplitPool
+from fat2019.nn.recurrent import BiGRUSum
 
 BN_MOMENTUM = 0.85
 STEM_FILTERS = 64

@@ -19,7 +19,7 @@ import contextlib
 
 import keras
 
-STRATEGIES = ("default", "mirrored")
+from fat2019.cli import STRATEGIES
 
 
 class OneDevice:

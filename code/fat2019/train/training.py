@@ -34,7 +34,7 @@ import keras
 import pandas as pd
 
 from fat2019.train import distribute
-from fat2019.nn import layers  # noqa: F401  (registers the custom layers, so load_model needs no custom_objects)
+import fat2019.nn  # noqa: F401  (registers the custom layers, so load_model needs no custom_objects)
 from fat2019 import layout
 from fat2019.util import locks
 from fat2019.train import seeds

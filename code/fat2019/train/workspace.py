@@ -15,48 +15,9 @@ from fat2019 import config
 from fat2019 import run_record
 from fat2019.train import distribute
 from fat2019.data import folds as folds_lib
-from fat2019.util import shutdown
 from fat2019.data.batches import ClipData
-from fat2019.data.dataset import ClipSet, Dataset, DatasetError, load_dataset
+from fat2019.data.dataset import ClipSet, Dataset, load_dataset
 from fat2019.data.feature_cache import FeatureCache
-
-
-def stage_parser(description: str, *, folds: bool = True, force: bool = True, workers: bool = True,
-                 seed: bool = True, precision: bool = True, trains: bool = False) -> argparse.ArgumentParser:
-    """The options of a training-side stage: profile, folders and models always; the others
-    only for the stages they mean something to (so --help lists only what a stage uses);
-    with `trains`, those of the stages that fit models: devices and TensorBoard."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_common_args(parser)
-    parser.add_argument("--models", nargs="+", metavar="NAME",
-                        help=f"zoo members to process (default: all): {', '.join(config.ZOO_BY_NAME)}")
-    if folds:
-        parser.add_argument("--folds", nargs="+", type=int, metavar="K",
-                            help="folds to process, 0-based (default: all); to shard folds across machines")
-    if force:
-        parser.add_argument("--force", action="store_true", help="redo work that is already finished")
-    if workers:
-        parser.add_argument("--workers", type=int, default=2, help="threads building batches (default 2)")
-    if seed:
-        parser.add_argument("--seed", type=int, default=0,
-                            help="base random seed (default 0); each unit of work derives its own from it")
-    if precision:
-        parser.add_argument("--mixed-precision", choices=["float16", "bfloat16"], default=None,
-                            help="compute in 16-bit floats on a GPU (Keras mixed_<type> policy; the log-mel, "
-                                 "the output and the loss stay float32; float16 adds loss scaling)")
-    if trains:
-        g = parser.add_argument_group("devices and logs")
-        g.add_argument("--strategy", choices=distribute.STRATEGIES, default="default",
-                       help="default: one device (GPU or CPU). mirrored (opt-in, TensorFlow backend): "
-                            "data-parallel over all visible GPUs (else --logical-cpus); each replica takes "
-                            "batch_size clips per step and the lr grows (README, 'Bigger runs')")
-        g.add_argument("--logical-cpus", type=int, metavar="N",
-                       help="split the CPU into N logical devices, for --strategy mirrored without GPUs "
-                            "(tests it on a CPU; not faster; TensorFlow backend)")
-        g.add_argument("--tensorboard", action="store_true",
-                       help="log lr, loss, val_lrap, val_lwlrap per epoch to models/<name>/tensorboard/<run>/ "
-                            "(tf.summary: TensorFlow backend)")
-    return parser
 
 
 # The profile guard: `full` is the original's schedule for the competition's ~5,000 curated
@@ -234,20 +195,3 @@ class Workspace:
         return self.paths.models / name
 
 
-class NotReady(Exception):
-    """What a stage needs from earlier stages is missing (e.g. folds that another machine
-    has not trained yet); the message names it."""
-
-
-def run_stage(main) -> None:
-    """Run a stage's main(); dataset problems and missing inputs become one clear message
-    and exit code 2. SIGTERM exits cleanly (shutdown.py)."""
-    shutdown.install()
-    try:
-        sys.exit(main())
-    except (DatasetError, NotReady, run_record.RunRecordError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except FileNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)

@@ -8,7 +8,11 @@ models/ — never train the same unit twice or write each other's files.
             continue
         ...  # train the unit
 
-The lock is `flock(LOCK_EX | LOCK_NB)` on `<prefix>.lock`: never waits, and the kernel
+    with locks.hold(path, on_wait=print):   # work that must be done, once: wait for a holder
+        ...
+
+The lock is `flock(LOCK_EX | LOCK_NB)` on `<prefix>.lock`: try_hold never waits (hold
+polls until it gets it), and the kernel
 releases it when its holder's process ends in any way (a SIGKILL, a crash, a power cut of
 the holder's machine — see NFS below), so a rerun picks up a unit whose holder died
 unfinished. The holder writes its host, pid and start time into the file, for whoever
@@ -101,3 +105,22 @@ def try_hold(path: Path) -> Iterator[Lock]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)
+
+
+POLL_SECONDS = 1.0   # hold(): how often a waiting process tries the lock again
+
+
+@contextlib.contextmanager
+def hold(path: Path, on_wait=None) -> Iterator[Lock]:
+    """Take the lock at `path`, waiting while another process holds it; `on_wait(holder)`
+    is called once, with who holds it, when it has to wait."""
+    told = False
+    while True:
+        with try_hold(path) as lock:
+            if lock.held:
+                yield lock
+                return
+        if not told and on_wait is not None:
+            on_wait(lock.holder)
+            told = True
+        time.sleep(POLL_SECONDS)
