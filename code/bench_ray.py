@@ -11,6 +11,7 @@ Takes about 10 minutes on an idle 2-core CPU (two demo trainings of 3 folds).
 """
 from __future__ import annotations
 
+from fat2019 import cli
 import argparse
 import os
 import re
@@ -96,4 +97,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_stage(main)

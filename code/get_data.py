@@ -1,9 +1,9 @@
 """Fetch the real dataset (FSDKaggle2019, the competition's data with its test labels) and
 lay it out in the folder the stages read (docs/real-data.md).
 
-    python code/get_data.py                       # download into input/archives, unpack into input/
-    python code/get_data.py --dest /data/fat2019  # any folder (then --data-dir /data/fat2019 for the stages)
-    python code/get_data.py --from ~/Downloads    # archives already on disk: Zenodo's or Kaggle's
+    .venv/bin/python code/get_data.py                       # download into input/archives, unpack into input/
+    .venv/bin/python code/get_data.py --dest /data/fat2019  # any folder (then --data-dir /data/fat2019 for the stages)
+    .venv/bin/python code/get_data.py --from ~/Downloads    # archives already on disk: Zenodo's or Kaggle's
 
 Downloads resume (a cut connection keeps <archive>.part), every step is skipped when
 already done, and bad input (a truncated or wrong archive, a full disk, a clip the CSV
@@ -19,11 +19,11 @@ import sys
 import time
 from pathlib import Path
 
+from fat2019 import cli
 from fat2019 import config
 from fat2019.data import download
 from fat2019.data.download import DataError, check_free_space, fetch, file_table, gib, offline_help, remote_size
 from fat2019.data.release import STATE_DIR, prepare
-from fat2019.util import shutdown
 from fat2019.util.progress import duration
 
 
@@ -110,10 +110,9 @@ def print_summary(dest: Path, summary: dict, seconds: float) -> None:
     labels = f"test_labels.csv ({parts})" if parts else "test_labels.csv"
     print(f"  CSVs: train_curated.csv, train_noisy.csv, sample_submission.csv"
           + (f", {labels}" if summary["test_labels"] else " (no test labels: the test lwlrap will not be printed)"))
-    print("next: python code/features.py" + ("" if dest.resolve() == config.PROFILES["full"].paths().data.resolve()
+    print("next: .venv/bin/python code/features.py" + ("" if dest.resolve() == config.PROFILES["full"].paths().data.resolve()
                                             else f" --data-dir {dest}"))
 
 
 if __name__ == "__main__":
-    shutdown.install()
-    sys.exit(main())
+    cli.run_stage(main)

@@ -1,7 +1,7 @@
 """Write a synthetic dataset of FSDKaggle2019's real sizes, for the full-size rehearsal.
 
-    python code/make_full_size_data.py --out /work/rehearsal_data/full              # ~31 GB
-    python code/make_full_size_data.py --out DIR --scale 0.25 --workers 2
+    .venv/bin/python code/make_full_size_data.py --out /work/rehearsal_data/full              # ~31 GB
+    .venv/bin/python code/make_full_size_data.py --out DIR --scale 0.25 --workers 2
 
 4,970 curated, 19,815 noisy and 3,361 test clips (times --scale), curated and test
 0.3-30 s (mean 7.6 s), noisy mostly 15 s, the 80 real class names, 1-5 labels per clip in
@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from fat2019 import cli
 from fat2019.data.dataset import CURATED_CSV, NOISY_CSV, SUBMISSION_CSV, TEST_AUDIO, TRAIN_AUDIO
 from fat2019.rehearsal import data_plan
 from fat2019.util.atomic import atomic_write_text
@@ -130,4 +131,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_stage(main)

@@ -1,9 +1,9 @@
 """The full-size rehearsal: every stage of the pipeline at FSDKaggle2019's counts and shapes,
 measured (docs/rehearsal.md). Not part of the test suite: at full size it takes hours here.
 
-    python code/make_full_size_data.py --out /work/rehearsal_data/s025 --scale 0.25
-    python code/rehearse.py --data /work/rehearsal_data/s025 --work /work/rehearsal_data/work_s025
-    python code/rehearse.py --report W1/rehearsal.json W2/rehearsal.json   # the BENCHMARKS.md section
+    .venv/bin/python code/make_full_size_data.py --out /work/rehearsal_data/s025 --scale 0.25
+    .venv/bin/python code/rehearse.py --data /work/rehearsal_data/s025 --work /work/rehearsal_data/work_s025
+    .venv/bin/python code/rehearse.py --report W1/rehearsal.json W2/rehearsal.json   # the BENCHMARKS.md section
 
 The `full` profile with only the width (1/16) and the schedule (1 epoch, 1 pretraining
 epoch) cut: 10 folds, 5 s crops, 3-TTA of every OOF and test clip, the stacker's 1000-epoch
@@ -23,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from fat2019 import cli
 from fat2019.rehearsal import report
 from fat2019.rehearsal.measure import python_script, run_stage
 from fat2019.util.atomic import atomic_write_text
@@ -238,4 +239,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_stage(main)

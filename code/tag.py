@@ -1,7 +1,7 @@
 """Tag audio files with the trained models: the top-k labels and their scores per file.
 
-    python code/tag.py --models-dir models/demo clip.wav more_clips/ --top-k 3
-    python code/tag.py --profile demo input/demo/audio_test --json tags.json --csv tags.csv
+    .venv/bin/python code/tag.py --models-dir models/demo clip.wav more_clips/ --top-k 3
+    .venv/bin/python code/tag.py --profile demo input/demo/audio_test --json tags.json --csv tags.csv
 
 The models folder's run.json (written by the first stage that trained it) gives the
 profile, the --set overrides and the class list, so --models-dir alone is enough; a
@@ -47,6 +47,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -56,16 +57,16 @@ from fat2019 import layout
 from fat2019 import run_record
 from fat2019.data import segments
 from fat2019.data.audio import AudioError, cache_entry, featurise
-from fat2019.data.batches import ClipData
 from fat2019.data.dataset import DatasetError, audio_extensions, load_classes
 from fat2019.data.feature_cache import CacheWriter, FeatureCache, Source, file_signature
 from fat2019.ensemble import predictions
-from fat2019.ensemble.predictor import COMBINATIONS, Predictor, PredictorError
-from fat2019.eval.reports import segments_heatmap
 from fat2019.util.atomic import atomic_write_text
 
+if TYPE_CHECKING:   # imported when tagging starts: --help stays free of TensorFlow/Keras (cli.py)
+    from fat2019.ensemble.predictor import Predictor
 
-class TagError(Exception):
+
+class TagError(cli.BadInput):
     """Nothing can be tagged (no models, no classes, no files); exit status 2."""
 
 
@@ -209,6 +210,7 @@ def write_heatmaps(folder: Path, rows: list[tuple[str, Window]], scores: np.ndar
         starts = np.array([segments.seconds(rows[i][1][0]) for i in picked])
         ends = np.array([segments.seconds(rows[i][1][1]) for i in picked])
         out = folder / segments.heatmap_name(fname, taken)
+        from fat2019.eval.reports import segments_heatmap   # matplotlib: only when plotting
         written.append(segments_heatmap(out, Path(fname).name, classes, starts, ends, scores[picked], scale))
     return written
 
@@ -226,7 +228,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="write every class's score: fname (the path) + one column per class")
     parser.add_argument("--json", type=Path, metavar="PATH",
                         help="write models, classes and per file the top-k labels, all scores and notes")
-    parser.add_argument("--combine", choices=COMBINATIONS, default="auto",
+    parser.add_argument("--combine", choices=config.COMBINATIONS, default="auto",
                         help="auto (default): the saved stacker when there is one and --models is not "
                              "given, else the weighted average")
     parser.add_argument("--raw-scores", action="store_true",
@@ -267,6 +269,7 @@ def score_files(predictor: Predictor, files: list[Path], windowing: segments.Win
         featurised = time.perf_counter()
         scores, notes = np.zeros((0, len(predictor.classes)), np.float32), []
         if cache is not None:
+            from fat2019.data.batches import ClipData
             scores = predictor.score(ClipData(cache, np.arange(len(cache))), batch_size, workers)
             notes = list(cache.index["notes"])
         print(f"tag: {len(rows)} {'window' if windowing else 'clip'}(s) decoded and featurised in "
@@ -304,30 +307,24 @@ def write_results(args: argparse.Namespace, predictor: Predictor, rows: list[tup
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from fat2019.ensemble.predictor import Predictor   # after parsing: --help stays quick
+
     profile, paths = cli.resolve(args)
-    try:
-        profile, record = run_record.settle(args, profile, paths.models, None, write=False)
-        predictor = Predictor.load(paths.models, profile, names=args.models, combine=args.combine)
-        if record is not None:
-            classes, classes_from = record["classes"], layout.run_json(paths.models)
-        else:   # a folder trained before runs were recorded
-            classes, classes_from = find_classes(paths.models, paths.data)
-        predictor.use_classes(classes)
-        files, problems = collect_files(args.paths)
-        if not files and not problems:
-            raise TagError("no files to tag")
-    except (TagError, PredictorError, DatasetError, run_record.RunRecordError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    profile, record = run_record.settle(args, profile, paths.models, None, write=False)
+    predictor = Predictor.load(paths.models, profile, names=args.models, combine=args.combine)
+    if record is not None:
+        classes, classes_from = record["classes"], layout.run_json(paths.models)
+    else:   # a folder trained before runs were recorded
+        classes, classes_from = find_classes(paths.models, paths.data)
+    predictor.use_classes(classes)
+    files, problems = collect_files(args.paths)
+    if not files and not problems:
+        raise TagError("no files to tag")
     used = ", ".join(f"{m.config.name} ({len(m.folds)} fold(s), weight {m.weight:.3f})" for m in predictor.members)
     print(f"tag: profile {profile.name}, {len(files)} file(s); {predictor.combiner} of {used}; "
           f"classes from {classes_from}", file=sys.stderr)
-    try:
-        rows, scores, notes, bad = score_files(predictor, files, args.windowing,
-                                               args.batch_size or profile.predict_batch_size, args.workers)
-    except PredictorError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    rows, scores, notes, bad = score_files(predictor, files, args.windowing,
+                                           args.batch_size or profile.predict_batch_size, args.workers)
     problems += bad
     if args.raw_scores:
         scale = f"{predictor.combiner} output" + (", uncalibrated (--raw-scores)" if predictor.stacker else "")
@@ -342,4 +339,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run_stage(main)

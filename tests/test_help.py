@@ -57,9 +57,6 @@ def test_help_prints_no_tensorflow_log_lines():
 
 SCRIPTS = sorted(p.name for p in CODE.glob("*.py"))
 HEAVY = ("tensorflow", "keras", "jax")
-# tag.py moves to cli.py's pattern on the "predictor" branch; strict, so the merge that
-# makes its --help light turns this into a failure to remove the mark
-NOT_YET_LIGHT = {"tag.py"}
 PROBE = """
 import runpy, sys
 sys.argv = [sys.argv[1], "--help"]
@@ -72,8 +69,7 @@ print(sorted({{m.split(".")[0] for m in sys.modules}} & set({heavy!r})))
 """
 
 
-@pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="predictor branch"))
-                                    if s in NOT_YET_LIGHT else s for s in SCRIPTS])
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_help_imports_no_tensorflow_keras_or_jax(script):
     run = subprocess.run([sys.executable, "-c", PROBE.format(code=str(CODE), heavy=HEAVY), str(CODE / script)],
                          capture_output=True, text=True, timeout=120)
@@ -82,8 +78,7 @@ def test_help_imports_no_tensorflow_keras_or_jax(script):
     assert run.stdout.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="predictor branch"))
-                                    if s in NOT_YET_LIGHT else s for s in SCRIPTS])
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_help_examples_use_the_projects_interpreter(script):
     # a fresh clone has no `python` with the requirements: the examples run .venv's
     text = (CODE / script).read_text()

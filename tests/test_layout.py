@@ -51,3 +51,11 @@ def test_the_check_sees_a_script_import(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("import os\nfrom predict import main\nimport train as t\nfrom fat2019.data import audio\n")
     assert imported_modules(probe) & scripts() == {"predict", "train"}
+
+
+def test_every_script_runs_through_cli_run_stage():
+    # one way to parse options, report errors and set exit codes (fat2019/cli.py)
+    for p in CODE.glob("*.py"):
+        tree = ast.parse(p.read_text())
+        guard = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
+        assert guard and "run_stage(main)" in ast.unparse(guard[0]), f"{p.name}: its main is not run by cli.run_stage"

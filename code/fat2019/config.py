@@ -160,3 +160,7 @@ def select_models(names: list[str] | None) -> list[ModelConfig]:
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; the zoo has {list(ZOO_BY_NAME)}")
     return [m for m in ZOO if m.name in names]
+
+# How tag.py combines the members (--combine): auto = the saved stacker when the folder has one
+# and all its members are used, else the weighted average (ensemble/predictor.py)
+COMBINATIONS = ("auto", "stacker", "average")

@@ -19,15 +19,16 @@ import keras
 import numpy as np
 
 from fat2019 import config, layout
+from fat2019.cli import BadInput
+from fat2019.config import COMBINATIONS  # noqa: F401  (tag.py's --combine; defined with the profiles)
 from fat2019.data.batches import ClipData, predict_tta
 from fat2019.nn.models import build_model, build_stacker
 from fat2019.util.atomic import atomic_write_text
 
 STACKER_BATCH = 1024     # clips per stacker prediction batch (tiny inputs)
-COMBINATIONS = ("auto", "stacker", "average")
 
 
-class PredictorError(Exception):
+class PredictorError(BadInput):
     """Nothing to predict with (no trained members, an incomplete saved stacker, weights
     that do not fit); the message names the folder or file."""
 
