@@ -46,7 +46,7 @@ from pathlib import Path
 from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019 import config
 
-REPORTS = config.REPO_ROOT / "models" / "bench"   # default --out: cpu.md, gpu.md (ignored by git)
+REPORTS = config.REPO_ROOT / "models" / "bench"   # default --out: models/bench/cpu.md, models/bench/gpu.md (ignored by git)
 N_PRETRAIN_CLIPS = 20_000    # about the noisy set's size (19,815)
 
 

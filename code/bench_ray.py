@@ -90,7 +90,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     for k, after, to_training, took, epochs, alone in rows:
         print(f"| {k} | {after:.2f} | {to_training:.0f} | {took:.0f} | {epochs} | {took - epochs:.0f} | {alone} |")
-    print(f"\ntrain.py --models v1mix --from-scratch (demo, 3 folds): one process {one:.0f} s, "
+    print("\n" + f"train.py --models v1mix --from-scratch (demo, 3 folds): one process {one:.0f} s, "
           f"--gpus 2 {two:.0f} s ({one / two:.2f}x); load average during the runs up to "
           f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores")
     return 0

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from fat2019 import cli
+from fat2019.data.dataset import TEST_LABELS_CSV
 from fat2019 import config
 from fat2019.data import download
 from fat2019.data.download import DataError, check_free_space, fetch, file_table, gib, offline_help, remote_size
@@ -107,7 +108,7 @@ def print_summary(dest: Path, summary: dict, seconds: float) -> None:
     for name in ("curated", "noisy", "test"):
         print(f"  {name:<8} {counts[name]:>6} clips  {summary['done'][name]}")
     parts = ", ".join(f"{n} {u.lower()}" for u, n in sorted(usage.items()))
-    labels = f"test_labels.csv ({parts})" if parts else "test_labels.csv"
+    labels = f"{TEST_LABELS_CSV} ({parts})" if parts else TEST_LABELS_CSV
     print(f"  CSVs: train_curated.csv, train_noisy.csv, sample_submission.csv"
           + (f", {labels}" if summary["test_labels"] else " (no test labels: the test lwlrap will not be printed)"))
     print("next: .venv/bin/python code/features.py" + ("" if dest.resolve() == config.PROFILES["full"].paths().data.resolve()

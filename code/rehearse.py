@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from fat2019 import cli
+from fat2019.data.dataset import CURATED_CSV
 from fat2019.rehearsal import report
 from fat2019.rehearsal.measure import python_script, run_stage
 from fat2019.util.atomic import atomic_write_text
@@ -231,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.data or not args.work:
         parser.error("--data and --work are needed (or --report)")
-    if not (args.data / "train_curated.csv").is_file():
-        print(f"error: {args.data} has no train_curated.csv; make it with code/make_full_size_data.py",
+    if not (args.data / CURATED_CSV).is_file():
+        print(f"error: {args.data} has no {CURATED_CSV}; make it with code/make_full_size_data.py",
               file=sys.stderr)
         return 2
     return Rehearsal(args).run()

@@ -27,7 +27,7 @@ models folder, else from the data's class list (<data-dir>/sample_submission.csv
 labels of train_curated.csv); give --profile and --set as they were trained.
 
 Long recordings: --segments SECONDS [--hop SECONDS] tags sliding windows of each file
-instead of the whole file (code/segments.py: the file is decoded once and each window goes
+instead of the whole file (code/fat2019/data/segments.py: the file is decoded once and each window goes
 through the same per-clip processing as a clip; a partial last window is kept when it
 holds half a segment or more; a file shorter than a segment is one window). Each window
 is a row of the CSV and JSON, with its `start` and `end` in seconds, and each file gets a

@@ -115,7 +115,6 @@ def run_tiny_pipeline(root: Path, monkeypatch) -> dict:
         return real_load(self, path, *a, **kw)
 
     monkeypatch.setattr(training, "fit", recording_fit)
-    monkeypatch.setattr(pretrain.training, "fit", recording_fit)
     monkeypatch.setattr(predictor, "predict_tta", recording_predict)
     monkeypatch.setattr(keras.Model, "load_weights", recording_load)
     try:

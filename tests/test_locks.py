@@ -15,12 +15,14 @@ from fat2019.util import locks
 CODE = Path(__file__).resolve().parent.parent / "code"
 
 # another process trying the lock: prints {"held": ..., "holder": ...}
-TRY = """import json, sys, locks
+TRY = """import json, sys
+from fat2019.util import locks
 with locks.try_hold(sys.argv[1]) as lock:
     print(json.dumps({"held": lock.held, "holder": lock.holder}))
 """
 # another process taking the lock and keeping it until killed
-HOLD = """import sys, time, locks
+HOLD = """import sys, time
+from fat2019.util import locks
 with locks.try_hold(sys.argv[1]) as lock:
     print("held" if lock.held else "not held", flush=True)
     time.sleep(120)

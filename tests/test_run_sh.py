@@ -39,8 +39,9 @@ def test_the_features_stage_gets_the_data_and_features_folders(tmp_path):
                                 "--features-dir=feats"]
 
 
-def test_gpus_goes_to_the_training_stages_only(tmp_path):
+def test_gpus_goes_to_the_stages_made_of_units_only(tmp_path):
     calls = run_pipeline_script(tmp_path, "--gpus", "2")
     assert calls["features.py"] == ["--profile", "full"]
-    assert calls["train.py"] == ["--profile", "full", "--gpus", "2"]
-    assert calls["predict.py"] == ["--profile", "full"]
+    for stage in ("pretrain.py", "train.py", "predict.py"):   # Ray schedules their units
+        assert calls[stage] == ["--profile", "full", "--gpus", "2"]
+    assert calls["ensemble.py"] == ["--profile", "full"]

@@ -45,7 +45,7 @@ class Section:
 
 CPU_SECTION = Section("<!-- cpu-bench: start (code/bench.py --update rewrites this section) -->",
                       "<!-- cpu-bench: end -->")
-GPU_SECTION = Section("<!-- gpu-bench: start (code/gpu_bench.py rewrites this section) -->",
+GPU_SECTION = Section("<!-- gpu-bench: start (code/bench.py --gpu --update rewrites this section) -->",
                       "<!-- gpu-bench: end -->")
 
 NOTES = [

@@ -1,4 +1,4 @@
-"""The tagging model of the zoo and the ensemble's stacker (SPEC "The model", "Prediction
+"""The tagging model of the zoo and the ensemble's stacker (docs/faithfulness.md, "The model", "Prediction
 and ensemble").
 
     audio (crop_samples,) -> LogMelSpectrogram -> (time, 64, 1)
@@ -190,7 +190,7 @@ def build_model(config: ModelConfig, n_classes: int, global_branch=None) -> kera
 
 def build_stacker(n_classes: int, n_inputs: int, lr: float = 1e-4,
                   offset: float = 1.6) -> keras.Model:
-    """Per-class ensemble weights, then label correlation (SPEC "Prediction and ensemble").
+    """Per-class ensemble weights, then label correlation (docs/faithfulness.md, "Prediction and ensemble").
 
     Input (n_classes, n_inputs): per class, the predictions of the n_inputs - 1 models and
     their weighted average in the last column. At initialisation the output is
