@@ -306,6 +306,11 @@ def write_results(args: argparse.Namespace, predictor: Predictor, rows: list[tup
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The exit code: 0 tagged, 1 some inputs could not be tagged, 2 nothing can be (bad input)."""
+    return cli.call(tag_files, argv)
+
+
+def tag_files(argv: list[str] | None) -> int:
     args = parse_args(argv)
     from fat2019.ensemble.predictor import Predictor   # after parsing: --help stays quick
 
