@@ -64,7 +64,7 @@ def mirrored_run(pipeline_run, tmp_path_factory):
     args = ["--profile", "demo", "--data-dir", str(pipeline_run["data"]), "--models-dir", str(root / "models"),
             "--set", *SETTINGS, "--models", "v1mix", "--folds", "0", "--from-scratch", "--workers", "1",
             "--strategy", "mirrored", "--logical-cpus", "2", "--tensorboard"]
-    env = dict(os.environ, PYTHONPATH=str(Path(training.__file__).parent), TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=str(Path(training.__file__).parents[2]), TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run([sys.executable, "-c", RECORDING_RUN, json.dumps(args), str(root / "seen.json")],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -167,8 +167,8 @@ def test_the_json_and_each_heatmap_title_name_the_combination_and_the_scale(setu
     assert document["combination"].startswith("stacker over the models'")
     assert document["scale"].startswith("stacker output")      # calibrated, or said to be raw
     titles = []
-    real = tag.segments_heatmap
-    monkeypatch.setattr(tag, "segments_heatmap", lambda *a, **kw: titles.append(a[-1]) or real(*a, **kw))
+    real = reports.segments_heatmap
+    monkeypatch.setattr(reports, "segments_heatmap", lambda *a, **kw: titles.append(a[-1]) or real(*a, **kw))
     run_segments(setup, tmp_path, "--segments", "3", "--combine", "average")
     assert titles == ["weighted average: weighted average of the members' probabilities"] * 2
 
