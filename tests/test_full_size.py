@@ -1,7 +1,10 @@
 """The full-size rehearsal's pieces that the suite can afford: the data plan at a few dozen
 clips (counts, lengths, labels, decodable distinct files), and a full disk during the
-feature cache's write (a file-size limit, RLIMIT_FSIZE, in a child process)."""
+feature cache's write (a file-size limit, RLIMIT_FSIZE, in a child process), the
+rehearsal's kill-and-resume check at 0.004."""
+import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -12,6 +15,7 @@ import pandas as pd
 import soundfile as sf
 
 import make_full_size_data
+import rehearse
 from fat2019.data.feature_cache import FeatureCache
 from fat2019.rehearsal import data_plan
 from helpers import make_dataset
@@ -158,3 +162,23 @@ def test_the_stackers_epoch_scoring_gives_predicts_values():
     scorer.set_model(model)
     scorer.on_epoch_begin(0)
     assert scorer.untrained_score == lrap(y, want)
+
+
+def test_the_rehearsals_fault_check_kills_the_noisy_features_at_half_and_the_resumed_cache_is_equal(tmp_path):
+    """rehearse.py --fault-check in place: the uninterrupted noisy cache's sums are kept, the
+    cache is rebuilt with a SIGKILL at half, resumed, and compared; one noisy cache on disk."""
+    data, work = tmp_path / "data", tmp_path / "work"
+    assert make_full_size_data.main(["--out", str(data), "--scale", "0.004", "--workers", "2"]) == 0
+    assert rehearse.main(["--data", str(data), "--work", str(work), "--only", "features", "--fault-check"]) == 0
+    results = json.loads((work / "rehearsal.json").read_text())
+    killed = results["stages"]["features noisy, killed at 50%"]
+    assert killed["returncode"] == -9
+    assert results["stages"]["features noisy, rerun (resumes)"]["returncode"] == 0
+    assert results["fault_resume_equal"] is True
+    assert set(results["fault_reference"]) >= {"index.csv", "audio.int16", "global_features.npy"}
+    log = (work / "rehearsal.log").read_text()
+    resumed = log[log.rindex("=== features noisy, rerun"):]
+    n_noisy = len(pd.read_csv(data / "train_noisy.csv"))
+    kept, decoded = map(int, re.search(rf"noisy: {n_noisy} clips: (\d+) from the cache, (\d+) decoded", resumed).groups())
+    assert kept >= n_noisy // 2 and kept + decoded == n_noisy       # the killed run's clips were kept
+    assert not (work / "features_fault").exists()

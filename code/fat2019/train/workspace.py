@@ -3,6 +3,7 @@ the fold assignment and each model's folder."""
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +19,7 @@ from fat2019.data import folds as folds_lib
 from fat2019.data.batches import ClipData
 from fat2019.data.dataset import ClipSet, Dataset, load_dataset
 from fat2019.data.feature_cache import FeatureCache
+from fat2019.util.progress import rough_duration
 
 
 # The profile guard: `full` is the original's schedule for the competition's ~5,000 curated
@@ -36,13 +38,18 @@ def compute_seconds(profile: config.Profile, models: list[config.ModelConfig], n
     `epochs` epochs over `clips_per_epoch` clips, for each model at the profile's scale,
     at CPU_GFLOPS_PER_CORE per core (input pipeline, checkpoints and a loaded machine
     come on top)."""
+    flops = sum(model_flops(profile.scale(model), n_classes) for model in models)
+    return 3.0 * flops * clips_per_epoch * epochs * runs / (CPU_GFLOPS_PER_CORE * 1e9 * max(cores, 1))
+
+
+@functools.lru_cache(maxsize=None)
+def model_flops(model: config.ModelConfig, n_classes: int) -> float:
+    """Forward FLOPs per clip of one (scaled) model; each is built once per process."""
     from fat2019.nn.flops import count_flops   # the stage imports Keras anyway; this only on a warning
     from fat2019.nn.models import build_model
-    flops = 0.0
-    for model in models:
-        flops += count_flops(build_model(profile.scale(model), n_classes))["total"]
-        keras.backend.clear_session()   # the stage's own models are then built as in a fresh process
-    return 3.0 * flops * clips_per_epoch * epochs * runs / (CPU_GFLOPS_PER_CORE * 1e9 * max(cores, 1))
+    flops = count_flops(build_model(model, n_classes))["total"]
+    keras.backend.clear_session()   # the stage's own models are then built as in a fresh process
+    return flops
 
 
 def has_gpu() -> bool:
@@ -56,15 +63,6 @@ def has_gpu() -> bool:
     return False
 
 
-def duration(seconds: float) -> str:
-    hours = seconds / 3600
-    if hours >= 48:
-        return f"{hours:.0f} h ({hours / 24:.0f} days)"
-    if hours >= 1:
-        return f"{hours:.0f} h" if hours >= 10 else f"{hours:.1f} h"
-    return f"{seconds / 60:.0f} min" if seconds >= 60 else "under 1 min"
-
-
 def profile_warning(stage: str, n_curated: int, on_gpu: bool, seconds: float | None,
                     demo_seconds: float | None) -> str:
     """The warning for `full` on small data (fewer than FULL_PROFILE_MIN_CLIPS curated
@@ -76,9 +74,9 @@ def profile_warning(stage: str, n_curated: int, on_gpu: bool, seconds: float | N
         why.append(f"{n_curated} curated clips (it is made for thousands, like the competition's ~5,000)")
     if not on_gpu:
         why.append("a CPU without a GPU")
-    estimate = (f"; this {stage} stage alone takes at least {duration(seconds)} on this CPU (compute "
+    estimate = (f"; this {stage} stage alone takes at least {rough_duration(seconds)} on this CPU (compute "
                 f"only: a loaded machine takes longer)" if seconds is not None else "")
-    demo = f" (its estimate: {duration(demo_seconds)})" if demo_seconds is not None else ""
+    demo = f" (its estimate: {rough_duration(demo_seconds)})" if demo_seconds is not None else ""
     return (f"warning: profile full on {' and '.join(why)}{estimate}. For a trial run or small data, rerun "
             f"with --profile demo{demo}; to keep full, let this run go on (Ctrl-C stops it; finished work is kept).")
 

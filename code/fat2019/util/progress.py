@@ -23,6 +23,16 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def rough_duration(seconds: float) -> str:
+    """An estimate's size, not a clock: under 1 min, 25 min, 7.0 h, 31 h, 90 h (4 days)."""
+    hours = seconds / 3600
+    if hours >= 48:
+        return f"{hours:.0f} h ({hours / 24:.0f} days)"
+    if hours >= 1:
+        return f"{hours:.0f} h" if hours >= 10 else f"{hours:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else "under 1 min"
+
+
 class Progress:
     """`with Progress(total, "features curated", "clip") as p: ... p.update()`.
 
