@@ -182,3 +182,18 @@ def test_the_rehearsals_fault_check_kills_the_noisy_features_at_half_and_the_res
     kept, decoded = map(int, re.search(rf"noisy: {n_noisy} clips: (\d+) from the cache, (\d+) decoded", resumed).groups())
     assert kept >= n_noisy // 2 and kept + decoded == n_noisy       # the killed run's clips were kept
     assert not (work / "features_fault").exists()
+
+
+def test_the_rehearsal_report_gives_each_stages_growth_per_clip_in_cpu_seconds():
+    from fat2019.rehearsal import report
+
+    def run(scale, clips, wall, cpu):
+        stage = dict(clips=clips, wall_s=wall, peak_rss_mb=500.0, disk_mb=10.0, load_start=1.0, load_end=2.0,
+                     returncode=0, note="", cpu_s=cpu)
+        return {"scale": scale, "counts": {"curated": clips, "noisy": 0, "test": 0}, "models": ["v1mix"],
+                "settings": [], "cpus": 2, "stages": {"features": stage, "train": {**stage, "cpu_s": None}}}
+    small, big = run(0.25, 1000, 900.0, 100.0), run(1.0, 4000, 800.0, 500.0)   # wall shrank: a quieter machine
+    text = report.section([small, big])
+    assert "| features | 0.25 | 1,000 | 900 | 100 |" in text and "| features | 1 | 4,000 | 800 | 500 |" in text
+    assert "| features | 4.00 | 5.00 | 1.25 | CPU s |" in text      # CPU, not the misleading wall ratio 0.89
+    assert "| train | 4.00 | 0.89 | 0.22 | wall s |" in text        # no CPU figure at one scale: the wall

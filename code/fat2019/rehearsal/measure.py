@@ -1,6 +1,7 @@
-"""Running one stage of the rehearsal as a child process and measuring it: wall time, peak
-RSS (of the stage and every process it waited for: os.wait4's rusage), disk added to the
-work folder, and the load average around it (the machine is shared)."""
+"""Running one stage of the rehearsal as a child process and measuring it: wall time, CPU
+time and peak RSS (of the stage and every process it waited for: os.wait4's rusage), disk
+added to the work folder, and the load average around it (the machine is shared, so the CPU
+time is what compares across scales: a loaded machine stretches the wall time)."""
 from __future__ import annotations
 
 import os
@@ -23,6 +24,7 @@ class StageResult:
     load_end: float         # ... and when it ended
     returncode: int
     note: str = ""
+    cpu_s: float | None = None  # user + system CPU of the stage and the processes it waited for
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -63,7 +65,8 @@ def run_stage(stage: str, clips: int, argv: list[str], work: Path, log: Path, *,
     wall = time.perf_counter() - start
     return StageResult(stage, clips, round(wall, 1), round(usage.ru_maxrss / 1024, 1),
                        round((folder_bytes(work) - before) / 1e6, 1), round(load_start, 2),
-                       round(os.getloadavg()[0], 2), proc.returncode, note)
+                       round(os.getloadavg()[0], 2), proc.returncode, note,
+                       cpu_s=round(usage.ru_utime + usage.ru_stime, 1))
 
 
 def python_script(code_dir: Path, script: str, *args: str) -> list[str]:

@@ -15,30 +15,48 @@ def _scale(r: dict) -> str:
     return f"{r['scale']:g}" if r.get("scale") is not None else "?"
 
 
+def _seconds(x: float | None) -> str:
+    return "–" if x is None else f"{x:,.0f}"
+
+
 def stage_table(runs: list[dict]) -> list[str]:
+    """One row per stage and scale, then the growth from the second-largest scale to the
+    largest: time per clip in CPU seconds (wall where CPU was not recorded)."""
     names = list(dict.fromkeys(n for r in runs for n in r["stages"]))
-    head = ["stage"]
-    for r in runs:
-        s = _scale(r)
-        head += [f"clips @{s}", f"wall s @{s}", f"peak RSS MB @{s}", f"disk MB @{s}", f"load @{s}"]
-    if len(runs) >= 2:
-        head += [f"time ratio {_scale(runs[-1])}/{_scale(runs[-2])}", "clip ratio"]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines = ["| stage | scale | clips | wall s | CPU s | peak RSS MB | disk MB | load |", "|" + " --- |" * 8]
     for n in names:
-        row = [n]
-        got = [r["stages"].get(n) for r in runs]
-        for g in got:
-            row += ["–"] * 5 if g is None else [
-                str(g["clips"]), f"{g['wall_s']:.0f}" + ("" if g["returncode"] == 0 else f" (rc {g['returncode']})"),
-                f"{g['peak_rss_mb']:.0f}", f"{g['disk_mb']:.0f}", f"{g['load_start']:.1f}-{g['load_end']:.1f}"]
-        if len(runs) >= 2:
-            a, b = got[-2], got[-1]     # the two largest scales
-            ok = a and b and a["wall_s"] > 0 and a["clips"] > 0
-            row += [f"{b['wall_s'] / a['wall_s']:.2f}" if ok else "–", f"{b['clips'] / a['clips']:.2f}" if ok else "–"]
-        lines.append("| " + " | ".join(row) + " |")
+        for r in runs:
+            g = r["stages"].get(n)
+            if g is None:
+                continue
+            rc = "" if g["returncode"] == 0 else f" (rc {g['returncode']})"
+            lines.append(f"| {n} | {_scale(r)} | {g['clips']:,} | {_seconds(g['wall_s'])}{rc} | "
+                         f"{_seconds(g.get('cpu_s'))} | {g['peak_rss_mb']:,.0f} | {g['disk_mb']:,.0f} | "
+                         f"{g['load_start']:.1f}-{g['load_end']:.1f} |")
     lines.append("")
     lines += [f"- {n} @{_scale(r)}: {r['stages'][n]['note']}" for n in names for r in runs
               if n in r["stages"] and r["stages"][n].get("note")]
+    if len(runs) >= 2:
+        lines += ["", *growth_table(runs[-2], runs[-1], names)]
+    return lines
+
+
+def growth_table(small: dict, big: dict, names: list[str]) -> list[str]:
+    """How each stage's cost grew from `small` to `big` against its clips: 1.00 per clip is
+    linear, above it worse."""
+    lines = [f"Growth from scale {_scale(small)} to {_scale(big)} (per clip 1.00 = linear; CPU s where both "
+             f"scales recorded it, else wall s):", "",
+             "| stage | clip ratio | time ratio | per clip | measured by |", "|" + " --- |" * 5]
+    for n in names:
+        a, b = small["stages"].get(n), big["stages"].get(n)
+        if not (a and b and a["returncode"] == 0 and b["returncode"] == 0 and a["clips"] > 0):
+            continue
+        key = "cpu_s" if a.get("cpu_s") and b.get("cpu_s") else "wall_s"
+        if not a[key]:
+            continue
+        clips, time = b["clips"] / a["clips"], b[key] / a[key]
+        lines.append(f"| {n} | {clips:.2f} | {time:.2f} | {time / clips:.2f} | "
+                     f"{'CPU s' if key == 'cpu_s' else 'wall s'} |")
     return lines
 
 
@@ -82,7 +100,8 @@ def section(runs: list[dict]) -> str:
            f"times the scale); profile `full` with `--set {' '.join(first['settings'])}`, models "
            f"{', '.join(first['models'])}, on {first['cpus']} shared CPU cores (load: the 1-minute load "
            f"average at the stage's start and end). Disk: what the stage added under the work folder. "
-           f"Peak RSS: the stage's process and the processes it waited for (its decoding workers). "
+           f"CPU s and peak RSS: the stage's process and the processes it waited for (its decoding "
+           f"workers); on a shared machine the CPU seconds compare across scales, the wall time less. "
            f"See docs/rehearsal.md.", ""]
     for r in runs:
         c = r["counts"]
