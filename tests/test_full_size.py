@@ -197,3 +197,52 @@ def test_the_rehearsal_report_gives_each_stages_growth_per_clip_in_cpu_seconds()
     assert "| features | 0.25 | 1,000 | 900 | 100 |" in text and "| features | 1 | 4,000 | 800 | 500 |" in text
     assert "| features | 4.00 | 5.00 | 1.25 | CPU s |" in text      # CPU, not the misleading wall ratio 0.89
     assert "| train | 4.00 | 0.89 | 0.22 | wall s |" in text        # no CPU figure at one scale: the wall
+
+
+def rss_file_mb() -> float:
+    """This process's resident pages that map files (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def test_crops_are_read_as_stored_without_mapping_the_clips_into_memory(tmp_path):
+    """place() reads each crop with pread: the same samples as the memory map's slice, and the
+    process's file-mapped memory does not grow with the clips it crops (through the map it
+    grew by about a whole clip per crop: the kernel maps folios and reads ahead)."""
+    from fat2019.data.batches import crop_start, place
+    from fat2019.rehearsal.feed import write_plan_cache
+    plan = data_plan.make_plan(0.004, seed=2, n_classes=80)["noisy"]      # 79 clips of about 15 s
+    write_plan_cache(tmp_path / "noisy", plan, workers=1)
+    cache = FeatureCache(tmp_path / "noisy")
+    rng = np.random.default_rng(0)
+    crop, clip_mb = 5 * 44100, float(np.mean(cache.n_samples)) * 2 / 1e6
+    before = rss_file_mb()
+    crops = []
+    for i in range(len(cache)):                  # nothing has touched the map yet
+        position = rng.random()
+        got = np.zeros(crop, np.float32)
+        place(cache, i, got, position)
+        crops.append((position, got))
+    grown = rss_file_mb() - before
+    assert grown < 0.25 * clip_mb * len(cache), f"file-mapped memory grew {grown:.1f} MB for {len(cache)} crops"
+    for i, (position, got) in enumerate(crops):
+        raw, want = cache.raw(i), np.zeros(crop, np.float32)
+        if len(raw) >= crop:
+            s = crop_start(len(raw), crop, position)
+            want[:] = raw[s: s + crop].astype(np.float32) * cache.scales[i]
+        else:
+            s = int(position * (crop - len(raw)))
+            want[s: s + len(raw)] = raw.astype(np.float32) * cache.scales[i]
+        assert np.array_equal(got, want)
+        n = len(raw)
+        a = int(rng.integers(0, n))
+        b = int(rng.integers(a, n + 1))
+        assert np.array_equal(cache.read(i, a, b), raw[a:b])
+    longer = np.zeros(30 * 44100, np.float32)   # longer than any clip: zero-padded at its position
+    place(cache, 0, longer, 0.5)
+    raw = cache.raw(0)
+    s = int(0.5 * (len(longer) - len(raw)))
+    assert np.array_equal(longer[s: s + len(raw)], raw.astype(np.float32) * cache.scales[0])
+    assert not longer[:s].any() and not longer[s + len(raw):].any()

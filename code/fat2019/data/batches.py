@@ -40,14 +40,13 @@ def place(cache: FeatureCache, row: int, out: np.ndarray, position: float) -> No
 
     position in [0, 1]: a longer clip is cropped starting at position * (excess), a shorter
     one is zero-padded with the clip starting at position * (room)."""
-    raw = cache.raw(row)
-    crop = len(out)
-    if len(raw) >= crop:
-        start = crop_start(len(raw), crop, position)
-        np.multiply(raw[start: start + crop], cache.scales[row], out=out, casting="unsafe")
+    n, crop = int(cache.n_samples[row]), len(out)
+    if n >= crop:
+        start = crop_start(n, crop, position)
+        np.multiply(cache.read(row, start, start + crop), cache.scales[row], out=out, casting="unsafe")
     else:
-        start = int(position * (crop - len(raw)))
-        np.multiply(raw, cache.scales[row], out=out[start: start + len(raw)], casting="unsafe")
+        start = int(position * (crop - n))
+        np.multiply(cache.read(row, 0, n), cache.scales[row], out=out[start: start + n], casting="unsafe")
 
 
 def crop_start(n_samples: int, crop: int, position: float) -> int:
