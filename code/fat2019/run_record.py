@@ -20,7 +20,6 @@ from pathlib import Path
 
 from fat2019 import config, layout
 from fat2019.cli import BadInput
-from fat2019.data.folds import FOLD_SEED
 from fat2019.util.atomic import atomic_write_text
 
 PACKAGES = ("keras", "tensorflow", "jax", "numpy", "pandas", "scikit-learn", "librosa")
@@ -49,6 +48,7 @@ def as_json(value):
 
 
 def make(profile: config.Profile, classes: list[str]) -> dict:
+    from fat2019.data.folds import FOLD_SEED   # folds imports pandas; --help needs neither
     return {
         "profile": as_json(dataclasses.asdict(profile)),
         "models": {m.name: as_json(dataclasses.asdict(profile.scale(m))) for m in config.ZOO},

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
 from fat2019.data.dataset import ClipSet, DatasetError
 from fat2019.util.atomic import atomic_write_text
@@ -50,6 +49,7 @@ def assign_folds(labels: np.ndarray, n_folds: int, classes: list[str] | None = N
     # as a second column stratifies the same
     target = labels if labels.shape[1] > 1 else np.concatenate([labels, ~labels], axis=1)
     fold = np.full(len(labels), -1, np.int64)
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold   # imports scikit-learn: seconds
     splitter = MultilabelStratifiedKFold(n_splits=n_folds)
     # It breaks ties at random, from np.random's global state when given no random_state,
     # and scikit-learn refuses one without shuffle in the constructor: set it afterwards.
