@@ -20,11 +20,13 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from fat2019 import cli
 from fat2019.data.dataset import CURATED_CSV
+from fat2019.data.feature_cache import INDEX
 from fat2019.rehearsal import report
 from fat2019.rehearsal.measure import python_script, run_stage
 from fat2019.util.atomic import atomic_write_text
@@ -115,12 +117,11 @@ class Rehearsal:
             print(f"fault check: done before (resumed cache equal: {self.results['fault_resume_equal']}), skipped")
             return
         if "fault_reference" not in self.results or self.args.redo:
-            if not (noisy / "index.csv").is_file():
+            if not (noisy / INDEX).is_file():
                 print("fault check: no finished noisy cache to compare with; run the features stage first")
                 return
             self.results["fault_reference"] = checksums(noisy)
             self.save()
-            import shutil
             shutil.rmtree(noisy)
         argv = python_script(CODE, "features.py", *self.common, "--sets", "noisy")
         if killed not in self.results["stages"] or self.args.redo:   # its rc is the kill's, never 0

@@ -116,8 +116,8 @@ class FeatureCache:
 
     def _file(self) -> int:
         """The audio file, opened once for read() and prefetch(), with the kernel's readahead
-        off (POSIX_FADV_RANDOM): a crop is one random read, and readahead (8 MB on this
-        machine's disk) would read far more than the 441 KB of a 5 s crop."""
+        off (POSIX_FADV_RANDOM): a crop is one random read, and readahead would read far past
+        the crop's samples."""
         with self._fd_lock:    # the feed's worker threads share the cache
             if self._fd is None:
                 self._fd = os.open(self.folder / AUDIO, os.O_RDONLY)
@@ -129,9 +129,9 @@ class FeatureCache:
         """Samples [start, stop) of clip i, as stored (int16), read into a buffer of their own.
 
         The training and TTA crops come this way rather than through the memory map: a map's
-        pages count in this process's memory (the kernel maps whole folios and its readahead
-        around each one), so reading 5 s crops through it grew the resident set by about
-        1.4 MB per 15 s clip, to 21 GB over the full-size noisy set."""
+        pages count in this process's memory (the kernel maps whole folios and reads ahead
+        around each fault), so cropping through it grows the resident set with every clip
+        touched (BENCHMARKS.md, the full-size rehearsal)."""
         n = max(0, min(int(stop), int(self.n_samples[i])) - int(start))
         out = np.empty(n, "<i2")
         if not n or not hasattr(os, "preadv"):

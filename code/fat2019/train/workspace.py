@@ -3,9 +3,8 @@ the fold assignment and each model's folder."""
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import keras
@@ -42,7 +41,7 @@ def compute_seconds(profile: config.Profile, models: list[config.ModelConfig], n
     return 3.0 * flops * clips_per_epoch * epochs * runs / (CPU_GFLOPS_PER_CORE * 1e9 * max(cores, 1))
 
 
-@functools.lru_cache(maxsize=None)
+@lru_cache(maxsize=None)
 def model_flops(model: config.ModelConfig, n_classes: int) -> float:
     """Forward FLOPs per clip of one (scaled) model; each is built once per process."""
     from fat2019.nn.flops import count_flops   # the stage imports Keras anyway; this only on a warning
