@@ -20,7 +20,7 @@ import numpy as np
 
 from fat2019 import config, layout
 from fat2019.cli import BadInput
-from fat2019.config import COMBINATIONS  # noqa: F401  (tag.py's --combine; defined with the profiles)
+from fat2019.config import COMBINATIONS
 from fat2019.data.batches import ClipData, predict_tta
 from fat2019.nn.models import build_model, build_stacker
 from fat2019.util.atomic import atomic_write_text
