@@ -59,3 +59,53 @@ def test_every_script_runs_through_cli_run_stage():
         tree = ast.parse(p.read_text())
         guard = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
         assert guard and "run_stage(main)" in ast.unparse(guard[0]), f"{p.name}: its main is not run by cli.run_stage"
+
+
+def package_modules_imported(tree: ast.AST) -> set[str]:
+    """Local names bound to the project's own modules: `from fat2019.nn import pooling`,
+    `import fat2019.nn.pooling as pooling`."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "fat2019":
+            names.update(alias.asname or alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.asname for alias in node.names
+                         if alias.asname and alias.name.split(".")[0] == "fat2019")
+    return names
+
+
+def assigned_module_attributes(path: Path) -> list[str]:
+    """`module.NAME = ...` (or augmented, or inside a tuple target) where `module` is one of
+    the project's modules: state that another module reassigns."""
+    tree = ast.parse(path.read_text())
+    modules = package_modules_imported(tree)
+    found = []
+    for node in ast.walk(tree):
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+        for target in targets:
+            for t in ast.walk(target):
+                if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id in modules:
+                    found.append(f"{t.value.id}.{t.attr} (line {t.lineno})")
+    return found
+
+
+def test_no_module_reassigns_another_modules_state():
+    # state is passed (a build option, an argument), never a module global set from outside
+    offenders = {str(p.relative_to(CODE)): assigned_module_attributes(p) for p in CODE.rglob("*.py")}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_reassignment_check_sees_one(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from fat2019.nn import pooling\nimport os\nbefore, pooling.MAX_POOL = 1, 2\n"
+                     "os.environ = {}\npooling.N += 1\n")
+    assert assigned_module_attributes(probe) == ["pooling.MAX_POOL (line 3)", "pooling.N (line 5)"]
+
+
+def test_no_package_module_installs_a_warnings_filter_when_imported():
+    # a filter set at import changes every later stage's output; a stage sets its own
+    for p in PACKAGE.rglob("*.py"):
+        for node in ast.parse(p.read_text()).body:
+            assert "filterwarnings" not in ast.unparse(node) or not isinstance(node, ast.Expr), \
+                f"{p.relative_to(CODE)}: a module-level warnings filter"

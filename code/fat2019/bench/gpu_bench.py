@@ -9,7 +9,7 @@ time budget (what does not fit is reported as unmeasured):
    curated set's spread of lengths, random global features);
 2. the global-feature branch alone: one training step of keras' Bidirectional(GRU) vs
    recurrent.BiGRUSum at several unrolls (the part of the step that is sequential); the zoo
-   below runs with the fastest unroll (recurrent.GRU_UNROLL is set for this run only);
+   below runs with the fastest unroll (passed to models.build_model);
 3. block 1's first pooling alone (3x3 max, stride 1, on a batch of 431 x 64 x 96 maps):
    forward + backward with the max taken by windows (ops.max_pool, whose gradient XLA
    computes by select-and-scatter) and by slices (pooling.max_pool_by_slices, the default);
@@ -44,7 +44,6 @@ from fat2019.bench.gpu_setup import Budget, Settings, synthetic_cache
 from fat2019.bench.gpu_variants import (STEP_MODEL, STEP_VARIANTS, bench_branch, bench_feed, bench_model, bench_pool,
                                          bench_step_variant, fastest_unroll)
 from fat2019.bench.gpu_report import report
-from fat2019.nn import recurrent
 from fat2019.util.atomic import atomic_write_text
 
 
@@ -92,9 +91,7 @@ def run(out: Path, command: str, *, quick: bool, budget_minutes: float, model_na
         if budget.allows():
             feed = budget.run(bench_feed, cache, s)
             print(f"  feed: {feed}", flush=True)
-        unroll = fastest_unroll(branch)
-        if unroll is not None:
-            recurrent.GRU_UNROLL = unroll
+        unroll = fastest_unroll(branch) or 1
         write()
         for key in list(todo):
             if not budget.allows():
@@ -104,7 +101,7 @@ def run(out: Path, command: str, *, quick: bool, budget_minutes: float, model_na
                 variants.append(budget.run(bench_step_variant, cache, s, name.split(" | ", 1)[1], policy))
                 print(f"  step variant: {variants[-1]}", flush=True)
             else:
-                runs.append(budget.run(bench_model, cache, s, config.ZOO_BY_NAME[name], policy, tmp))
+                runs.append(budget.run(bench_model, cache, s, config.ZOO_BY_NAME[name], policy, tmp, unroll))
                 print(f"  model: {runs[-1]}", flush=True)
             todo.remove(key)
             write()

@@ -13,7 +13,6 @@ from fat2019 import config
 from fat2019.bench.gpu_setup import GPU_COMMAND, N_CURATED, N_NOISY, N_TEST, Settings
 from fat2019.bench.gpu_variants import STEP_MODEL, fastest_unroll, step_profile_rows
 from fat2019.bench.gpu_projection import recipe_hours
-from fat2019.nn import recurrent
 
 
 # bf16 dense tensor-core peaks, TFLOP/s (NVIDIA datasheets; half their "with sparsity"
@@ -74,8 +73,9 @@ def branch_lines(s: Settings, branch: list[dict]) -> list[str]:
              f"{config.N_GLOBAL_STEPS} steps.", "",
              "| layer | policy | step ms | compile s |", "|---|---|---:|---:|"]
     lines += [f"| {b['layer']} | {b['policy']} | {fmt(b['step_ms'])} | {fmt(b['compile_s'])} |" for b in branch]
-    return lines + ["", f"The zoo below ran with BiGRUSum unroll {recurrent.GRU_UNROLL}"
-                    + (" (the fastest above)." if fastest_unroll(branch) is not None else " (recurrent.GRU_UNROLL).")]
+    fastest = fastest_unroll(branch)
+    return lines + ["", f"The zoo below ran with BiGRUSum unroll {fastest or 1}"
+                    + (" (the fastest above)." if fastest is not None else " (the zoo's own).")]
 
 
 def pool_lines(s: Settings, pools: list[dict]) -> list[str]:

@@ -4,7 +4,6 @@ host side of the feed, every zoo model's training and prediction rates, and the 
 step's before/after variants."""
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
@@ -62,27 +61,16 @@ def bench_branch(s: Settings, unroll: int | None, policy: str) -> dict:
                 unroll=unroll, policy=policy, step_ms=1e3 * step_s, compile_s=compile_s)
 
 
-@contextlib.contextmanager
-def max_pool_taken_by(way: str):
-    """pooling.MAX_POOL set to `way` ("window" or "slices") for what is traced inside."""
-    before, pooling.MAX_POOL = pooling.MAX_POOL, way
-    try:
-        yield
-    finally:
-        pooling.MAX_POOL = before
-
-
 def bench_pool(s: Settings, max_pool: str, policy: str, repeats: int = 10) -> dict:
     """Milliseconds of forward + backward of block 1's first pooling (AxisSplitPool(3, 1,
-    "max")), its max taken by `max_pool` ("window" or "slices", pooling.MAX_POOL)."""
+    "max")), its max taken by `max_pool` ("window" or "slices", pooling.MAX_POOL_WAYS)."""
     import jax
     import keras
     dtype = keras.mixed_precision.Policy(policy).compute_dtype
     x = jax.random.normal(jax.random.PRNGKey(0), s.pool_shape).astype(dtype)
-    layer = pooling.AxisSplitPool(3, 1, "max")
+    layer = pooling.AxisSplitPool(3, 1, "max", max_pool=max_pool)
     grad = jax.jit(jax.grad(lambda x: (layer(x).astype("float32") ** 2).sum()))
-    with max_pool_taken_by(max_pool):     # the first call traces
-        compile_s = seconds_of(lambda: grad(x).block_until_ready())
+    compile_s = seconds_of(lambda: grad(x).block_until_ready())     # the first call traces
     ms = 1e3 * seconds_of(lambda: [grad(x).block_until_ready() for _ in range(repeats)]) / repeats
     return dict(max_pool=max_pool, policy=policy, ms=ms, compile_s=compile_s)
 
@@ -116,15 +104,17 @@ def time_training(model, cache: FeatureCache, s: Settings, crop: int) -> tuple[f
     return seconds_of(lambda: fit(s.warmup_steps)), seconds_of(lambda: fit(s.train_steps))
 
 
-def bench_model(cache: FeatureCache, s: Settings, member: config.ModelConfig, policy: str, work: Path) -> dict:
-    """Training and prediction clips/s of one zoo member through the pipeline's PyDatasets."""
+def bench_model(cache: FeatureCache, s: Settings, member: config.ModelConfig, policy: str, work: Path,
+                gru_unroll: int = 1) -> dict:
+    """Training and prediction clips/s of one zoo member through the pipeline's PyDatasets,
+    its BiGRUs built with `gru_unroll`."""
     import keras
     from fat2019.nn import models
     from fat2019.nn.flops import count_flops
     keras.mixed_precision.set_global_policy(policy)
     cfg = s.profile.scale(member)
     p = s.profile
-    model = models.build_model(cfg, N_CLASSES)
+    model = models.build_model(cfg, N_CLASSES, gru_unroll=gru_unroll)
     flops = count_flops(model)["total"]
 
     def predict(n_batches):
@@ -142,7 +132,7 @@ def bench_model(cache: FeatureCache, s: Settings, member: config.ModelConfig, po
     keras.mixed_precision.set_global_policy("float32")
     train_rate = s.train_steps * p.batch_size / train_s
     predict_rate = s.predict_batches * p.predict_batch_size / predict_s
-    return dict(model=member.name, policy=policy, gflops=flops / 1e9, train_clips_s=train_rate,
+    return dict(model=member.name, policy=policy, gru_unroll=gru_unroll, gflops=flops / 1e9, train_clips_s=train_rate,
                 train_tflops=3 * flops * train_rate / 1e12, predict_clips_s=predict_rate,
                 predict_tflops=flops * predict_rate / 1e12, train_compile_s=train_compile_s,
                 predict_compile_s=predict_compile_s, checkpoint_s=checkpoint_s)
@@ -172,7 +162,7 @@ def dense_max_branch(g, width: float):
 
 
 # The before/after of a v1mix step: name -> (global-feature branch builder, None for the
-# zoo's own; pooling.MAX_POOL). "after", the zoo's own model, is the zoo's run.
+# zoo's own; the pools' max_pool). "after", the zoo's own model, is the zoo's run.
 STEP_VARIANTS = {
     "before: keras Bidirectional(GRU), max pool by windows": (keras_bigru_branch, "window"),
     "ablation: no recurrence (Dense + max), max pool by slices": (dense_max_branch, "slices"),
@@ -190,9 +180,8 @@ def bench_step_variant(cache: FeatureCache, s: Settings, variant: str, policy: s
     keras.mixed_precision.set_global_policy(policy)
     cfg = s.profile.scale(config.ZOO_BY_NAME[STEP_MODEL])
     try:
-        with max_pool_taken_by(max_pool):   # the model is traced in the fits
-            model = models.build_model(cfg, N_CLASSES, global_branch=branch)
-            compile_s, train_s = time_training(model, cache, s, cfg.crop_samples)
+        model = models.build_model(cfg, N_CLASSES, global_branch=branch, max_pool=max_pool)
+        compile_s, train_s = time_training(model, cache, s, cfg.crop_samples)
     finally:
         keras.backend.clear_session()
         keras.mixed_precision.set_global_policy("float32")
@@ -204,7 +193,7 @@ def step_profile_rows(runs: list[dict], variants: list[dict], s: Settings) -> li
     """The before/after rows, in STEP_VARIANTS order with "after" (the zoo's own v1mix run
     at the same policy) second; None for one not measured."""
     policy = s.policies[0]
-    after = next((dict(variant=f"{STEP_AFTER} (GRU unroll {recurrent.GRU_UNROLL})", policy=policy,
+    after = next((dict(variant=f"{STEP_AFTER} (GRU unroll {r.get('gru_unroll', 1)})", policy=policy,
                        train_clips_s=r["train_clips_s"], step_ms=1e3 * s.profile.batch_size / r["train_clips_s"],
                        compile_s=r["train_compile_s"])
                   for r in runs if r["model"] == STEP_MODEL and r["policy"] == policy), None)

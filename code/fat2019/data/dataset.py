@@ -236,6 +236,21 @@ def split_labels(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def row_problems(fname: str, labels: list[str] | None, known: set[str], classes_from: str) -> list[str]:
+    """What is wrong with one row of a clip CSV, without its place: a file name that is not
+    a plain name, and, for a labelled row (`labels` not None), no label or labels outside
+    the class list (`classes_from` says where that list came from). The one rule for every
+    reader of label CSVs (read_labelled_csv here, release.parse_clip_csv)."""
+    problems = [bad] if (bad := fname_problem(fname)) else []
+    if labels is not None:
+        if not labels:
+            problems.append("empty label field")
+        unknown = [c for c in labels if c not in known]
+        if unknown:
+            problems.append(f"unknown label(s) {unknown} (not {classes_from})")
+    return problems
+
+
 def multi_hot(label_lists: list[list[str]], classes: list[str]) -> np.ndarray:
     """(n, n_classes) float32 with 1 where a clip carries the class."""
     col = {c: i for i, c in enumerate(classes)}
@@ -255,15 +270,8 @@ def read_labelled_csv(path: Path, classes: list[str], audio_dir: Path, name: str
     label_lists = []
     for line, fname, text in zip(df.index, df["fname"], df["labels"]):
         where = f"{path.name} line {line} ({fname!r})"
-        bad_name = fname_problem(fname)
-        if bad_name:
-            problems.append(f"{where}: {bad_name}")
         labels = split_labels(text)
-        if not labels:
-            problems.append(f"{where}: empty label field")
-        unknown = [c for c in labels if c not in known]
-        if unknown:
-            problems.append(f"{where}: unknown label(s) {unknown} (not {classes_from})")
+        problems += [f"{where}: {p}" for p in row_problems(fname, labels, known, classes_from)]
         label_lists.append([c for c in labels if c in known])
     fnames = list(df["fname"])
     clips = ClipSet(name, fnames, [audio_dir / f for f in fnames], multi_hot(label_lists, classes), list(df.index))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fat2019.data.dataset import ClipSet, DatasetError
+from fat2019.data.dataset import ClipSet, DatasetError, read_rows
 from fat2019.util.atomic import atomic_write_text
 from fat2019.layout import FOLDS_CSV, STACKER_DIR
 
@@ -62,6 +62,31 @@ def assign_folds(labels: np.ndarray, n_folds: int, classes: list[str] | None = N
     return fold
 
 
+def read_folds_csv(path: Path) -> dict[str, int]:
+    """A folds CSV (fname,fold) as {fname: fold}, checked: every problem (a missing column,
+    a fold that is not a number, a clip listed twice) raised at once, naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"cannot read {path}", [f"{path}: file not found"])
+    header, rows = read_rows(path)
+    if "fname" not in header or "fold" not in header:
+        raise DatasetError(f"bad columns in {path}", [f"{path}: expected 'fname,fold', got {header!r}"])
+    at_name, at_fold = header.index("fname"), header.index("fold")
+    fold_of, problems = {}, []
+    for line, fields in rows:
+        value = fields[at_fold].strip() if len(fields) == len(header) else ""
+        if not value.isdigit():
+            problems.append(f"{path.name} line {line}: expected a clip name and a fold number (0, 1, ...), "
+                            f"got {fields!r}")
+        elif fields[at_name] in fold_of:
+            problems.append(f"{path.name} line {line}: clip {fields[at_name]!r} listed again")
+        else:
+            fold_of[fields[at_name]] = int(value)
+    if problems:
+        raise DatasetError(f"bad fold assignment in {path}", problems)
+    return fold_of
+
+
 def load_or_create(models_dir: Path, curated: ClipSet, n_folds: int,
                    classes: list[str] | None = None) -> pd.DataFrame:
     """models/folds.csv, written on first use. A file that no longer matches the curated
@@ -69,7 +94,7 @@ def load_or_create(models_dir: Path, curated: ClipSet, n_folds: int,
     depend on it."""
     path = Path(models_dir) / FOLDS_CSV
     if path.is_file():
-        folds = pd.read_csv(path, dtype={"fname": str})
+        folds = pd.DataFrame(list(read_folds_csv(path).items()), columns=["fname", "fold"])
         problems = []
         if sorted(folds["fname"]) != sorted(curated.fnames):
             added = len(set(curated.fnames) - set(folds["fname"]))

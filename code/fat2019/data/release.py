@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fat2019.data.dataset import (CURATED_CSV, NOISY_CSV, SUBMISSION_CSV, TEST_AUDIO, TEST_LABELS_CSV,
-                                  TEST_PART_COLUMN, TRAIN_AUDIO, split_labels)
+                                  TEST_PART_COLUMN, TRAIN_AUDIO, row_problems, split_labels)
 from fat2019.data.download import Archive, DataError
 from fat2019.data.unpack import extract_clips, members_by_name, open_archive, read_member_text
 from fat2019.util.atomic import atomic_write_text
@@ -82,11 +82,10 @@ def parse_clip_csv(text: str, where: str, classes: list[str], labelled: bool = T
             problems.append(f"line {line}: {fname!r} listed twice")
         seen.add(fname)
         clips.fnames.append(fname)
+        labels = split_labels(fields[col["labels"]]) if labelled else None
+        problems += [f"line {line} ({fname!r}): {p}"
+                     for p in row_problems(fname, labels, known, "one of the competition's 80 classes")]
         if labelled:
-            labels = split_labels(fields[col["labels"]])
-            unknown = [c for c in labels if c not in known]
-            if unknown or not labels:
-                problems.append(f"line {line} ({fname}): " + (f"unknown label(s) {unknown}" if unknown else "no label"))
             clips.labels.append(labels)
         if USAGE in col:
             clips.usage.append(fields[col[USAGE]].strip())

@@ -126,7 +126,10 @@ def _zip64_values(extra: bytes) -> tuple[list[int], bytes]:
 def rewrite_central_directory(cd: bytes, part_starts: list[int], cd_offset: int, n_entries: int,
                               force_zip64: bool = False) -> bytes:
     """A single-archive central directory and end records for the entries in `cd`, every
-    (part, offset) turned into an offset from the start of the joined parts."""
+    (part, offset) turned into an offset from the start of the joined parts.
+    `force_zip64` writes the zip64 records even where sizes fit in 32 bits: the real noisy
+    archive needs them (24 GB), and the flag is how the tests reach that path with small
+    files."""
     out, i = bytearray(), 0
     for _ in range(n_entries):
         if cd[i:i + 4] != CENTRAL_SIG:

@@ -22,7 +22,7 @@ from fat2019 import config, layout
 from fat2019.cli import BadInput
 from fat2019.config import COMBINATIONS
 from fat2019.data.batches import ClipData, predict_tta
-from fat2019.nn.models import build_model, build_stacker
+from fat2019.nn.models import build_model, build_stacker, load_weights
 from fat2019.util.atomic import atomic_write_text
 
 STACKER_BATCH = 1024     # clips per stacker prediction batch (tiny inputs)
@@ -126,7 +126,7 @@ class Member:
         """Fold `fold`'s weights (loaded into `model`, from `build`) on the clips, 3-TTA."""
         path = layout.weights_path(self.folder, layout.fold_prefix(fold))
         try:
-            model.load_weights(path)
+            load_weights(model, path)
         except (ValueError, OSError) as e:   # other widths or classes than the record's; a broken file
             raise PredictorError(f"{path} does not fit a {self.config.name} with {model.outputs[0].shape[-1]} "
                                  f"classes and {self.config.duration} s crops (its folder's "
@@ -210,7 +210,7 @@ class SavedStacker:
         stackers = []
         for path in self.weights_paths(models_dir):
             stacker = build_stacker(x.shape[1], x.shape[2], offset=self.offset)
-            stacker.load_weights(path)
+            load_weights(stacker, path)
             stackers.append(stacker)
         return stacker_mean(stackers, x)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fat2019.data.dataset import DatasetError, read_labelled_csv, read_rows
+from fat2019.data.dataset import DatasetError, read_labelled_csv
+from fat2019.data.folds import read_folds_csv
 from fat2019.ensemble.predictions import repeated_names
 from fat2019.eval.oof_analysis import NO_FOLD
 
@@ -38,22 +39,7 @@ def read_folds(folds_csv: Path, fnames: list[str]) -> np.ndarray:
     if not folds_csv.is_file():
         raise DatasetError(f"cannot read {folds_csv}", [
             f"{folds_csv}: file not found (for the per-fold table: name it with --folds, or pass --no-folds)"])
-    header, rows = read_rows(folds_csv)
-    if "fname" not in header or "fold" not in header:
-        raise DatasetError(f"bad columns in {folds_csv}", [f"{folds_csv}: expected 'fname,fold', got {header!r}"])
-    at_name, at_fold = header.index("fname"), header.index("fold")
-    fold_of, problems = {}, []
-    for line, fields in rows:
-        value = fields[at_fold].strip() if len(fields) == len(header) else ""
-        if not value.isdigit():
-            problems.append(f"{folds_csv.name} line {line}: expected a clip name and a fold number (0, 1, ...), "
-                            f"got {fields!r}")
-        elif fields[at_name] in fold_of:
-            problems.append(f"{folds_csv.name} line {line}: clip {fields[at_name]!r} listed again")
-        else:
-            fold_of[fields[at_name]] = int(value)
-    if problems:
-        raise DatasetError(f"bad fold assignment in {folds_csv}", problems)
+    fold_of = read_folds_csv(folds_csv)
     unknown = [f for f in fnames if f not in fold_of]
     if unknown:
         print(f"warning: {len(unknown)} clip(s) are not in {folds_csv}, e.g. {unknown[:3]}: they count in the "

@@ -16,16 +16,16 @@ from keras import ops
 from fat2019.nn.registry import PACKAGE
 
 
-def same_padding(n_samples: int, n_fft: int, hop: int) -> tuple[int, int]:
-    """(left, right) zero padding that frames a signal like a TF 'same' convolution.
+def same_padding(n: int, window: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding that makes a window sliding by `stride` over `n` steps
+    yield ceil(n / stride) outputs, as TF's padding='same' does: `total = (ceil(n/stride)
+    - 1) * stride + window - n`, `total // 2` before. The one rule for the front end's
+    framing and the pools' maxima by slices.
 
-    The original ran kapre 0.1's Melspectrogram, a Conv1D with padding='same': it yields
-    ceil(N / hop) frames, padding `total = (ceil(N/hop) - 1) * hop + n_fft - N` zeros with
-    `total // 2` on the left. kapre 0.4's STFT only offers pad_begin/pad_end, which frame
-    differently, so the padding is done here.
+    The original ran kapre 0.1's Melspectrogram, a Conv1D with padding='same'; kapre 0.4's
+    STFT only offers pad_begin/pad_end, which frame differently, so the padding is done here.
     """
-    n_frames = math.ceil(n_samples / hop)
-    total = max((n_frames - 1) * hop + n_fft - n_samples, 0)
+    total = max((math.ceil(n / stride) - 1) * stride + window - n, 0)
     return total // 2, total - total // 2
 
 

@@ -36,9 +36,13 @@ GRU_UNITS = 128
 N_MELS = 64
 
 
-# Weight files carry the optimizer's slots; loading them into a fresh model (pretrained
-# start, prediction, tagging) rightly skips those, and Keras warns about it every time.
-warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+def load_weights(model: keras.Model, path) -> None:
+    """model.load_weights(path), quietly. Weight files carry the optimizer's slots; loading
+    them into a fresh model (pretrained start, prediction, tagging) rightly skips those,
+    and Keras warns about it every time."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ def stem(x, backbone: Backbone, width: float):
 
 
 def conv_block(x, filters: int, pool_sizes, pool_modes, backbone: Backbone, name: str,
-               pool: bool = True):
+               pool: bool = True, max_pool: str = "slices"):
     """conv - BN - ReLU - pool(p1, stride 1, m1) - [2nd path] - pool(p2, stride 2, m2).
 
     The 2nd path is conv - BN - ReLU, and for the variants:
@@ -113,7 +117,7 @@ def conv_block(x, filters: int, pool_sizes, pool_modes, backbone: Backbone, name
     """
     x = conv_bn_relu(x, filters, backbone, f"{name}_1")
     if pool:
-        x = AxisSplitPool(pool_sizes[0], POOL_STRIDES[0], pool_modes[0], name=f"{name}_pool1")(x)
+        x = AxisSplitPool(pool_sizes[0], POOL_STRIDES[0], pool_modes[0], max_pool, name=f"{name}_pool1")(x)
     h = conv_bn_relu(x, filters, backbone, f"{name}_2")
     if backbone.merge == "cat":
         h = layers.Concatenate(name=f"{name}_cat")([x, h])
@@ -125,19 +129,21 @@ def conv_block(x, filters: int, pool_sizes, pool_modes, backbone: Backbone, name
     elif backbone.merge is not None:
         raise ValueError(f"unknown merge {backbone.merge!r}")
     if pool:
-        h = AxisSplitPool(pool_sizes[1], POOL_STRIDES[1], pool_modes[1], name=f"{name}_pool2")(h)
+        h = AxisSplitPool(pool_sizes[1], POOL_STRIDES[1], pool_modes[1], max_pool, name=f"{name}_pool2")(h)
     return h
 
 
-def build_backbone(mel, config: ModelConfig):
-    """Log-mel (batch, time, 64, 1) -> feature map (batch, time/8, 8, 512 * widths)."""
+def build_backbone(mel, config: ModelConfig, max_pool: str = "slices"):
+    """Log-mel (batch, time, 64, 1) -> feature map (batch, time/8, 8, 512 * widths).
+    `max_pool`: how the pools take a max off TensorFlow (pooling.MAX_POOL_WAYS)."""
     if config.backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {config.backbone!r}; choose one of {list(BACKBONES)}")
     backbone = BACKBONES[config.backbone]
     x = stem(mel, backbone, config.width)
     for i, (filters, pool_sizes) in enumerate(BLOCKS, start=1):
         x = conv_block(x, scaled(filters, config.width * config.w_ratio), pool_sizes,
-                       config.pool_modes, backbone, name=f"block{i}", pool=i < len(BLOCKS))
+                       config.pool_modes, backbone, name=f"block{i}", pool=i < len(BLOCKS),
+                       max_pool=max_pool)
     # A named no-op so the feature map can be fetched by name (tests, inspection).
     return layers.Identity(name="backbone_out")(x)
 
@@ -146,33 +152,38 @@ def build_backbone(mel, config: ModelConfig):
 # The model
 # ---------------------------------------------------------------------------------------
 
-def global_feature_branch(g, width: float):
-    """BN - BiGRU - BiGRU (sequences, forward + backward summed) - max over time."""
+def global_feature_branch(g, width: float, gru_unroll: int = 1):
+    """BN - BiGRU - BiGRU (sequences, forward + backward summed) - max over time.
+    `gru_unroll`: BiGRUSum's steps per scan iteration on JAX (1 for the zoo)."""
     units = scaled(GRU_UNITS, width)
     g = layers.BatchNormalization(name="global_bn")(g)
     for i in (1, 2):
         # Bidirectional(GRU(units, return_sequences=True), merge_mode="sum") with Keras'
         # GRU defaults (tanh, sigmoid, reset_after=True: the cuDNN-compatible ones, like
         # the original's CuDNNGRU); fused into one scan on JAX (layers.BiGRUSum).
-        g = BiGRUSum(units, name=f"global_bigru{i}")(g)
+        g = BiGRUSum(units, unroll=gru_unroll, name=f"global_bigru{i}")(g)
     return layers.GlobalMaxPooling1D(name="global_max")(g)
 
 
-def build_model(config: ModelConfig, n_classes: int, global_branch=None) -> keras.Model:
+def build_model(config: ModelConfig, n_classes: int, global_branch=None, *,
+                max_pool: str = "slices", gru_unroll: int = 1) -> keras.Model:
     """The tagger of one zoo member, compiled with Nadam(config.lr) and mean BCE.
 
-    `global_branch(g, width)` replaces `global_feature_branch` (the GPU benchmark's
-    before/after and ablation of the step); the zoo never sets it."""
+    The GPU benchmark's options, which the zoo leaves at their defaults (the same values
+    either way, other speeds): `global_branch(g, width)` replaces `global_feature_branch`
+    (the step's before/after and ablation); `max_pool` and `gru_unroll` are passed to
+    the pools and the BiGRUs."""
     audio = keras.Input((config.crop_samples,), name="audio")
     global_feat = keras.Input((N_GLOBAL_STEPS, N_GLOBAL_STATS), name="global_feat")
     other = keras.Input((1,), name="other")
 
     mel = LogMelSpectrogram(sample_rate=SAMPLE_RATE, n_mels=N_MELS, name="logmel")(audio)
-    x = build_backbone(mel, config)
+    x = build_backbone(mel, config, max_pool)
     x = MelPairShuffle(name="mel_pair_shuffle")(x)   # (t, m, c) -> (t, m/2, 2c)
     x = TimeMaxMelMean(name="time_max_mel_mean")(x)  # -> (2c,)
 
-    g = (global_branch or global_feature_branch)(global_feat, config.width)
+    g = (global_branch(global_feat, config.width) if global_branch
+         else global_feature_branch(global_feat, config.width, gru_unroll))
     x = layers.Concatenate(name="features")([x, g, other])
     # float32 output so the loss stays float32 under a mixed-precision policy.
     out = layers.Dense(n_classes, activation="sigmoid", dtype="float32", name="tags")(x)

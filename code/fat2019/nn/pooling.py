@@ -1,7 +1,8 @@
 """The pooling of the conv blocks: `AxisSplitPool`, incl. the "avemax" modes that average
 over one axis and take the max over the other (POOL_MODES). Its max is keras' max_pool on
 TensorFlow and maxima of shifted slices elsewhere (`max_pool_by_slices`: the same values
-and gradients, without XLA's select-and-scatter); MAX_POOL picks it, for the GPU bench.
+and gradients, without XLA's select-and-scatter); the layer's `max_pool` option picks it,
+for the GPU bench.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from fat2019.nn.frontend import same_padding
 from fat2019.nn.registry import PACKAGE
 
 
@@ -29,8 +31,8 @@ POOL_MODES = {
 
 
 # How AxisSplitPool takes a max off TensorFlow: "slices" (max_pool_by_slices) or "window"
-# (ops.max_pool). Read when the layer is traced; the GPU benchmark compares the two.
-MAX_POOL = "slices"
+# (ops.max_pool); the GPU benchmark compares the two.
+MAX_POOL_WAYS = ("slices", "window")
 
 
 def max_pool_by_slices(x, pool_size, strides):
@@ -49,9 +51,8 @@ def max_pool_by_slices(x, pool_size, strides):
             continue
         n = x.shape[axis]
         n_out = -(-n // s)
-        total = max((n_out - 1) * s + p - n, 0)       # 'same' padding, the extra one after
         pads = [(0, 0)] * 4
-        pads[axis] = (total // 2, total - total // 2)
+        pads[axis] = same_padding(n, p, s)
         padded = ops.pad(x, pads, constant_values=-np.inf)
         best = None
         for k in range(p):
@@ -71,9 +72,10 @@ class AxisSplitPool(keras.layers.Layer):
     (p, 1) window and stride (s, 1) along one axis and (1, p) / (1, s) along the other,
     using average on one axis and max on the other (see POOL_MODES). `none` (or None) is
     the identity. Averages exclude the padding, as Keras' AveragePooling2D does.
+    `max_pool` ("slices" or "window", MAX_POOL_WAYS) is how the max is taken off TensorFlow.
     """
 
-    def __init__(self, pool_size=2, strides=None, mode="max", **kwargs):
+    def __init__(self, pool_size=2, strides=None, mode="max", max_pool="slices", **kwargs):
         super().__init__(**kwargs)
         mode = "none" if mode is None else mode
         if mode not in POOL_MODES:
@@ -81,6 +83,9 @@ class AxisSplitPool(keras.layers.Layer):
         self.pool_size = int(pool_size)
         self.strides = int(pool_size if strides is None else strides)
         self.mode = mode
+        if max_pool not in MAX_POOL_WAYS:
+            raise ValueError(f"unknown max_pool {max_pool!r}; choose one of {list(MAX_POOL_WAYS)}")
+        self.max_pool = max_pool
 
     def window(self, axes: str):
         """(pool size, strides) of one pooling step over "both" axes, "time" or "mel"."""
@@ -88,7 +93,7 @@ class AxisSplitPool(keras.layers.Layer):
         return {"both": ((p, p), (s, s)), "time": ((p, 1), (s, 1)), "mel": ((1, p), (1, s))}[axes]
 
     def call(self, x):
-        sliced = MAX_POOL == "slices" and keras.backend.backend() != "tensorflow"
+        sliced = self.max_pool == "slices" and keras.backend.backend() != "tensorflow"
         for reduction, axes in POOL_MODES[self.mode]:
             size, strides = self.window(axes)
             if reduction == "max" and sliced:
@@ -108,5 +113,5 @@ class AxisSplitPool(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(pool_size=self.pool_size, strides=self.strides, mode=self.mode)
+        config.update(pool_size=self.pool_size, strides=self.strides, mode=self.mode, max_pool=self.max_pool)
         return config

@@ -10,13 +10,6 @@ from keras import ops
 from fat2019.nn.registry import PACKAGE
 
 
-# Time steps per iteration of the fused GRU's scan on JAX. Unrolling cuts a GPU's per-step
-# loop overhead (each iteration is a few tiny kernels plus loop control) but only costs on
-# a CPU (BENCHMARKS.md, the v1mix step profile); `bench.py --gpu` measures the unrolls on a
-# GPU and runs the zoo with the fastest.
-GRU_UNROLL = 1
-
-
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class BiGRUSum(keras.layers.Layer):
     """Bidirectional(GRU(units, return_sequences=True), merge_mode="sum"), exactly.
@@ -29,13 +22,16 @@ class BiGRUSum(keras.layers.Layer):
     - TensorFlow: the sublayers run as in keras' Bidirectional, so a TF GPU keeps cuDNN.
     - other backends (JAX): `fused_bigru_sum` on the same variables: the input projections
       of all steps in one matmul, then both directions in one scan, one batched matmul per
-      step, `unroll` steps per iteration (default: GRU_UNROLL at construction).
+      step, `unroll` steps per iteration. Unrolling cuts a GPU's per-step loop overhead
+      (each iteration is a few tiny kernels plus loop control) but only costs on a CPU
+      (BENCHMARKS.md, the v1mix step profile), so the zoo uses 1; `bench.py --gpu`
+      measures the unrolls on a GPU and builds the zoo with the fastest.
     """
 
-    def __init__(self, units, unroll=None, **kwargs):
+    def __init__(self, units, unroll=1, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
-        self.unroll = int(GRU_UNROLL if unroll is None else unroll)
+        self.unroll = int(unroll)
         sub = dict(return_sequences=True, dtype=self.dtype_policy)
         self.forward_layer = keras.layers.GRU(self.units, name="forward_gru", **sub)
         self.backward_layer = keras.layers.GRU(self.units, go_backwards=True, name="backward_gru", **sub)

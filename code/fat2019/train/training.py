@@ -44,6 +44,7 @@ from fat2019.config import ModelConfig, Profile
 from fat2019.run_record import RunRecordError
 from fat2019.util.atomic import atomic_write_text
 from fat2019.eval.metrics import lrap, lwlrap
+from fat2019.nn.models import load_weights
 from fat2019.util.progress import Progress
 
 
@@ -319,7 +320,7 @@ def start_state(build, seed: int, pretrained: Path | None = None) -> tuple[keras
     seeds.reset_global_generators(seed)
     model = build()
     if pretrained is not None:
-        model.load_weights(pretrained)
+        load_weights(model, pretrained)
     model.optimizer.build(model.trainable_variables)
     return model, (model.get_weights(), [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables])
 
