@@ -204,7 +204,7 @@ def why_no_gpu(name: str, environ, gpu_build: bool, found: Driver | None) -> lis
 
 
 def plural(n: int, word: str) -> str:
-    return f"{n} {word}{'s' if n != 1 else ''}"
+    return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('s') else 's'}"
 
 
 def refusal(stage: str, name: str, listed: list[Gpu], reasons: list[tuple[str, str]]) -> str:
@@ -222,7 +222,7 @@ def stage_line(stage: str, profile: str | None, *, environ=os.environ, ray_plan=
     """A stage's first line: where it computes. `train: TensorFlow 2.20.0 on GPU 0 (NVIDIA
     H100 80GB HBM3)`, `... on the CPU (no GPU found)`. The features stage (decoding_workers)
     uses no backend; a Ray driver (ray_plan) computes nothing itself, so it asks no backend
-    for devices (JAX would take most of a GPU's memory just to list it).
+    for devices (JAX's GPU backend, once started, preallocates most of the GPU's memory).
 
     Raises cli.BadInput (exit 2), before any work, for profile `full` on the CPU when
     nvidia-smi lists GPUs that the backend does not see, naming the causes found and their
@@ -254,3 +254,12 @@ def stage_line(stage: str, profile: str | None, *, environ=os.environ, ray_plan=
     why = f"{DEVICE_VARIABLE}=cpu" if chose_cpu else "; ".join(cause for cause, _ in reasons)
     return (f"{stage}: {name} {version} on the CPU ({name} sees none of the {plural(len(listed), 'GPU')} "
             f"nvidia-smi lists: {why})")
+
+
+def check_full_profile(stage: str) -> int:
+    """For run.sh, before its first stage (the features stage uses no GPU, and takes half an
+    hour on the real data): 0, or stage_line's refusal printed as `error: ...` and
+    cli.BAD_INPUT."""
+    from fat2019 import cli
+
+    return cli.call(lambda: stage_line(stage, "full") and 0)
