@@ -56,6 +56,8 @@ else
     echo "run.sh: no input/train_curated.csv, running the demo on generated data (input/demo)"
     "$PY" code/make_demo_data.py || { echo "run.sh: stage make_demo_data failed" >&2; exit 1; }
 fi
+# full on a GPU machine whose backend sees no GPU: refused now, not after the features stage
+[ "$PROFILE" != full ] || (cd code && "$PY" -c "from fat2019.util import machine; raise SystemExit(machine.check_full_profile('run.sh'))") || exit 2
 
 stage() {
     name=$1

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from fat2019.eval import reports
     from fat2019.train.workspace import Workspace
 
-    ws = Workspace(args)
+    ws = Workspace(args, "ensemble")
     check_ready(ws)
     curated, test = ws.curated, ws.clip_data(ws.dataset.test)
     y = curated.labels

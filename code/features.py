@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from fat2019.data.cache_builder import BAD_FILES, build_set   # after parsing: --help stays quick
     from fat2019.data.dataset import describe_sources, label_warnings, load_dataset
-    from fat2019.util import locks
+    from fat2019.util import locks, machine
 
+    print(machine.stage_line("features", None, decoding_workers=args.workers))
     _, paths = cli.resolve(args)
     dataset = load_dataset(paths.data, check_files=False)   # a DatasetError: exit code 2 (cli.run_stage)
     # no profile here: the features are the same for every profile (it only picks the default folders)

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from fat2019.ensemble.predictor import Member, trained_folds
     from fat2019.train.workspace import Workspace
 
-    ws = Workspace(args)
+    ws = Workspace(args, "predict", chosen)
     if chosen is not None:   # each fold's prediction a Ray task on one GPU; then gathered below
         failed = predict_on_ray(ws, argv, chosen)
         if failed:

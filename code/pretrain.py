@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from fat2019.train import seeds, training
     from fat2019.train.workspace import Workspace
 
-    ws = Workspace(args)
+    ws = Workspace(args, "pretrain", chosen)
     if not len(ws.dataset.noisy):
         print("pretrain: no train_noisy.csv clips; nothing to pretrain (train.py starts from scratch)")
         return 0

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     from fat2019.train import seeds, training
     from fat2019.train.workspace import Workspace
 
-    ws = Workspace(args)
+    ws = Workspace(args, "train", chosen)
     folds = ws.fold_numbers()
     use_pretrained = not args.from_scratch and len(ws.dataset.noisy) > 0
     print(f"train: profile {ws.profile.name}, {len(ws.curated)} curated clips, folds {folds}")

@@ -176,3 +176,20 @@ def run_under_jax(snippet: str, cwd: Path | None = None, blocked=NOT_ON_JAX_MACH
     assert result.returncode == 0, (f"snippet failed under JAX (exit {result.returncode}):\n"
                                     f"{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result.stdout
+
+
+def stand_in_nvidia_smi(folder: Path, gpus: list[str], driver: str = "550.54.15", cuda: str = "12.4") -> Path:
+    """`folder`/nvidia-smi, a stand-in for NVIDIA's: `-L` lists `gpus` (names) as the real one
+    does, plain it prints the header line with the driver and its CUDA version; with no
+    `gpus` it fails as on a machine whose driver is not loaded. Put `folder` first on PATH."""
+    folder.mkdir(parents=True, exist_ok=True)
+    listing = "".join(f"GPU {i}: {name} (UUID: GPU-{i:08d}-0000-0000-0000-000000000000)\\n"
+                      for i, name in enumerate(gpus))
+    body = (f'[ "$1" = -L ] && {{ printf "{listing}"; exit 0; }}\n'
+            f'echo "| NVIDIA-SMI {driver}    Driver Version: {driver}    CUDA Version: {cuda}     |"\n'
+            if gpus else
+            'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."\nexit 9\n')
+    path = folder / "nvidia-smi"
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path

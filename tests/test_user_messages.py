@@ -2,6 +2,7 @@
 guard, suspicious label fields, the features stage's counts and the missing-cache hint."""
 from __future__ import annotations
 
+import re
 import types
 
 import keras
@@ -103,7 +104,7 @@ def test_features_counts_clips_from_the_cache_and_names_no_profile(tmp_path, cap
     (data / "audio_train" / "c002.wav").write_bytes(b"not audio")
     assert run_features(data, "--skip-bad") == 0
     out = capsys.readouterr().out
-    assert "profile" not in out.splitlines()[0]
+    assert out.splitlines()[0].startswith("features: decoding on the CPU, ") and "profile" not in out.splitlines()[1]
     assert "curated: 5 clips: 0 from the cache, 4 decoded in" in out and "1 left out (--skip-bad)" in out
     assert run_features(data, "--skip-bad") == 0   # the rerun the issue quotes
     assert "curated: 5 clips: 4 from the cache, 0 decoded in" in capsys.readouterr().out
@@ -162,7 +163,9 @@ def test_train_on_small_own_data_with_the_full_profile_warns_first_and_goes_on(t
     assert train.main(["--data-dir", str(data), "--models", "v1mix", "--folds", "0", "--set", "width=0.0625",
                        "n_folds=2", "--from-scratch"]) == 0
     captured = capsys.readouterr()
-    assert captured.out.splitlines()[0].startswith("train: profile full, 8 curated clips")
+    first, second = captured.out.splitlines()[:2]
+    assert re.fullmatch(r"train: (TensorFlow|JAX) \S+ on (GPU \d .*|the CPU \(no GPU found\))", first)
+    assert second.startswith("train: profile full, 8 curated clips")
     assert "warning: profile full on 8 curated clips" in captured.err and "--profile demo" in captured.err
     assert ran == [1]   # and it went on
     assert train.main(["--data-dir", str(data), "--profile", "demo", "--models", "v1mix", "--folds", "0",

@@ -18,6 +18,7 @@ from fat2019.data import folds as folds_lib
 from fat2019.data.batches import ClipData
 from fat2019.data.dataset import ClipSet, Dataset, load_dataset
 from fat2019.data.feature_cache import FeatureCache
+from fat2019.util import machine
 from fat2019.util.progress import rough_duration
 
 
@@ -51,17 +52,6 @@ def model_flops(model: config.ModelConfig, n_classes: int) -> float:
     return flops
 
 
-def has_gpu() -> bool:
-    """Whether the backend sees a GPU (the profile guard's only use)."""
-    if keras.backend.backend() == "jax":
-        import jax
-        return any(d.platform == "gpu" for d in jax.devices())
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-        return bool(tf.config.list_physical_devices("GPU"))
-    return False
-
-
 def profile_warning(stage: str, n_curated: int, on_gpu: bool, seconds: float | None,
                     demo_seconds: float | None) -> str:
     """The warning for `full` on small data (fewer than FULL_PROFILE_MIN_CLIPS curated
@@ -86,9 +76,14 @@ def set_precision(mixed: str | None) -> None:
 
 
 class Workspace:
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, stage: str | None = None, ray_plan=None):
+        """`stage` (its name): print the stage's first line, where it computes, and refuse
+        `full` on the CPU of a machine with a GPU, before any work (machine.stage_line);
+        `ray_plan`: this process is a Ray driver, its units compute."""
         self.args = args
         profile, self.paths = cli.resolve(args)
+        if stage is not None:
+            print(machine.stage_line(stage, profile.name, ray_plan=ray_plan), flush=True)
         self.models = config.select_models(args.models)
         set_precision(getattr(args, "mixed_precision", None))
         if getattr(args, "tensorboard", False):
@@ -110,7 +105,7 @@ class Workspace:
         shrunk with --set is what its user asked for)."""
         if self.profile.name != "full":
             return
-        n_curated, on_gpu = len(self.curated), has_gpu()
+        n_curated, on_gpu = len(self.curated), bool(machine.backend_gpus())
         if on_gpu and n_curated >= FULL_PROFILE_MIN_CLIPS:
             return
         seconds = demo_seconds = None
