@@ -34,3 +34,14 @@ def test_a_cap_lowers_onednns_pick_and_is_shown(tmp_path):
 def test_without_cpuinfo_it_still_gives_a_line(tmp_path):
     line = machine.summary(tmp_path / "absent", environ={})
     assert line.startswith("machine: ") and "ISA unknown" in line and "oneDNN's ISA unknown" in line
+
+
+ZEN4 = ZEN3 + " avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16"   # no avx_vnni, no amx
+
+
+def test_a_zen4_without_avx_vnni_reaches_the_avx512_levels(tmp_path):
+    # AVX2_VNNI is a branch beside AVX-512 in oneDNN, not a step below it
+    line = machine.summary(cpuinfo(tmp_path, "AMD EPYC 9B14", ZEN4), environ={})
+    assert "oneDNN would use AVX512_CORE_BF16 (no ISA settings)" in line
+    assert machine.onednn_isa(set(ZEN4.split()), "AVX2_VNNI") == "AVX2"
+    assert machine.onednn_isa(set((ZEN3 + " avx_vnni").split())) == "AVX2_VNNI"
