@@ -94,6 +94,10 @@ def route(argv: list[str]) -> dict[str, list[str]]:
 class Parsed(Exception):
     """Raised in place of running a stage: its parser read the arguments."""
 
+    def __init__(self, parser: argparse.ArgumentParser, args: argparse.Namespace):
+        super().__init__(args)
+        self.parser, self.namespace = parser, args
+
 
 @contextlib.contextmanager
 def parse_only():
@@ -101,7 +105,7 @@ def parse_only():
     real = argparse.ArgumentParser.parse_args
 
     def parse_and_stop(self, args=None, namespace=None):
-        raise Parsed(real(self, args, namespace))
+        raise Parsed(self, real(self, args, namespace))
 
     argparse.ArgumentParser.parse_args = parse_and_stop
     try:

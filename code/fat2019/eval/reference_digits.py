@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-TABLE = Path(__file__).with_name("reference_digits.csv")
+TABLE = Path(__file__).with_suffix(".csv")   # reference_digits.csv, beside this module
 SPREAD = "compare within the spread (README, 'How much the scores move')"
 NO_REFERENCE = "no reference digits for this CPU yet; " + SPREAD
 
@@ -49,8 +49,8 @@ def verdict(level: str | None, run: tuple[str, ...] | None, references: dict[str
     ref = references.get(level or "")
     if ref is None:
         return f"digits: {NO_REFERENCE} (oneDNN {level or 'unknown'})"
-    head = (f"digits: oneDNN {level} is the reference row of a {ref.cpu} (measured {ref.measured} at "
-            f"{ref.commit}): stacker {' / '.join(ref.digits)}")
+    head = (f"digits: oneDNN {level}: the README's row for it ({ref.cpu}, measured {ref.measured} at "
+            f"{ref.commit}) has the stacker at {' / '.join(ref.digits)}")
     if why_not_comparable:
         return f"{head}; not compared: {why_not_comparable}"
     if run is None:
@@ -65,7 +65,7 @@ def stacker_digits(data_dir: Path, submissions_dir: Path) -> tuple[str, ...] | N
     its files: stacker_oof.csv against train_curated.csv, submission.csv against
     test_labels.csv. None when one is missing."""
     from fat2019 import layout
-    from fat2019.data.dataset import load_dataset, read_test_labels
+    from fat2019.data.dataset import load_dataset, read_rows, read_test_labels
     from fat2019.ensemble.predictions import read_predictions
     from fat2019.eval.metrics import lrap, lwlrap
 
@@ -76,10 +76,23 @@ def stacker_digits(data_dir: Path, submissions_dir: Path) -> tuple[str, ...] | N
     truth = read_test_labels(data_dir, dataset)
     if truth is None:
         return None
-    curated = dataset.curated
-    oof = read_predictions(oof_csv, curated.fnames, dataset.classes)
+    # the clips ensemble.py scored: the curated ones in the feature cache (bad files skipped)
+    fnames = [fields[0] for _, fields in read_rows(oof_csv)[1]]
+    row = {f: i for i, f in enumerate(dataset.curated.fnames)}
+    y = dataset.curated.labels[[row[f] for f in fnames]]
+    oof = read_predictions(oof_csv, fnames, dataset.classes)
     test = read_predictions(sub_csv, dataset.test.fnames, dataset.classes)
-    return digits((lrap(curated.labels, oof), lwlrap(curated.labels, oof), lwlrap(truth, test)))
+    return digits((lrap(y, oof), lwlrap(y, oof), lwlrap(truth, test)))
+
+
+def why_not_comparable(options: str, environ) -> str | None:
+    """Why a run cannot print the reference digits whatever its CPU, or None."""
+    if options.strip():
+        return f"the reference runs had no options, this one had {options.strip()}"
+    backend = environ.get("KERAS_BACKEND", "tensorflow")
+    if backend != "tensorflow":
+        return f"the reference runs used TensorFlow, this one {backend}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,11 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--submissions-dir", type=Path, required=True)
     parser.add_argument("--options", default="", help="the options the run was given (the reference has none)")
     args = parser.parse_args(argv)
-    why = None
-    if args.options.strip():
-        why = f"the reference runs had no options, this one had {args.options.strip()}"
-    elif os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
-        why = f"the reference runs used TensorFlow, this one {os.environ['KERAS_BACKEND']}"
+    why = why_not_comparable(args.options, os.environ)
     run = None if why else stacker_digits(args.data_dir, args.submissions_dir)
     print(verdict(machine.onednn_level(), run, load(), why))
     return 0
