@@ -42,5 +42,4 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
     fi
     echo "$WANT" > "$STAMP"
 fi
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 export PYTHONUNBUFFERED=1
