@@ -36,6 +36,31 @@ def describe_build(n_clips: int, decoded: int, n_bad: int, seconds: float, skip_
             f"{rate}{bad}")
 
 
+# what the notes of a cache's index.csv say, by kind (data/audio.py writes them)
+NOTE_KINDS = (("truncated", "truncated"), ("averaged to mono", "channels averaged"), ("resampled", "resampled"),
+              ("non-finite", "non-finite samples zeroed"), ("beyond full scale", "beyond full scale"),
+              ("all samples are zero", "silent"), ("only ", "very short"))
+
+
+def notes_line(folder) -> str | None:
+    """How many clips of a built set carry a note, by kind, and where to read them; None
+    when none does."""
+    import pandas as pd
+    from fat2019.data.feature_cache import INDEX
+
+    notes = pd.read_csv(folder / INDEX, usecols=["notes"], dtype={"notes": str})["notes"].dropna()
+    notes = notes[notes.str.strip() != ""]
+    if notes.empty:
+        return None
+    counts = {}
+    for text in notes:
+        for kind in dict.fromkeys(next((k for key, k in NOTE_KINDS if key in part), "other")
+                                  for part in text.split("; ")):
+            counts[kind] = counts.get(kind, 0) + 1
+    kinds = ", ".join(f"{kind} {n}" for kind, n in counts.items())
+    return f"{len(notes)} clip(s) kept with a note ({kinds}): the notes column of {folder / INDEX}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = cli.script_parser(__doc__)
     cli.add_common_args(parser, submissions=False)
@@ -74,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             decoded, bad = build_set(clips, folder, args.workers, args.skip_bad)
             took = time.perf_counter() - start
         print(f"  {clips.name}: {describe_build(len(clips), decoded, len(bad), took, args.skip_bad)}")
+        noted = notes_line(folder)
+        if noted:
+            print(f"  {clips.name}: {noted}")
         if bad:
             listing = "\n".join(f"    {f}: {why}" for f, _, why in bad[:50])
             more = f"\n    ... and {len(bad) - 50} more" if len(bad) > 50 else ""

@@ -23,7 +23,8 @@ from fat2019 import cli
 from fat2019.data.dataset import TEST_LABELS_CSV
 from fat2019 import config
 from fat2019.data import download
-from fat2019.data.download import DataError, check_free_space, fetch, file_table, gib, offline_help, remote_size
+from fat2019.data.download import (DataError, check_free_space, fetch, fetched_line, file_table, gib,
+                                   offline_help, remote_size)
 from fat2019.data.release import STATE_DIR, prepare
 from fat2019.util.progress import duration
 
@@ -64,9 +65,8 @@ def download_all(table, archives: Path, dest: Path, base: str, retries: int) -> 
     for a in needed:
         start = time.perf_counter()
         was_there = (archives / a.name).is_file()
-        fetch(a, archives, base, retries)
-        state_text = "already downloaded" if was_there else f"downloaded in {duration(time.perf_counter() - start)}"
-        print(f"  {a.name}: {state_text}")
+        path, computed = fetch(a, archives, base, retries)
+        print(fetched_line(a, path, None if was_there else time.perf_counter() - start, computed))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                 download_all(table, archives, dest, base, args.retries)
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
                 missing = [a.name for a in table if not (archives / a.name).is_file()]
+                if archives.is_dir() and not any(archives.iterdir()):
+                    archives.rmdir()   # made for a download that never started
                 print(f"error: cannot reach {base} ({type(e).__name__}).\n" + offline_help(table, archives, missing),
                       file=sys.stderr)
                 return 2

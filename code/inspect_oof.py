@@ -88,6 +88,17 @@ def resolve_oof(what: str | None, ensemble: bool, models: Path, submissions: Pat
     return path
 
 
+def describe(oof_csv: Path) -> tuple[str, str]:
+    """(whose predictions, what their scores are) for the header and the figure's title."""
+    if oof_csv.name == layout.STACKER_OOF_CSV:
+        return "stacker", "the stacker's raw output, uncalibrated (tag.py prints it calibrated, same ranking)"
+    if oof_csv.name == layout.AVERAGE_OOF_CSV:
+        return "weighted average", "the weighted average of the models' probabilities"
+    if oof_csv.name == layout.OOF_CSV or oof_csv.name.endswith(layout.FOLD_OOF_SUFFIX):
+        return oof_csv.parent.name, f"{oof_csv.parent.name}'s probabilities (mean over 3 TTA crops)"
+    return oof_csv.stem, "as written in the CSV"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -111,9 +122,11 @@ def main(argv: list[str] | None = None) -> int:
               "clips": oa.clip_table(oof), "confusions": oa.confusion_table(classes, oof.truth, confusions)}
     overall = tables["folds"].iloc[-1]
     covered = "" if len(fnames) == n_labelled else f" (of the {n_labelled} in {labels_csv.name})"
+    whose, scale = describe(oof_csv)
     print(f"{oof_csv}: {len(fnames)} clips{covered}, {len(classes)} classes, {overall['labels']} labels; "
           f"lwlrap {overall['lwlrap']:.4f}, LRAP {overall['lrap']:.4f}")
     print(f"labels: {labels_csv}; folds: {folds_csv or 'none (--no-folds)'}")
+    print(f"scores (score, wrong_score): {scale}")
     print_tables(tables, args.top)
 
     from fat2019.eval.reports import save_figure
@@ -121,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = oof_csv.stem
     written = [oa.write_csv(layout.inspect_table(out, stem, name), tables[name]) for name in TABLES]
-    title = f"{oof_csv.name}: the {min(args.top, len(tables['confusions']))} most frequent confusions " \
-            f"({len(fnames)} clips, lwlrap {overall['lwlrap']:.4f})"
+    title = f"{whose} ({oof_csv.name}): the {min(args.top, len(tables['confusions']))} most frequent " \
+            f"confusions ({len(fnames)} clips, lwlrap {overall['lwlrap']:.4f})"
     written.append(save_figure(oa.confusion_figure(tables["confusions"], args.top, title),
                                layout.inspect_figure(out, stem)))
     print("\nwrote:\n  " + "\n  ".join(str(p) for p in written))

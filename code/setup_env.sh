@@ -88,5 +88,4 @@ if [ "$HAVE" != "$WANT" ]; then
     fi
     echo "$WANT" > "$STAMP"
 fi
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 export PYTHONUNBUFFERED=1

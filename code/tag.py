@@ -326,15 +326,17 @@ def tag_files(argv: list[str] | None) -> int:
     if not files and not problems:
         raise TagError("no files to tag")
     used = ", ".join(f"{m.config.name} ({len(m.folds)} fold(s), weight {m.weight:.3f})" for m in predictor.members)
-    print(f"tag: profile {profile.name}, {len(files)} file(s); {predictor.combiner} of {used}; "
-          f"classes from {classes_from}", file=sys.stderr)
-    rows, scores, notes, bad = score_files(predictor, files, args.windowing,
-                                           args.batch_size or profile.predict_batch_size, args.workers)
-    problems += bad
     if args.raw_scores:
         scale = f"{predictor.combiner} output" + (", uncalibrated (--raw-scores)" if predictor.stacker else "")
     else:
-        scores, scale = predictor.readable(scores), predictor.scale
+        scale = predictor.scale
+    print(f"tag: profile {profile.name}, {len(files)} file(s); {predictor.combiner} of {used}; "
+          f"classes from {classes_from}\ntag: scores: {scale}", file=sys.stderr)
+    rows, scores, notes, bad = score_files(predictor, files, args.windowing,
+                                           args.batch_size or profile.predict_batch_size, args.workers)
+    problems += bad
+    if not args.raw_scores:
+        scores = predictor.readable(scores)
     write_results(args, predictor, rows, scores, notes, problems, scale)
     if problems:
         print(f"tag: {len(problems)} input(s) could not be tagged, {len(set(f for f, _ in rows))} tagged",

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 CODE_DIR = Path(__file__).resolve().parent.parent / "code"
 sys.path.insert(0, str(CODE_DIR))
+from fat2019 import cli  # noqa: E402  (sets TensorFlow's C++ log level for this machine, as every script does)
 
 
 @pytest.fixture(scope="session")

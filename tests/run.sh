@@ -3,6 +3,6 @@
 #   sh tests/run.sh            (extra arguments go to pytest)
 . "$(dirname "$0")/../code/setup_env.sh" || exit 1
 cd "$ROOT"
-# Two worker processes, each taking whole test files (module fixtures are built once):
-# 7 min instead of 13 on the 2-core machine. TEST_WORKERS=0 runs them in this process.
+# Two worker processes, each taking whole test files (module fixtures are built once; the
+# time it takes: BENCHMARKS.md). TEST_WORKERS=0 runs them in this process.
 exec "$PY" -m pytest -q -n "${TEST_WORKERS:-2}" --dist loadfile "$@"

@@ -123,6 +123,16 @@ def test_odd_audio_is_kept_and_noted(odd, case):
         assert cache.lengths[i] == pytest.approx(len(expected) / 441_000)
 
 
+def test_the_console_counts_the_clips_kept_with_a_note_and_says_where_they_are(odd, capsys):
+    data, _ = odd
+    assert run_features(data) == 0   # up to date: the count comes from the cache's index
+    index = data / "features" / "curated" / "index.csv"
+    noted = [c for c in ODD if c.note]
+    line = next(line for line in capsys.readouterr().out.splitlines() if "kept with a note" in line)
+    assert line.startswith(f"  curated: {len(noted)} clip(s) kept with a note (truncated 1, ")
+    assert "resampled 2" in line and line.endswith(f"the notes column of {index}")
+
+
 def test_all_silent_clip_is_kept_whole(odd):
     _, cache = odd
     i = cache.row["silent.wav"]

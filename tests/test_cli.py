@@ -61,3 +61,13 @@ def test_run_stage_installs_the_warning_format(monkeypatch):
     with pytest.raises(SystemExit) as stopped:
         cli.run_stage(lambda: 0)
     assert stopped.value.code == 0 and warnings.formatwarning is cli.format_warning
+
+
+def test_the_native_log_level_hides_xlas_cuinit_error_only_without_a_gpu(tmp_path):
+    from fat2019 import cli
+    assert cli.native_log_level(tmp_path, {}) == "3"                          # no /dev/nvidia<N>
+    (tmp_path / "nvidia0").touch()
+    assert cli.native_log_level(tmp_path, {}) == "2"
+    assert cli.native_log_level(tmp_path, {"CUDA_VISIBLE_DEVICES": "0,1"}) == "2"
+    assert cli.native_log_level(tmp_path, {"CUDA_VISIBLE_DEVICES": ""}) == "3"     # hidden by the user
+    assert cli.native_log_level(tmp_path, {"CUDA_VISIBLE_DEVICES": "cpu0"}) == "3"  # a Ray pretend GPU

@@ -90,3 +90,39 @@ def test_the_ensemble_report_keeps_everything_inside(n_classes, names, heat):
     weights = per_fold_weights(3, n_classes, len(names) + 1, trained=[1]) if heat else None
     fig, _ = figure_of(case, names, weights)
     assert not reaches_past_edges(fig)
+
+
+def test_the_segments_heatmap_keeps_a_long_title_inside():
+    """tag.py --segments titled by the file and the score scale, both long: the title wraps."""
+    from fat2019.eval import reports
+    scores = np.random.default_rng(0).random((5, 12)).astype(np.float32)
+    scale = "stacker: stacker output calibrated on its out-of-fold predictions (Platt, one map for all classes)"
+    for n_windows in (5, 400):   # the figure grows with the windows, up to a maximum width
+        starts = np.arange(n_windows, dtype=np.float64) * 2
+        fig = reports.segments_figure("a field recording from the garden at dawn.wav",
+                                      ["Accelerating_and_revving_and_vroom"] + [f"c{i}" for i in range(11)],
+                                      starts, starts + 3, np.resize(scores, (n_windows, 12)), scale)
+        assert not reaches_past_edges(fig)
+        assert "Platt" in fig.axes[0].get_title()
+
+
+def test_the_training_report_puts_its_lr_labels_above_the_curves(tmp_path):
+    """The lr labels sit on the panel's top edge, outside the plotting area, apart."""
+    from fat2019.eval import reports
+    rows = [{"fold": f, "epoch": e, "lr": 2e-3 * 0.5 ** sum(e > m for m in (3, 5, 7)), "loss": 0.3 / e,
+             "val_lrap": 0.6 + 0.04 * e, "val_lwlrap": 0.55 + 0.04 * e} for f in range(3) for e in range(1, 9)]
+    pd.DataFrame(rows).to_csv(tmp_path / "history.csv", index=False)
+    fig = reports.training_figure(tmp_path / "history.csv", "v1mix")
+    assert not reaches_past_edges(fig)
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        if not ax.lines:   # the top axes that carry the labels
+            continue
+        plot_area = ax.get_window_extent(renderer)
+        labels = [t for t in fig.findobj(lambda a: hasattr(a, "get_text") and a.get_text().startswith("lr "))
+                  if t.get_visible() and plot_area.x0 - 1 <= t.get_window_extent(renderer).x0 <= plot_area.x1]
+        labels = [t.get_window_extent(renderer) for t in labels]
+        above = [b for b in labels if b.y0 >= plot_area.y1 - 1 and b.y0 <= plot_area.y1 + 40]
+        assert len(above) == 3, [b.y0 for b in labels]
+        above.sort(key=lambda b: b.x0)
+        assert all(a.x1 <= b.x0 for a, b in zip(above, above[1:]))   # apart from each other

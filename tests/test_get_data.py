@@ -8,6 +8,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -52,8 +53,21 @@ def test_download_lays_out_input_as_the_stages_expect_and_a_rerun_fetches_nothin
         server.requests.clear()
         assert run(dest, "--base-url", url, "--files", str(table)) == 0
         assert server.requests == []
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "already unpacked" in out and "test_labels.csv (2 private, 2 public)" in out
+    # one line per file: name, size, time and the hash checked; none of pooch's own lines
+    rows = json.loads(table.read_text())
+    for row in rows:
+        lines = [line for line in out.splitlines() if line.startswith(f"  {row['name']}: ")]
+        assert re.fullmatch(rf"  {re.escape(row['name'])}: [\d.]+ MiB, downloaded in \d+s; md5 {row['md5']} checked",
+                            lines[0]), lines[0]
+        if row["holds"] == "meta":   # the rerun reads it again; the unpacked sets' archives it skips
+            assert lines[1:] == [f"  {row['name']}: {lines[0].split(': ')[1].split(',')[0]}, already downloaded; "
+                                 f"md5 {row['md5']} checked"]
+        else:
+            assert len(lines) == 1
+    assert "pooch" not in captured.err and "Downloading data from" not in captured.err + out
 
     clips = fr.clip_table()
     assert sorted(p.name for p in (dest / "audio_train").iterdir()) == sorted(f for s in ("curated", "noisy")
@@ -76,6 +90,26 @@ def test_download_lays_out_input_as_the_stages_expect_and_a_rerun_fetches_nothin
     parts = read_test_parts(dest, dataset)
     assert {p: m.tolist() for p, m in parts.items()} == {"public": [True, False, True, False],
                                                        "private": [False, True, False, True]}
+
+
+def test_without_a_known_hash_each_download_prints_the_hash_to_pin_and_that_pins_it(release, tmp_path, capsys):
+    files, table = release
+    rows = [{k: v for k, v in r.items() if k != "md5"} for r in json.loads(table.read_text())]
+    unpinned = fr.write_table(tmp_path / "unpinned.json", rows)
+    with fr.serve(files) as (url, _):
+        assert run(tmp_path / "input", "--base-url", url, "--files", str(unpinned)) == 0
+    captured = capsys.readouterr()
+    name = "FSDKaggle2019.audio_test.zip"
+    line = next(line for line in captured.out.splitlines() if line.startswith(f"  {name}: "))
+    digest = hashlib.sha256((files / name).read_bytes()).hexdigest()
+    assert line.endswith(f'sha256 {digest} (no published checksum; to pin it: "sha256": "{digest}" in a --files table)')
+    assert "SHA256 hash of downloaded file" not in captured.err + captured.out
+    # the printed hash, pinned, is checked: a different one is refused
+    for r in rows:
+        r["sha256"] = digest if r["name"] == name else None
+    with fr.serve(files) as (url, _):
+        assert run(tmp_path / "again", "--base-url", url, "--files", str(fr.write_table(tmp_path / "p.json", rows))) == 0
+    assert f"sha256 {digest} checked" in capsys.readouterr().out
 
 
 def test_a_cut_connection_is_resumed_with_a_range_request(release, tmp_path, capsys):
@@ -205,6 +239,9 @@ def test_without_network_it_lists_the_files_to_fetch_and_from_where(release, tmp
     assert run(tmp_path / "input", "--base-url", f"http://127.0.0.1:{port}/files", "--files", str(table)) == 2
     err = capsys.readouterr().err
     assert "cannot reach" in err and "--from" in err and "kaggle competitions download" in err
+    # no folder was made: the message does not point to one as if it held files
+    assert f"nothing was downloaded (downloads go to {tmp_path / 'input' / 'archives'})" in err
+    assert not (tmp_path / "input" / "archives").exists()
     assert f"{download.ZENODO_PAGE}/files/FSDKaggle2019.audio_train_noisy.z01" in err
 
 

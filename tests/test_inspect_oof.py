@@ -125,7 +125,7 @@ def test_fold_scores_and_ranks_match_sklearn_with_ties(seed):
     np.testing.assert_array_equal(oof.rank, expected_rank)
 
 
-def test_names_resolve_to_the_profile_folders(tmp_path, capsys):
+def test_names_resolve_to_the_profile_folders(tmp_path, capsys, monkeypatch):
     data, models, subs = tmp_path / "data", tmp_path / "models", tmp_path / "subs"
     for d in (data, models / "v1mix", subs):
         d.mkdir(parents=True)
@@ -135,10 +135,20 @@ def test_names_resolve_to_the_profile_folders(tmp_path, capsys):
     (models / "v1mix" / "oof.csv").write_text(oof.read_text())
     oof.rename(subs / "average_oof.csv")
     dirs = ["--data-dir", str(data), "--models-dir", str(models), "--submissions-dir", str(subs)]
+    from fat2019.eval import oof_analysis
+    titles = []
+    real_figure = oof_analysis.confusion_figure
+    monkeypatch.setattr(oof_analysis, "confusion_figure", lambda t, top, title: titles.append(title) or
+                        real_figure(t, top, title))
     assert inspect_oof.main(["v1mix", *dirs]) == 0
     assert (models / "v1mix" / "inspect" / "oof.per_class.csv").is_file()
+    assert "scores (score, wrong_score): v1mix's probabilities" in capsys.readouterr().out
     assert inspect_oof.main(["average", *dirs]) == 0
     assert (subs / "inspect" / "average_oof.clips.csv").is_file()
+    assert "scores (score, wrong_score): the weighted average" in capsys.readouterr().out
+    # the confusions chart names whose predictions it shows
+    assert titles[0].startswith("v1mix (oof.csv): the ") and titles[1].startswith("weighted average (average_oof")
+    assert "uncalibrated" in inspect_oof.describe(subs / "stacker_oof.csv")[1]
     with pytest.raises(DatasetError, match="stacker_oof.csv: file not found"):
         inspect_oof.main(["--ensemble", *dirs])
     with pytest.raises(DatasetError, match=r"no out-of-fold predictions for model 'nope'(.|\n)*\['v1mix'\]"):

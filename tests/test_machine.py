@@ -161,3 +161,14 @@ def test_run_sh_checks_full_before_its_first_stage(devices, tmp_path, capsys):
     run = subprocess.run(["sh", str(repo / "run.sh")], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "CALLS": str(calls)})
     assert run.returncode == 2 and "error: refused" in run.stderr and not calls.exists()
+
+
+ZEN4 = ZEN3 + " avx512f avx512dq avx512bw avx512vl avx512_vnni avx512_bf16"   # no avx_vnni, no amx
+
+
+def test_a_zen4_without_avx_vnni_reaches_the_avx512_levels(tmp_path):
+    # AVX2_VNNI is a branch beside AVX-512 in oneDNN, not a step below it
+    line = machine.summary(cpuinfo(tmp_path, "AMD EPYC 9B14", ZEN4), environ={})
+    assert "oneDNN would use AVX512_CORE_BF16 (no ISA settings)" in line
+    assert machine.onednn_isa(set(ZEN4.split()), "AVX2_VNNI") == "AVX2"
+    assert machine.onednn_isa(set((ZEN3 + " avx_vnni").split())) == "AVX2_VNNI"

@@ -54,7 +54,7 @@ def test_cli_tags_files_and_folders_and_writes_csv_and_json(setup, tmp_path):
     (folder / "._new_chirp_0.wav").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")   # undecodable, hidden
     out_csv, out_json = tmp_path / "out" / "tags.csv", tmp_path / "tags.json"
     files = [str(p) for p in setup["wavs"][:2]]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}   # as a user's shell
     result = subprocess.run([sys.executable, str(TAG), *files, str(tmp_path / "more"), *setup["options"],
                              "--top-k", "2", "--csv", str(out_csv), "--json", str(out_json)],
                             capture_output=True, text=True, env=env, timeout=300)
@@ -64,6 +64,10 @@ def test_cli_tags_files_and_folders_and_writes_csv_and_json(setup, tmp_path):
 
     listing = parse_listing(result.stdout)
     assert list(listing) == tagged
+    # the header names the scale of the scores listed (here the zoo's weighted average)
+    assert "tag: scores: weighted average of the members' probabilities" in result.stderr
+    if not list(Path("/dev").glob("nvidia[0-9]*")):   # no GPU: no XLA line about one (cli.native_log_level)
+        assert "cuInit" not in result.stderr and " E external/" not in result.stderr
     for top in listing.values():
         assert len(top) == 2 and top[0][0] >= top[1][0] and {label for _, label in top} <= set(classes)
 

@@ -14,7 +14,8 @@ This module imports only the standard library and config: a script imports Tenso
 Keras or JAX (and numpy-heavy modules) inside main(), after its options are parsed, so
 `--help` answers at once. Scripts import this module first: it sets TensorFlow's C++ log
 level (unless the user set one) before anything imports TensorFlow, so the logs start
-without its start-up INFO lines.
+without its start-up INFO lines, and on a machine without a GPU without XLA's cuInit
+error (native_log_level).
 """
 from __future__ import annotations
 
@@ -25,7 +26,21 @@ import sys
 import warnings
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def native_log_level(devices: str = "/dev", environ=os.environ) -> str:
+    """TensorFlow's C++ log level for this machine: 2 (errors only) where a GPU may be
+    seen; 3 where none can be (no /dev/nvidia<N>, or CUDA_VISIBLE_DEVICES names no CUDA
+    device), because there every process's first line would be XLA's
+    `E ... cuda_platform.cc:51] failed call to cuInit: ... (303)`, an error about a GPU
+    that is not there. A user's TF_CPP_MIN_LOG_LEVEL wins (0 shows everything)."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    hidden = visible is not None and not any(d.strip().isdigit() or d.strip().startswith(("GPU-", "MIG-"))
+                                             for d in visible.split(","))
+    return "3" if hidden or not any(Path(devices).glob("nvidia[0-9]*")) else "2"
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", native_log_level())
 
 from fat2019 import config
 

@@ -14,12 +14,16 @@ A table with hashes or sizes can be given with --files or FAT2019_DATA_FILES.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from fat2019.util.progress import duration
 
 ZENODO_RECORD = "3612637"
 ZENODO_PAGE = f"https://zenodo.org/records/{ZENODO_RECORD}"
@@ -40,6 +44,12 @@ class Archive:
     holds: str                 # meta | curated | noisy | test
     md5: str | None = None     # None: no published hash (see the module's docstring)
     size: int | None = None    # bytes; None: whatever the server announces
+    sha256: str | None = None  # a hash pinned by the user (get_data.py prints it for each download)
+
+    @property
+    def known_hash(self) -> str | None:
+        """pooch's form of the hash to check against, or None."""
+        return f"md5:{self.md5}" if self.md5 else f"sha256:{self.sha256}" if self.sha256 else None
 
     def url(self, base: str) -> str:
         return f"{base.rstrip('/')}/{self.name}?download=1"
@@ -56,14 +66,14 @@ ARCHIVES = (
 
 
 def read_file_table(path: Path) -> tuple[Archive, ...]:
-    """A file table from JSON: a list of {"name", "holds", "md5"?, "size"?}, in the order
-    the parts of a split archive come."""
+    """A file table from JSON: a list of {"name", "holds", "md5"?, "sha256"?, "size"?}, in
+    the order the parts of a split archive come."""
     path = Path(path)
     try:
         rows = json.loads(path.read_text())
-        table = tuple(Archive(r["name"], r["holds"], r.get("md5"), r.get("size")) for r in rows)
+        table = tuple(Archive(r["name"], r["holds"], r.get("md5"), r.get("size"), r.get("sha256")) for r in rows)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{path}: not a file table (a JSON list of {{name, holds, md5, size}}): {e}") from None
+        raise DataError(f"{path}: not a file table (a JSON list of {{name, holds, md5, sha256, size}}): {e}") from None
     holds = {a.holds for a in table}
     if not {"meta", "curated", "test"} <= holds:
         raise DataError(f"{path}: the table needs a meta, a curated and a test archive, has {sorted(holds)}")
@@ -129,24 +139,46 @@ class ResumableDownloader:
         os.replace(self.part, output_file)
 
 
-def fetch(archive: Archive, folder: Path, base: str, retries: int = 2, progressbar: bool = True) -> Path:
+@contextlib.contextmanager
+def pooch_log():
+    """pooch's log records, kept instead of printed: it logs three lines per download
+    (where from and to, the SHA256 it computed, advice to pin it); get_data.py prints one."""
+    import pooch
+
+    logger = pooch.get_logger()
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    saved = logger.handlers[:], logger.propagate, logger.level
+    logger.handlers, logger.propagate = [handler], False
+    logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        logger.handlers, logger.propagate = saved[0], saved[1]
+        logger.setLevel(saved[2])
+
+
+def fetch(archive: Archive, folder: Path, base: str, retries: int = 2, progressbar: bool = True) -> tuple[Path, str | None]:
     """`folder/archive.name`, downloaded unless it is already there (and, with a known
-    hash, matches it). A drop of the connection is retried `retries` times, each resuming;
+    hash, matches it), and the SHA256 pooch computed of a download without a known hash
+    (None otherwise). A drop of the connection is retried `retries` times, each resuming;
     after that the .part file stays for the next run to resume."""
     import pooch
     import requests
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / archive.name
     part = folder / (archive.name + PART_SUFFIX)
     downloader = ResumableDownloader(part, archive.size, progressbar=progressbar)
     url = archive.url(base)
-    known = f"md5:{archive.md5}" if archive.md5 else None
     for attempt in range(retries + 1):
         try:
-            return Path(pooch.retrieve(url, known_hash=known, fname=archive.name, path=folder,
-                                       downloader=downloader))
+            with pooch_log() as records:
+                path = Path(pooch.retrieve(url, known_hash=archive.known_hash, fname=archive.name, path=folder,
+                                           downloader=downloader))
+            computed = [r.args[0] for r in records if str(r.msg).startswith("SHA256 hash") and r.args]
+            return path, computed[0] if computed else None
         except TruncatedDownload as e:
             if attempt == retries:
                 raise DataError(f"{url}: download incomplete, {e}; rerun to resume from {part}") from None
@@ -160,6 +192,20 @@ def fetch(archive: Archive, folder: Path, base: str, retries: int = 2, progressb
         except requests.exceptions.HTTPError as e:
             raise DataError(f"{url}: {e}") from None
     raise AssertionError("unreachable")
+
+
+def fetched_line(archive: Archive, path: Path, seconds: float | None, computed: str | None) -> str:
+    """One line per file: its name, size, the time it took (None: it was already there),
+    and the hash checked or, without one, the hash to pin."""
+    size = gib(path.stat().st_size)
+    took = "already downloaded" if seconds is None else f"downloaded in {duration(seconds)}"
+    if archive.known_hash:
+        check = f"{archive.known_hash.replace(':', ' ')} checked"
+    elif computed:
+        check = f'sha256 {computed} (no published checksum; to pin it: "sha256": "{computed}" in a --files table)'
+    else:
+        check = "no checksum to check"
+    return f"  {archive.name}: {size}, {took}; {check}"
 
 
 def remote_size(archive: Archive, base: str, timeout: float = 30.0) -> int | None:
@@ -201,5 +247,13 @@ def offline_help(archives: tuple[Archive, ...], folder: Path, missing: list[str]
               f"  kaggle competitions download -c {KAGGLE_COMPETITION}",
               f"  (train_curated.zip, train_noisy.zip, test.zip and the CSVs; add FSDKaggle2019.meta.zip from "
               f"Zenodo beside them for the test labels)",
-              f"files found so far are kept in {folder}"]
+              kept(folder)]
     return "\n".join(lines)
+
+
+def kept(folder: Path) -> str:
+    """What an interrupted run leaves in the download folder, in words."""
+    names = sorted(p.name for p in Path(folder).iterdir() if p.is_file()) if Path(folder).is_dir() else []
+    if not names:
+        return f"nothing was downloaded (downloads go to {folder})"
+    return f"the {len(names)} file(s) downloaded so far are kept in {folder} ({', '.join(names)}); a rerun resumes"

@@ -60,13 +60,14 @@ def lr_steps(history: pd.DataFrame) -> list[tuple[int, float]]:
 
 
 def mark_lr_steps(ax, steps: list[tuple[int, float]], label: bool) -> None:
-    """A dashed line just before each epoch that starts a new learning rate."""
-    for epoch, lr in steps:
+    """A dashed line just before each epoch that starts a new learning rate; with `label`,
+    the new rate above the panel, on a top axis of its own (inside, it would cover curves)."""
+    for epoch, _ in steps:
         ax.axvline(epoch - 0.5, color="0.55", linestyle="--", linewidth=0.8, zorder=0)
-        if label:
-            ax.annotate(f"lr {lr:.1e}", (epoch - 0.5, 1.0), xycoords=("data", "axes fraction"),
-                        xytext=(2, -2), textcoords="offset points", fontsize=7, color="0.35",
-                        rotation=90, va="top")
+    if label and steps:
+        top = ax.secondary_xaxis("top")
+        top.set_xticks([epoch - 0.5 for epoch, _ in steps], [f"lr {lr:.1e}" for _, lr in steps])
+        top.tick_params(labelsize=7, labelcolor="0.35", color="0.55", length=2, pad=1)
 
 
 def epoch_axis(ax, last_epoch: int) -> None:
@@ -84,7 +85,12 @@ def best_epochs(history: pd.DataFrame) -> pd.DataFrame:
 
 def training_report(history_csv: Path, out: Path, title: str,
                     pretrain_history_csv: Path | None = None) -> Path:
-    """models/<name>/report.png from history.csv (and pretrain.history.csv when given and present).
+    """models/<name>/report.png from history.csv (and pretrain.history.csv when given and present)."""
+    return save_figure(training_figure(history_csv, title, pretrain_history_csv), out)
+
+
+def training_figure(history_csv: Path, title: str, pretrain_history_csv: Path | None = None) -> Figure:
+    """The training report's figure.
 
     Panels: validation LRAP, validation lwlrap, training loss, each with one thin line per
     fold, the mean over the folds bold and each fold's kept epoch dotted; and, when the model
@@ -145,7 +151,7 @@ def training_report(history_csv: Path, out: Path, title: str,
 
     fig.suptitle(f"{title}: {len(folds)} fold(s), mean best val LRAP {best['val_lrap'].mean():.4f}, "
                  f"lwlrap at those epochs {best['val_lwlrap'].mean():.4f}", fontsize=12)
-    return save_figure(fig, out)
+    return fig
 
 
 def update_training_report(folder: Path, pretrain_history_csv: Path | None = None) -> Path | None:
@@ -318,6 +324,25 @@ def ensemble_figure(table: pd.DataFrame, best: str, overall: dict[str, float], m
 
 def segments_heatmap(out: Path, title: str, classes: list[str], starts: np.ndarray, ends: np.ndarray,
                      scores: np.ndarray, scale: str = "scores", n_top: int = 10) -> Path:
+    """tag.py --segments' heatmap of one file (segments_figure), written to `out`."""
+    return save_figure(segments_figure(title, classes, starts, ends, scores, scale, n_top), out)
+
+
+def fit_title(fig: Figure, ax, lines: list[str], fontsize: float) -> None:
+    """`ax`'s title, each line wrapped until the whole title lies inside the figure (a
+    long file name or score scale would otherwise run past its right edge)."""
+    width = max(len(line) for line in lines)
+    while True:
+        text = ax.set_title("\n".join(textwrap.fill(line, width) for line in lines), fontsize=fontsize)
+        fig.draw_without_rendering()
+        box, (w, _) = text.get_window_extent(), fig.get_size_inches() * fig.dpi
+        if (box.x0 >= 0 and box.x1 <= w) or width <= 20:
+            return
+        width = max(20, int(width * min(0.9, w / box.width)))
+
+
+def segments_figure(title: str, classes: list[str], starts: np.ndarray, ends: np.ndarray,
+                    scores: np.ndarray, scale: str = "scores", n_top: int = 10) -> Figure:
     """Scores over time of one file's windows (tag.py --segments) as a heatmap: the `n_top`
     classes with the highest maximum score over the file, highest on top. The colours span
     0..1 whatever the file (so files compare); `scale` says what the scores are (the title
@@ -345,6 +370,6 @@ def segments_heatmap(out: Path, title: str, classes: list[str], starts: np.ndarr
     ax.set_ylim(len(top), 0)
     ax.set_xlabel("time (s)")
     fig.colorbar(mesh, ax=ax, label="score (colours: fixed 0..1)", pad=0.01)
-    ax.set_title(f"{title}: {len(starts)} window(s), top {len(top)} classes by their highest score "
-                 f"(highest {float(scores.max()):.3f})\n{scale}", fontsize=10)
-    return save_figure(fig, out)
+    fit_title(fig, ax, [f"{title}: {len(starts)} window(s), top {len(top)} classes by their highest score "
+                        f"(highest {float(scores.max()):.3f})", scale], fontsize=10)
+    return fig
