@@ -153,7 +153,9 @@ def test_run_sh_checks_full_before_its_first_stage(devices, tmp_path, capsys):
     (repo / "input" / "train_curated.csv").write_text("fname,labels\n")   # real data: profile full
     (repo / "run.sh").write_text((CODE.parent / "run.sh").read_text())
     python = tmp_path / "python"
-    python.write_text('#!/bin/sh\ncase "$*" in *check_full_profile*) echo "error: refused" >&2; exit 2 ;; esac\n'
+    # the stand-in interpreter: the option routing gives one stage, the check refuses
+    python.write_text('#!/bin/sh\ncase "$*" in *check_full_profile*) echo "error: refused" >&2; exit 2 ;;\n'
+                      '*fat2019.pipeline\\ route*) echo "STAGES=features; STAGE_ARGS_features=" ; exit 0 ;; esac\n'
                       'echo "$*" >> "$CALLS"\n')
     python.chmod(0o755)
     (repo / "code" / "setup_env.sh").write_text(f"PY={python}\n")
