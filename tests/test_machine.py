@@ -93,6 +93,8 @@ def test_the_first_line_names_the_backend_and_its_device(devices):
     assert machine.stage_line("train", "full", environ={}) == "train: TensorFlow 2.20.0 on the CPU (no GPU found)"
     devices["seen"] = [machine.Gpu(0, H100)]
     assert machine.stage_line("train", "full", environ={}) == f"train: TensorFlow 2.20.0 on GPU 0 ({H100})"
+    assert machine.stage_line("train", "full", environ={"CUDA_VISIBLE_DEVICES": "3"}) == \
+        f"train: TensorFlow 2.20.0 on GPU 0 ({H100}; CUDA_VISIBLE_DEVICES=3)"
     devices["seen"] = [machine.Gpu(0, H100), machine.Gpu(1, H100)]
     assert machine.stage_line("predict", "demo", environ={}).endswith(
         f"on GPU 0 ({H100}), 1 of 2 it sees (--gpus 2 runs units side by side)")

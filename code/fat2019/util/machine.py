@@ -242,7 +242,9 @@ def stage_line(stage: str, profile: str | None, *, environ=os.environ, ray_plan=
     seen = backend_gpus()
     if seen:
         more = f", 1 of {len(seen)} it sees (--gpus {len(seen)} runs units side by side)" if len(seen) > 1 else ""
-        return f"{stage}: {name} {version} on GPU {seen[0].index} ({seen[0].name}){more}"
+        # numbered among the visible ones: a Ray unit's GPU 0 may be the machine's GPU 3
+        mask = f"; CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']}" if environ.get("CUDA_VISIBLE_DEVICES") else ""
+        return f"{stage}: {name} {version} on GPU {seen[0].index} ({seen[0].name}{mask}){more}"
     listed = listed_gpus()
     if not listed:
         return f"{stage}: {name} {version} on the CPU (no GPU found)"
