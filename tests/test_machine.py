@@ -74,6 +74,7 @@ def test_each_cause_of_an_unseen_gpu_is_named_with_its_fix():
     assert "driver 470.82.01 runs CUDA up to 11.4" in cause and "525.60.13 or newer" in fix
     [(cause, fix)] = machine.why_no_gpu("TensorFlow", {}, True, new_driver)
     assert "not one this check knows" in cause and "TF_CPP_MIN_LOG_LEVEL=0" in fix
+    assert "JAX_PLATFORMS=cuda" in machine.why_no_gpu("JAX", {}, True, new_driver)[0][1]
     assert len(machine.why_no_gpu("TensorFlow", {"CUDA_VISIBLE_DEVICES": ""}, False, None)) == 2
 
 

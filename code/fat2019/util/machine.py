@@ -198,8 +198,9 @@ def why_no_gpu(name: str, environ, gpu_build: bool, found: Driver | None) -> lis
                         f"and the GPU build's wheels are CUDA {CUDA_MAJOR}",
                         f"update the driver to {FIRST_CUDA12_DRIVER} or newer"))
     if not reasons:
-        reasons.append(("the cause is not one this check knows",
-                        f"rerun with TF_CPP_MIN_LOG_LEVEL=0 to see {name}'s own messages on why"))
+        # each backend's own account: TensorFlow's C++ log; JAX fails instead of falling back to the CPU
+        own = "JAX_PLATFORMS=cuda" if name == "JAX" else "TF_CPP_MIN_LOG_LEVEL=0"
+        reasons.append(("the cause is not one this check knows", f"rerun with {own} to see {name}'s own account"))
     return reasons
 
 
