@@ -74,6 +74,7 @@ def test_each_cause_of_an_unseen_gpu_is_named_with_its_fix():
     assert "driver 470.82.01 runs CUDA up to 11.4" in cause and "525.60.13 or newer" in fix
     [(cause, fix)] = machine.why_no_gpu("TensorFlow", {}, True, new_driver)
     assert "not one this check knows" in cause and "TF_CPP_MIN_LOG_LEVEL=0" in fix
+    assert "JAX_PLATFORMS=cuda" in machine.why_no_gpu("JAX", {}, True, new_driver)[0][1]
     assert len(machine.why_no_gpu("TensorFlow", {"CUDA_VISIBLE_DEVICES": ""}, False, None)) == 2
 
 
@@ -93,6 +94,8 @@ def test_the_first_line_names_the_backend_and_its_device(devices):
     assert machine.stage_line("train", "full", environ={}) == "train: TensorFlow 2.20.0 on the CPU (no GPU found)"
     devices["seen"] = [machine.Gpu(0, H100)]
     assert machine.stage_line("train", "full", environ={}) == f"train: TensorFlow 2.20.0 on GPU 0 ({H100})"
+    assert machine.stage_line("train", "full", environ={"CUDA_VISIBLE_DEVICES": "3"}) == \
+        f"train: TensorFlow 2.20.0 on GPU 0 ({H100}; CUDA_VISIBLE_DEVICES=3)"
     devices["seen"] = [machine.Gpu(0, H100), machine.Gpu(1, H100)]
     assert machine.stage_line("predict", "demo", environ={}).endswith(
         f"on GPU 0 ({H100}), 1 of 2 it sees (--gpus 2 runs units side by side)")

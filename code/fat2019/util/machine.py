@@ -213,8 +213,9 @@ def why_no_gpu(name: str, environ, gpu_build: bool, found: Driver | None) -> lis
                         f"and the GPU build's wheels are CUDA {CUDA_MAJOR}",
                         f"update the driver to {FIRST_CUDA12_DRIVER} or newer"))
     if not reasons:
-        reasons.append(("the cause is not one this check knows",
-                        f"rerun with TF_CPP_MIN_LOG_LEVEL=0 to see {name}'s own messages on why"))
+        # each backend's own account: TensorFlow's C++ log; JAX fails instead of falling back to the CPU
+        own = "JAX_PLATFORMS=cuda" if name == "JAX" else "TF_CPP_MIN_LOG_LEVEL=0"
+        reasons.append(("the cause is not one this check knows", f"rerun with {own} to see {name}'s own account"))
     return reasons
 
 
@@ -257,7 +258,9 @@ def stage_line(stage: str, profile: str | None, *, environ=os.environ, ray_plan=
     seen = backend_gpus()
     if seen:
         more = f", 1 of {len(seen)} it sees (--gpus {len(seen)} runs units side by side)" if len(seen) > 1 else ""
-        return f"{stage}: {name} {version} on GPU {seen[0].index} ({seen[0].name}){more}"
+        # numbered among the visible ones: a Ray unit's GPU 0 may be the machine's GPU 3
+        mask = f"; CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']}" if environ.get("CUDA_VISIBLE_DEVICES") else ""
+        return f"{stage}: {name} {version} on GPU {seen[0].index} ({seen[0].name}{mask}){more}"
     listed = listed_gpus()
     if not listed:
         return f"{stage}: {name} {version} on the CPU (no GPU found)"
