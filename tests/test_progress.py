@@ -83,3 +83,33 @@ def test_a_stage_says_where_it_is_in_its_whole_job_with_an_eta():
         "train: unit 3/3: se fold 0, starting at T",
         "train: 3/3 units done (last: se fold 0), 15m00s",
     ]
+
+
+def test_the_eta_weighs_the_units_left_by_their_flops():
+    """A small model's folds first, a model 4x its FLOPs last: after the first small fold
+    the estimate counts the big ones' cost, not one small fold's time per unit."""
+    log, now = LogFile(), [0.0]
+    weights = {"small fold 0": 1.0, "small fold 1": 1.0, "big fold 0": 4.0, "big fold 1": 4.0}
+    progress = UnitProgress("train", 4, weights=weights, stream=log, clock=lambda: now[0])
+    progress.starting("small fold 0")
+    now[0] = 60.0
+    progress.finished("small fold 0")
+    progress.skipped("small fold 1")             # another run holds it: its work is not this run's
+    progress.starting("big fold 0")
+    now[0] = 300.0
+    progress.finished("big fold 0")
+    lines = [line for line in log.getvalue().splitlines() if "units done" in line]
+    assert lines == [
+        "train: 1/4 units done (last: small fold 0), 1m00s, about 9m00s left (by each unit's FLOPs)",
+        "train: 2/3 units done (last: big fold 0), 5m00s, about 4m00s left (by each unit's FLOPs)",
+    ]
+
+
+def test_units_of_several_models_are_weighed_by_their_flops_and_one_models_are_not(monkeypatch):
+    from fat2019 import config
+    from fat2019.train import workspace
+    built = []
+    monkeypatch.setattr(workspace, "model_flops", lambda m, n: built.append(m.name) or {"a": 1e9, "b": 4e9}[m.name])
+    a, b = (config.ModelConfig(name=n, backbone="conv", pool_modes=("max", "avemax1")) for n in "ab")
+    assert workspace.flops_weights({"a fold 0": a, "a fold 1": a}, 80) is None and built == []
+    assert workspace.flops_weights({"a fold 0": a, "b fold 0": b}, 80) == {"a fold 0": 1e9, "b fold 0": 4e9}

@@ -83,17 +83,28 @@ class Progress:
 class UnitProgress:
     """Where a stage is in its whole job, one plain line per finished unit (the same in a
     terminal and in a log): 'train: 4/18 units done (last: v1mix fold 1), 12m30s, about
-    25m left'. The estimate is the wall time per finished unit so far times the units
-    left, so it holds also when several run at once (on Ray)."""
+    25m left'. The estimate is the wall time so far per unit of work finished, times the
+    work left, so it holds also when several run at once (on Ray). With `weights` (each
+    unit's label: its cost, e.g. the FLOPs of its model) the work is counted in those, so
+    that a zoo's small models trained first do not make the big ones look cheap; without
+    them every unit counts one."""
 
-    def __init__(self, stage: str, total: int, *, stream=None, clock=time.monotonic):
+    def __init__(self, stage: str, total: int, *, weights: dict[str, float] | None = None, stream=None,
+                 clock=time.monotonic):
         self.stage, self.total, self.done = stage, total, 0
+        self.weights = dict(weights or {})
+        self.work_left = sum(self.weights.values()) if self.weights else float(total)
+        self.work_done = 0.0
         self.stream, self.clock = stream or sys.stdout, clock
         self.started = clock()
+
+    def weight(self, label: str) -> float:
+        return self.weights.get(label, 1.0) if self.weights else 1.0
 
     def skipped(self, label: str) -> None:
         """A unit that turned out not to be this run's (another run holds it)."""
         self.total -= 1
+        self.work_left -= self.weight(label)
 
     def starting(self, label: str) -> None:
         """The unit's number and the wall-clock time (a long log's landmarks)."""
@@ -102,8 +113,14 @@ class UnitProgress:
 
     def finished(self, label: str) -> None:
         self.done += 1
+        self.work_done += self.weight(label)
+        self.work_left -= self.weight(label)
         elapsed = self.clock() - self.started
         left = self.total - self.done
-        eta = f", about {duration(elapsed / self.done * left)} left" if left else ""
+        eta = ""
+        if left and self.work_done > 0:
+            eta = f", about {duration(elapsed / self.work_done * max(self.work_left, 0.0))} left"
+            if self.weights:
+                eta += " (by each unit's FLOPs)"
         print(f"{self.stage}: {self.done}/{self.total} units done (last: {label}), {duration(elapsed)}{eta}",
               file=self.stream, flush=True)
