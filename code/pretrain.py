@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
     from fat2019.nn.models import build_model
     from fat2019.train import seeds, training
-    from fat2019.train.workspace import Workspace, flops_weights
+    from fat2019.train.workspace import Workspace, unit_sizes
 
     ws = Workspace(args)
     if not len(ws.dataset.noisy):
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return ray_scheduler.exit_code(ray_scheduler.run(units, chosen, "pretrain", redo=args.force))
     pending = {f"{name} pretrain": ws.profile.scale(config.ZOO_BY_NAME[name]) for name in sources
                if args.force or not layout.is_finished(ws.model_dir(name), layout.PRETRAIN)}
-    progress = UnitProgress("pretrain", len(pending), weights=flops_weights(pending, len(ws.classes)))
+    progress = UnitProgress("pretrain", len(pending), sizes=unit_sizes(pending, len(ws.classes)))
     for name in sources:
         model_cfg = ws.profile.scale(config.ZOO_BY_NAME[name])
         folder = ws.model_dir(name)

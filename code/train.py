@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
     from fat2019.nn.models import build_model
     from fat2019.train import seeds, training
-    from fat2019.train.workspace import Workspace, flops_weights
+    from fat2019.train.workspace import Workspace, unit_sizes
 
     ws = Workspace(args)
     folds = ws.fold_numbers()
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if chosen is not None:
         return train_on_ray(ws, argv, chosen, use_pretrained)
     pending = pending_units(ws, folds)
-    progress = UnitProgress("train", len(pending), weights=flops_weights(pending, len(ws.classes)))
+    progress = UnitProgress("train", len(pending), sizes=unit_sizes(pending, len(ws.classes)))
     for model_cfg in ws.models:
         model_cfg = ws.profile.scale(model_cfg)
         folder = ws.model_dir(model_cfg.name)

@@ -51,13 +51,12 @@ def model_flops(model: config.ModelConfig, n_classes: int) -> float:
     return flops
 
 
-def flops_weights(units: dict[str, config.ModelConfig], n_classes: int) -> dict[str, float] | None:
-    """Each unit's weight in a stage's ETA (util/progress.py): its (scaled) model's FLOPs,
-    when the units are of more than one model; None otherwise (all cost alike, and no
-    model needs building for it)."""
+def unit_sizes(units: dict[str, config.ModelConfig], n_classes: int) -> dict[str, tuple[str, float]] | None:
+    """Each unit's (model, FLOPs) for a stage's ETA (util/progress.py), when the units are
+    of more than one model; None otherwise (all cost alike, and no model needs building)."""
     if len({m.name for m in units.values()}) < 2:
         return None
-    return {label: model_flops(m, n_classes) for label, m in units.items()}
+    return {label: (m.name, model_flops(m, n_classes)) for label, m in units.items()}
 
 
 def has_gpu() -> bool:
