@@ -16,7 +16,7 @@ began=$(date +%s)
 
 case " $* " in
     *" --help "*|*" -h "*)
-        sed -n '2,/^set -e/p' "$0" | sed '$d'
+        sed -n '2,/^set -e/p' run.sh | sed '$d'   # after the cd: run.sh is here
         echo "Options and the stages each goes to (code/fat2019/pipeline.py):"
         (cd code && "$PY" -m fat2019.pipeline table)
         exit 0 ;;

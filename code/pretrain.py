@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
     from fat2019.nn.models import build_model
     from fat2019.train import seeds, training
-    from fat2019.train.workspace import Workspace
+    from fat2019.train.workspace import Workspace, unit_sizes
 
     ws = Workspace(args, "pretrain", chosen)
     if not len(ws.dataset.noisy):
@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                                     lock=layout.lock_path(ws.model_dir(name), layout.PRETRAIN))
                  for name in sources]
         return ray_scheduler.exit_code(ray_scheduler.run(units, chosen, "pretrain", redo=args.force))
-    progress = UnitProgress("pretrain", sum(args.force or not layout.is_finished(ws.model_dir(name), layout.PRETRAIN)
-                                            for name in sources))
+    pending = {f"{name} pretrain": ws.profile.scale(config.ZOO_BY_NAME[name]) for name in sources
+               if args.force or not layout.is_finished(ws.model_dir(name), layout.PRETRAIN)}
+    progress = UnitProgress("pretrain", len(pending), sizes=unit_sizes(pending, len(ws.classes)))
     for name in sources:
         model_cfg = ws.profile.scale(config.ZOO_BY_NAME[name])
         folder = ws.model_dir(name)

@@ -28,6 +28,7 @@ from fat2019.util.progress import UnitProgress
 from fat2019 import layout
 
 if TYPE_CHECKING:
+    from fat2019 import config
     from fat2019.train.workspace import Workspace
 
 
@@ -88,11 +89,10 @@ def train_on_ray(ws: Workspace, argv: list[str], chosen: ray_scheduler.Plan, use
     return ray_scheduler.exit_code(outcome)
 
 
-def pending_units(ws: Workspace, folds: list[int]) -> int:
-    """The folds this run will train (for the overall progress)."""
-    if ws.args.force:
-        return len(ws.models) * len(folds)
-    return sum(not layout.is_finished(ws.model_dir(m.name), layout.fold_prefix(k)) for m in ws.models for k in folds)
+def pending_units(ws: Workspace, folds: list[int]) -> dict[str, config.ModelConfig]:
+    """The folds this run will train, each label with its scaled model (for the overall progress)."""
+    return {f"{m.name} fold {k}": ws.profile.scale(m) for m in ws.models for k in folds
+            if ws.args.force or not layout.is_finished(ws.model_dir(m.name), layout.fold_prefix(k))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
     from fat2019.nn.models import build_model
     from fat2019.train import seeds, training
-    from fat2019.train.workspace import Workspace
+    from fat2019.train.workspace import Workspace, unit_sizes
 
     ws = Workspace(args, "train", chosen)
     folds = ws.fold_numbers()
@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     ws.warn_if_profile_too_big("train", ws.models, len(ws.curated), ws.profile.epochs, len(folds))
     if chosen is not None:
         return train_on_ray(ws, argv, chosen, use_pretrained)
-    progress = UnitProgress("train", pending_units(ws, folds))
+    pending = pending_units(ws, folds)
+    progress = UnitProgress("train", len(pending), sizes=unit_sizes(pending, len(ws.classes)))
     for model_cfg in ws.models:
         model_cfg = ws.profile.scale(model_cfg)
         folder = ws.model_dir(model_cfg.name)

@@ -102,7 +102,7 @@ def test_without_a_known_hash_each_download_prints_the_hash_to_pin_and_that_pins
     name = "FSDKaggle2019.audio_test.zip"
     line = next(line for line in captured.out.splitlines() if line.startswith(f"  {name}: "))
     digest = hashlib.sha256((files / name).read_bytes()).hexdigest()
-    assert line.endswith(f'sha256 {digest} (no published checksum; to pin it: "sha256": "{digest}" in a --files table)')
+    assert line.endswith(f'sha256 {digest} (no published checksum; pin it as "sha256" in a --files table)')
     assert "SHA256 hash of downloaded file" not in captured.err + captured.out
     # the printed hash, pinned, is checked: a different one is refused
     for r in rows:

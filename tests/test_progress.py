@@ -83,3 +83,41 @@ def test_a_stage_says_where_it_is_in_its_whole_job_with_an_eta():
         "train: unit 3/3: se fold 0, starting at T",
         "train: 3/3 units done (last: se fold 0), 15m00s",
     ]
+
+
+def test_the_eta_prices_each_model_by_its_measured_units_and_unmeasured_ones_by_flops():
+    """A small model's folds first, a model 4x its FLOPs last: after the first small fold
+    the big folds cost 4x a small one; once a big fold is measured, its own time counts."""
+    log, now = LogFile(), [0.0]
+    sizes = {"small fold 0": ("small", 1.0), "small fold 1": ("small", 1.0), "small fold 2": ("small", 1.0),
+             "big fold 0": ("big", 4.0), "big fold 1": ("big", 4.0)}
+    progress = UnitProgress("train", 5, sizes=sizes, stream=log, clock=lambda: now[0])
+    progress.starting("small fold 0")
+    now[0] = 60.0
+    progress.finished("small fold 0")            # left: 2 small at 60 s + 2 big at 4 x 60 s
+    progress.skipped("small fold 1")             # another run holds it: not this run's work
+    progress.starting("small fold 2")
+    now[0] = 130.0
+    progress.finished("small fold 2")            # small: 65 s per fold; 2 big at 4 x 65 s
+    now[0] = 140.0                               # 10 s between units (a report, say): not a unit's
+    progress.starting("big fold 0")
+    now[0] = 290.0
+    progress.finished("big fold 0")              # big measured: 150 s
+    lines = [line for line in log.getvalue().splitlines() if "units done" in line]
+    how = " (measured per model; models not run yet by their FLOPs)"
+    assert lines == [
+        f"train: 1/5 units done (last: small fold 0), 1m00s, about 10m00s left{how}",
+        f"train: 2/4 units done (last: small fold 2), 2m10s, about 8m40s left{how}",
+        f"train: 3/4 units done (last: big fold 0), 4m50s, about 2m30s left{how}",
+    ]
+
+
+def test_units_of_several_models_are_sized_by_their_flops_and_one_models_are_not(monkeypatch):
+    from fat2019 import config
+    from fat2019.train import workspace
+    built = []
+    monkeypatch.setattr(workspace, "model_flops", lambda m, n: built.append(m.name) or {"a": 1e9, "b": 4e9}[m.name])
+    a, b = (config.ModelConfig(name=n, backbone="conv", pool_modes=("max", "avemax1")) for n in "ab")
+    assert workspace.unit_sizes({"a fold 0": a, "a fold 1": a}, 80) is None and built == []
+    assert workspace.unit_sizes({"a fold 0": a, "b fold 0": b}, 80) == {"a fold 0": ("a", 1e9),
+                                                                        "b fold 0": ("b", 4e9)}

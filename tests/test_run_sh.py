@@ -29,24 +29,28 @@ SAMPLE = {"--profile": ["full"], "--data-dir": ["my_data"], "--features-dir": ["
           "--logical-cpus": ["2"]}
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A copy of the repository's run.sh over the real code/ (linked), with real data in
-    input/ (so no demo is generated) and the fake interpreter."""
-    root = tmp_path_factory.mktemp("run_sh")
+def make_repo(root: Path, real_data: bool) -> Path:
+    """A copy of the repository's run.sh over the real code/ (linked) and the fake
+    interpreter; with `real_data`, input/train_curated.csv (profile full, no demo)."""
     repo = root / "repo"
     (repo / "code").mkdir(parents=True)
     for path in (ROOT / "code").iterdir():
         if path.name not in ("setup_env.sh", "__pycache__"):
             (repo / "code" / path.name).symlink_to(path)
     (repo / "input").mkdir()
-    (repo / "input" / "train_curated.csv").write_text("fname,labels\n")
+    if real_data:
+        (repo / "input" / "train_curated.csv").write_text("fname,labels\n")
     (repo / "run.sh").write_text((ROOT / "run.sh").read_text())
     fake = root / "python"
     fake.write_text(FAKE_PYTHON)
     fake.chmod(0o755)
     (repo / "code" / "setup_env.sh").write_text(f"PY={fake}\n")
     return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return make_repo(tmp_path_factory.mktemp("run_sh"), real_data=True)
 
 
 def run_pipeline_script(repo, tmp_path, *args, expect=0):
@@ -137,3 +141,18 @@ def test_every_option_the_readme_documents_for_the_stages_is_in_the_table():
 def test_help_lists_which_stage_takes_which_option(repo, tmp_path):
     _, done = run_pipeline_script(repo, tmp_path, "--help")
     assert "--seed             pretrain, train, ensemble" in done.stdout
+
+
+def test_the_demo_ends_with_one_machine_line_and_the_reference_digits_verdict(tmp_path):
+    """ensemble.py prints the machine: line (stubbed here); run.sh adds no second one, and
+    ends with the digits-table line for this machine's oneDNN level."""
+    from fat2019.util import machine
+    repo = make_repo(tmp_path / "demo", real_data=False)
+    calls, done = run_pipeline_script(repo, tmp_path)
+    assert list(calls) == ["make_demo_data.py", *(f"{s}.py" for s in pipeline.STAGES)]
+    assert "machine:" not in done.stdout
+    digits = [line for line in done.stdout.splitlines() if line.startswith("digits: ")]
+    level = machine.onednn_level()
+    assert len(digits) == 1 and (f"oneDNN {level}" in digits[0] or "no reference digits for this CPU yet" in digits[0])
+    # nothing ran, so there is nothing to compare; with options there would be no comparison either
+    assert digits[0].endswith("this run's stacker scores are missing") or "no reference digits" in digits[0]

@@ -46,7 +46,9 @@ for name, net in nets.items():
     net.save(out / f"{{name}}.keras")
     net.save_weights(out / f"{{name}}.weights.h5")
     inputs = [np.random.default_rng(0).normal(0, 0.1, (2, *t.shape[1:])).astype("float32") for t in net.inputs]
-    np.savez(out / f"{{name}}.npz", *inputs, output=net.predict(inputs, verbose=0))
+    # fed in the structure the network was built with (a dict, or one tensor): no Keras warning
+    feed = keras.tree.pack_sequence_as(net.input, inputs)
+    np.savez(out / f"{{name}}.npz", *inputs, output=net.predict(feed, verbose=0))
 """
 
 
@@ -94,8 +96,9 @@ def custom_classes(keras_file: Path) -> set[str]:
 
 def outputs_match(net, saved_npz: Path) -> None:
     data = np.load(saved_npz)
-    inputs = [data[f"arr_{i}"] for i in range(len(net.inputs))]
-    np.testing.assert_allclose(net.predict(inputs, verbose=0), data["output"], rtol=1e-5, atol=1e-6)
+    inputs = [data[f"arr_{i}"] for i in range(len(net.inputs))]   # saved in net.inputs' (flat) order
+    feed = keras.tree.pack_sequence_as(net.input, inputs)         # as built: a dict, or one tensor
+    np.testing.assert_allclose(net.predict(feed, verbose=0), data["output"], rtol=1e-5, atol=1e-6)
 
 
 def test_the_saved_files_hold_every_custom_layer(saved):

@@ -64,8 +64,8 @@ def test_cli_tags_files_and_folders_and_writes_csv_and_json(setup, tmp_path):
 
     listing = parse_listing(result.stdout)
     assert list(listing) == tagged
-    # the header names the scale of the scores listed (here the zoo's weighted average)
-    assert "tag: scores: weighted average of the members' probabilities" in result.stderr
+    # the header names the scale of the scores listed, as the JSON does
+    assert f"\ntag: scores: {json.loads(out_json.read_text())['scale']}\n" in result.stderr
     if not list(Path("/dev").glob("nvidia[0-9]*")):   # no GPU: no XLA line about one (cli.native_log_level)
         assert "cuInit" not in result.stderr and " E external/" not in result.stderr
     for top in listing.values():

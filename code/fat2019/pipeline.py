@@ -72,11 +72,11 @@ def groups(argv: list[str]) -> list[list[str]]:
             if count == 0:
                 raise RouteError(f"{name} takes no value")
         else:
-            while i < len(argv) and not (argv[i].startswith("--") or argv[i] in ("-h",)) and \
-                    (count == "+" or len(values) < (1 if count in (1, "?") else 0)):
+            limit = {0: 0, 1: 1, "?": 1, "+": len(argv)}[count]
+            while i < len(argv) and len(values) < limit and not argv[i].startswith("--"):
                 values.append(argv[i])
                 i += 1
-            if count == 1 and not values or count == "+" and not values:
+            if count in (1, "+") and not values:
                 raise RouteError(f"{name} needs a value")
         out.append([arg, *values])
     return out

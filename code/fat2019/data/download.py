@@ -202,7 +202,7 @@ def fetched_line(archive: Archive, path: Path, seconds: float | None, computed: 
     if archive.known_hash:
         check = f"{archive.known_hash.replace(':', ' ')} checked"
     elif computed:
-        check = f'sha256 {computed} (no published checksum; to pin it: "sha256": "{computed}" in a --files table)'
+        check = f'sha256 {computed} (no published checksum; pin it as "sha256" in a --files table)'
     else:
         check = "no checksum to check"
     return f"  {archive.name}: {size}, {took}; {check}"

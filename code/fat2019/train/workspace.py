@@ -52,6 +52,14 @@ def model_flops(model: config.ModelConfig, n_classes: int) -> float:
     return flops
 
 
+def unit_sizes(units: dict[str, config.ModelConfig], n_classes: int) -> dict[str, tuple[str, float]] | None:
+    """Each unit's (model, FLOPs) for a stage's ETA (util/progress.py), when the units are
+    of more than one model; None otherwise (all cost alike, and no model needs building)."""
+    if len({m.name for m in units.values()}) < 2:
+        return None
+    return {label: (m.name, model_flops(m, n_classes)) for label, m in units.items()}
+
+
 def profile_warning(stage: str, n_curated: int, on_gpu: bool, seconds: float | None,
                     demo_seconds: float | None) -> str:
     """The warning for `full` on small data (fewer than FULL_PROFILE_MIN_CLIPS curated

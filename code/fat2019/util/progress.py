@@ -83,27 +83,59 @@ class Progress:
 class UnitProgress:
     """Where a stage is in its whole job, one plain line per finished unit (the same in a
     terminal and in a log): 'train: 4/18 units done (last: v1mix fold 1), 12m30s, about
-    25m left'. The estimate is the wall time per finished unit so far times the units
-    left, so it holds also when several run at once (on Ray)."""
+    25m left'.
 
-    def __init__(self, stage: str, total: int, *, stream=None, clock=time.monotonic):
+    Without `sizes` the estimate is the wall time so far per finished unit times the units
+    left, which holds also when several run at once (on Ray). With `sizes` (each unit's
+    label: (its model, the model's FLOPs); units run one at a time) it adds up the units
+    left from measured times: a model with a finished unit costs its own mean time per
+    unit; a model not measured yet costs its FLOPs at the seconds per FLOP of the units
+    measured so far, so a zoo's small models trained first do not make the big ones look
+    cheap (a unit's fixed costs do not grow with its FLOPs: this errs long)."""
+
+    def __init__(self, stage: str, total: int, *, sizes: dict[str, tuple[str, float]] | None = None,
+                 stream=None, clock=time.monotonic):
         self.stage, self.total, self.done = stage, total, 0
+        self.sizes = dict(sizes or {})
+        self.left = set(self.sizes)
+        self.began: dict[str, float] = {}
+        self.took: dict[str, list[float]] = {}   # model: seconds of each of its finished units
+        self.flops_done = 0.0
         self.stream, self.clock = stream or sys.stdout, clock
         self.started = clock()
 
     def skipped(self, label: str) -> None:
         """A unit that turned out not to be this run's (another run holds it)."""
         self.total -= 1
+        self.left.discard(label)
 
     def starting(self, label: str) -> None:
         """The unit's number and the wall-clock time (a long log's landmarks)."""
+        self.began[label] = self.clock()
         print(f"{self.stage}: unit {self.done + 1}/{self.total}: {label}, starting at {time.strftime('%H:%M:%S')}",
               file=self.stream, flush=True)
 
+    def seconds_left(self, elapsed: float) -> float:
+        if not self.sizes:
+            return elapsed / self.done * (self.total - self.done)
+        measured = {model: sum(t) / len(t) for model, t in self.took.items()}
+        per_flop = sum(map(sum, self.took.values())) / self.flops_done if self.flops_done else 0.0
+        return sum(measured.get(model, flops * per_flop) for model, flops in map(self.sizes.get, self.left))
+
     def finished(self, label: str) -> None:
         self.done += 1
-        elapsed = self.clock() - self.started
+        now = self.clock()
+        if label in self.sizes:
+            model, flops = self.sizes[label]
+            self.took.setdefault(model, []).append(now - self.began.get(label, now))
+            self.flops_done += flops
+            self.left.discard(label)
+        elapsed = now - self.started
         left = self.total - self.done
-        eta = f", about {duration(elapsed / self.done * left)} left" if left else ""
+        eta = ""
+        if left:
+            eta = f", about {duration(self.seconds_left(elapsed))} left"
+            if self.sizes:
+                eta += " (measured per model; models not run yet by their FLOPs)"
         print(f"{self.stage}: {self.done}/{self.total} units done (last: {label}), {duration(elapsed)}{eta}",
               file=self.stream, flush=True)
