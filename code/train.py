@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         model_cfg = ws.profile.scale(model_cfg)
         folder = ws.model_dir(model_cfg.name)
         pretrained = pretrained_start(ws, model_cfg, use_pretrained)
-        start = provenance.pretraining(ws.paths.models, pretrained) if use_pretrained else provenance.scratch(why)
+        started_from = provenance.pretraining(ws.paths.models, pretrained) if use_pretrained else provenance.scratch(why)
         model = None  # built once per model and reused across folds (training.start_state)
         for k in folds:
             prefix = layout.fold_prefix(k)
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                                        model_cfg.crop_samples, folder, prefix, seed=seed,
                                        label=f"{model_cfg.name} fold {k}", workers=args.workers,
                                        tensorboard=args.tensorboard,
-                                       provenance=provenance.of_run(start, args.seed, seed))
+                                       provenance=provenance.of_run(started_from, args.seed, seed))
                 print(f"{model_cfg.name} fold {k}: best epoch {summary['best_epoch']}, "
                       f"val LRAP {summary['best_val_lrap']:.4f}")
                 progress.finished(label)

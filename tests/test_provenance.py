@@ -38,7 +38,7 @@ def pipeline(tmp_path_factory):
     data = make_dataset(root / "data", n_curated=12, n_noisy=6, n_test=2)
     assert features.main(["--data-dir", str(data), "--workers", "1"]) == 0
     common = ["--profile", "demo", "--data-dir", str(data), "--models-dir", str(root / "models"),
-              "--submissions-dir", str(root / "subs"), "--workers", "1", "--models", "v1mix", "--set", *TINY]
+              "--submissions-dir", str(root / "subs"), "--models", "v1mix", "--set", *TINY]
     for stage in (pretrain, train, predict, ensemble):
         assert stage.main(common) == 0
     return {"root": root, "common": common, "folder": root / "models" / "v1mix"}

@@ -84,11 +84,11 @@ def dependents(models_dir: Path, weights: Path, sha256: str) -> list[str]:
     """The fold runs under `models_dir` recorded as started from `weights` with content `sha256`."""
     file = Path(weights).relative_to(models_dir).as_posix()
     found = []
-    for summary in sorted(Path(models_dir).glob(f"*/{layout.FOLD}*{layout.SUMMARY_SUFFIX}")):
-        prefix = summary.name[:-len(layout.SUMMARY_SUFFIX)]
-        start = recorded(summary.parent, prefix).get("started_from") or {}
-        if start.get("file") == file and start.get("sha256") == sha256:
-            found.append(str(layout.weights_path(summary.parent, prefix)))
+    for folder in sorted(p for p in Path(models_dir).iterdir() if p.is_dir()):
+        for k in layout.fold_numbers_on_disk(folder):
+            start = recorded(folder, layout.fold_prefix(k)).get("started_from") or {}
+            if start.get("file") == file and start.get("sha256") == sha256:
+                found.append(str(layout.weights_path(folder, layout.fold_prefix(k))))
     return found
 
 
