@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                                    provenance=provenance.of_run(start, args.seed, seed))
             print(f"{name}: pretrained, best epoch {summary['best_epoch']} (curated LRAP {summary['best_val_lrap']:.4f})")
             progress.finished(f"{name} pretrain")
-        if before is not None:
-            report_stale(ws.paths.models, weights, before)
+            if before is not None:   # --force redid a finished pretraining
+                report_stale(ws.paths.models, weights, before)
     return 0
 
 
