@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fat2019.cli import NotReady, run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
-from fat2019 import layout
+from fat2019 import layout, provenance
 from fat2019.ensemble.predictions import read_predictions, write_predictions
 from fat2019.util import machine
 
@@ -57,6 +57,8 @@ def check_ready(ws: Workspace) -> None:
         missing = layout.missing_folds(ws.model_dir(m.name), ws.profile.n_folds)
         if missing:
             not_ready.append(f"{m.name}: folds {missing} not trained and predicted")
+        elif stale := provenance.stale_folds(ws.paths.models, ws.model_dir(m.name), list(range(ws.profile.n_folds))):
+            not_ready += [f"{m.name}: {msg} (train.py trains it again)" for msg in stale]
         elif not layout.is_gathered(ws.model_dir(m.name), ws.profile.n_folds):
             not_ready.append(f"{m.name}: every fold predicted, but oof.csv/test.csv are missing or older "
                              f"(run predict.py to gather them)")

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fat2019.cli import run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
-from fat2019 import layout
+from fat2019.cli import BadInput, run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
+from fat2019 import layout, provenance
 from fat2019.train import ray_scheduler
+from fat2019.util.digest import file_sha256
 from fat2019.ensemble.predictions import read_predictions, write_predictions
 
 if TYPE_CHECKING:   # the stage imports these when it runs: --help stays free of TensorFlow/Keras
@@ -41,9 +42,11 @@ def predict_fold(ws: Workspace, member: Member, k: int, test: ClipData, model: k
     reuse for the member's next fold."""
     model = model or member.build(len(ws.classes))
     _, val = ws.split(k)
+    weights = file_sha256(layout.weights_path(member.folder, layout.fold_prefix(k)))
     for path, data in zip(layout.fold_predictions(member.folder, k), (val, test)):
         scores = member.fold_scores(model, k, data, ws.profile.predict_batch_size, ws.args.workers)
         write_predictions(path, data.fnames, ws.classes, scores)
+    provenance.record_predictions(member.folder, k, weights)   # last: the fold is predicted
     print(f"{member.config.name} fold {k}: predicted {len(val)} out-of-fold and {len(test)} test clips")
     return model
 
@@ -62,6 +65,7 @@ def gather(ws: Workspace, folder, test: ClipData) -> None:
     oof_path, test_path = layout.gathered(folder)
     write_predictions(oof_path, curated_fnames, ws.classes, oof)
     write_predictions(test_path, test_fnames, ws.classes, test_mean / ws.profile.n_folds)
+    provenance.record_gathered(folder, ws.profile.n_folds)   # last: the model is gathered
 
 
 def predict_on_ray(ws: Workspace, argv: list[str], chosen: ray_scheduler.Plan) -> int:
@@ -81,6 +85,21 @@ def predict_on_ray(ws: Workspace, argv: list[str], chosen: ray_scheduler.Plan) -
     return ray_scheduler.exit_code(ray_scheduler.run(units, chosen, "predict", redo=ws.args.force))
 
 
+def refuse_stale(ws: Workspace) -> None:
+    """Exit 2, naming both files, while a fold to predict was trained from a pretraining
+    that has changed since (provenance.py); train.py trains such folds again."""
+    from fat2019.ensemble.predictor import trained_folds
+
+    stale = []
+    for model_cfg in ws.models:
+        folder = ws.model_dir(model_cfg.name)
+        wanted = [k for k in ws.fold_numbers() if k in trained_folds(folder)]
+        stale += provenance.stale_folds(ws.paths.models, folder, wanted)
+    if stale:
+        raise BadInput("stale folds, not predicted:\n  " + "\n  ".join(stale)
+                       + "\ntrain them again with train.py (it retrains stale folds), then rerun predict.py")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__, seed=False)
     ray_scheduler.add_args(parser)
@@ -92,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from fat2019.train.workspace import Workspace
 
     ws = Workspace(args, "predict", chosen)
+    refuse_stale(ws)
     if chosen is not None:   # each fold's prediction a Ray task on one GPU; then gathered below
         failed = predict_on_ray(ws, argv, chosen)
         if failed:

@@ -22,6 +22,23 @@ from fat2019 import layout
 from fat2019.util.progress import UnitProgress
 
 
+def report_stale(models_dir: Path, weights: Path, before: str) -> None:
+    """After `--force` redid a pretraining: name the folds trained from the one it replaced,
+    now stale (their recorded start no longer matches; train.py trains them again,
+    predict.py and ensemble.py refuse them until then), or say that nothing changed."""
+    from fat2019 import provenance
+    from fat2019.util.digest import file_sha256
+
+    if file_sha256(weights) == before:
+        print(f"note: {weights} came out byte-identical to the one it replaced; the folds trained from it stay valid")
+        return
+    stale = provenance.dependents(models_dir, weights, before)
+    if stale:
+        print(f"note: {weights} changed; {len(stale)} fold(s) were trained from the one it replaced and are now "
+              f"stale (train.py trains them again; predict.py and ensemble.py refuse them until then):\n  "
+              + "\n  ".join(stale))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(__doc__, folds=False, trains=True)
     ray_scheduler.add_args(parser)
@@ -29,9 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = ray_scheduler.plan(parser, args)
     # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
+    from fat2019 import provenance
     from fat2019.nn.models import build_model
     from fat2019.train import seeds, training
     from fat2019.train.workspace import Workspace, unit_sizes
+    from fat2019.util.digest import file_sha256
 
     ws = Workspace(args, "pretrain", chosen)
     if not len(ws.dataset.noisy):
@@ -60,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         model_cfg = ws.profile.scale(config.ZOO_BY_NAME[name])
         folder = ws.model_dir(name)
         unfinished = args.force or not layout.is_finished(folder, layout.PRETRAIN)
+        weights = layout.weights_path(folder, layout.PRETRAIN)
+        before = file_sha256(weights) if args.force and layout.is_finished(folder, layout.PRETRAIN) else None
         with training.claim(folder, layout.PRETRAIN, f"{name}: pretraining", args.force) as mine:
             if not mine:
                 if unfinished:   # another run holds it
@@ -69,11 +90,15 @@ def main(argv: list[str] | None = None) -> int:
             seed = seeds.unit_seed(args.seed, name, layout.PRETRAIN)
             with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
                 model, _ = training.start_state(lambda: build_model(model_cfg, len(ws.classes)), seed)
+            start = provenance.scratch("a noisy pretraining starts from the model's initial weights")
             summary = training.fit(model, noisy, curated, training.Schedule.pretrain(ws.profile, model_cfg),
                                    model_cfg.crop_samples, folder, layout.PRETRAIN, seed=seed,
-                                   label=f"{name} pretrain", workers=args.workers, tensorboard=args.tensorboard)
+                                   label=f"{name} pretrain", workers=args.workers, tensorboard=args.tensorboard,
+                                   provenance=provenance.of_run(start, args.seed, seed))
             print(f"{name}: pretrained, best epoch {summary['best_epoch']} (curated LRAP {summary['best_val_lrap']:.4f})")
             progress.finished(f"{name} pretrain")
+            if before is not None:   # --force redid a finished pretraining
+                report_stale(ws.paths.models, weights, before)
     return 0
 
 

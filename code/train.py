@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = ray_scheduler.plan(parser, args)
     # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
+    from fat2019 import provenance
+    from fat2019.data.dataset import NOISY_CSV
     from fat2019.nn.models import build_model
     from fat2019.train import seeds, training
     from fat2019.train.workspace import Workspace, unit_sizes
@@ -112,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     folds = ws.fold_numbers()
     use_pretrained = not args.from_scratch and len(ws.dataset.noisy) > 0
     print(f"train: profile {ws.profile.name}, {len(ws.curated)} curated clips, folds {folds}")
+    if not use_pretrained:
+        why = (provenance.FROM_SCRATCH if args.from_scratch
+               else f"no noisy clips: {ws.dataset.data_dir / NOISY_CSV} is missing or empty")
+        print(f"train: every fold starts from scratch, not from a noisy pretraining ({why})")
     ws.warn_if_profile_too_big("train", ws.models, len(ws.curated), ws.profile.epochs, len(folds))
     if chosen is not None:
         return train_on_ray(ws, argv, chosen, use_pretrained)
@@ -121,12 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         model_cfg = ws.profile.scale(model_cfg)
         folder = ws.model_dir(model_cfg.name)
         pretrained = pretrained_start(ws, model_cfg, use_pretrained)
+        started_from = provenance.pretraining(ws.paths.models, pretrained) if use_pretrained else provenance.scratch(why)
         model = None  # built once per model and reused across folds (training.start_state)
         for k in folds:
             prefix = layout.fold_prefix(k)
             label = f"{model_cfg.name} fold {k}"
-            unfinished = args.force or not layout.is_finished(folder, prefix)
-            with training.claim(folder, prefix, f"{label}:", args.force) as mine:
+            stale = provenance.stale_start(ws.paths.models, folder, prefix)
+            if stale:
+                print(f"{label}: {stale}: training it again")
+            unfinished = args.force or stale or not layout.is_finished(folder, prefix)
+            with training.claim(folder, prefix, f"{label}:", args.force or bool(stale)) as mine:
                 if not mine:
                     if unfinished:   # another run holds it
                         progress.skipped(label)
@@ -144,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                 summary = training.fit(model, train, val, training.Schedule.curated(ws.profile, model_cfg),
                                        model_cfg.crop_samples, folder, prefix, seed=seed,
                                        label=f"{model_cfg.name} fold {k}", workers=args.workers,
-                                       tensorboard=args.tensorboard)
+                                       tensorboard=args.tensorboard,
+                                       provenance=provenance.of_run(started_from, args.seed, seed))
                 print(f"{model_cfg.name} fold {k}: best epoch {summary['best_epoch']}, "
                       f"val LRAP {summary['best_val_lrap']:.4f}")
                 progress.finished(label)

@@ -93,12 +93,16 @@ def test_last_shard_gathers_every_fold(shards):
 
 
 def test_a_fold_retrained_after_its_prediction_counts_as_missing(shards, tmp_path):
+    """By content hash (fold<k>.predicted.json), not by modification time."""
     folder = tmp_path / "v1mix"
-    shutil.copytree(shards["folder"], folder)   # copytree keeps the mtimes
+    shutil.copytree(shards["folder"], folder)
     assert layout.missing_folds(folder, 2) == [] and layout.is_gathered(folder, 2)
     weights = folder / "fold1.weights.h5"
     later = (folder / "fold1.oof.csv").stat().st_mtime_ns + 10**9
-    os.utime(weights, ns=(later, later))
+    os.utime(weights, ns=(later, later))        # newer, the same bytes: still predicted
+    assert layout.missing_folds(folder, 2) == [] and layout.is_gathered(folder, 2)
+    with open(weights, "ab") as f:              # other bytes: as if retrained
+        f.write(b"\0")
     assert layout.missing_folds(folder, 2) == [1] and not layout.is_gathered(folder, 2)
 
 

@@ -10,10 +10,13 @@ never import one another.
             fold<k>.*                the training run of fold k
             fold<k>.oof.csv          fold k's predictions of its own validation clips
             fold<k>.test.csv         fold k's predictions of the test clips
+            fold<k>.predicted.json   the hashes of the weights those came from, and theirs
             oof.csv, test.csv        every fold gathered: out-of-fold rows, mean test rows
+            gathered.json            the hashes of the fold CSVs those came from, and theirs
             history.csv, report.png  every fold's epochs, and their plot
         stacker/
             fold<k>.weights.h5       the stacker of fold k
+            stacker.state.json       while it trains: the folds committed so far (commit.py)
             stacker.json             written last: its models, average weights, classes,
                                      the calibration of its output
     submissions/
@@ -26,16 +29,22 @@ The files of one training run called <prefix> (training.fit writes them):
 
     <prefix>.weights.h5              best weights so far; final once <prefix>.json exists
     <prefix>.history.csv             one row per epoch
-    <prefix>.json                    written last: the run is finished
+    <prefix>.json                    the run's summary and provenance: finished once
+                                     <prefix>.state.json is gone
     <prefix>.last.keras, <prefix>.state.json
-                                     the resume point while the run is unfinished
+                                     the resume point while the run is unfinished; the
+                                     state file is each epoch's commit point (commit.py)
+    <prefix>.tmp<epoch>.*            an epoch's files before its commit publishes them
     <prefix>.lock                    held (an OS lock, locks.py) while a process works on the run
     <prefix>.log                     the output of the Ray tasks that ran it (ray_scheduler.py)
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+
+from fat2019.util.digest import file_sha256
 
 FOLDS_CSV = "folds.csv"
 RUN_JSON = "run.json"                 # models/: the record of the run (run_record.py)
@@ -45,10 +54,13 @@ REPORT_PNG = "report.png"             # models/<model>/ and submissions/: the st
 TENSORBOARD_DIR = "tensorboard"       # models/<model>/tensorboard/<prefix>/
 OOF_CSV, TEST_CSV = "oof.csv", "test.csv"
 FOLD_OOF_SUFFIX, FOLD_TEST_SUFFIX = ".oof.csv", ".test.csv"
+FOLD_PREDICTED_SUFFIX = ".predicted.json"   # fold<k>: which weights its predictions came from
+GATHERED_JSON = "gathered.json"             # which fold predictions oof.csv and test.csv came from
 # a model's prediction CSVs, whichever exist: each holds the class list in its header
 PREDICTION_CSV_PATTERNS = (OOF_CSV, TEST_CSV, f"fold*{FOLD_OOF_SUFFIX}", f"fold*{FOLD_TEST_SUFFIX}")
 STACKER_DIR = "stacker"
 STACKER_JSON = "stacker.json"
+STACKER_RUN = "stacker"               # models/stacker/: the prefix of its state file while it trains
 
 # the files of one training run <prefix> (module doc)
 WEIGHTS_SUFFIX = ".weights.h5"
@@ -80,8 +92,11 @@ def inspect_figure(folder: Path, stem: str) -> Path:
 HEATMAP_SUFFIX = ".heatmap.png"
 
 
+FOLD = "fold"                         # fold k's runs are called fold<k>
+
+
 def fold_prefix(fold: int) -> str:
-    return f"fold{fold}"
+    return f"{FOLD}{fold}"
 
 
 FOLD_WEIGHTS = re.compile(r"fold(\d+)" + re.escape(WEIGHTS_SUFFIX))
@@ -117,16 +132,17 @@ def state_path(folder: Path, prefix: str) -> Path:
     return run_file(folder, prefix, STATE_SUFFIX)
 
 
-def temporary(path: Path) -> Path:
-    """Where `path` is written before it is moved into place: `.tmp` before its suffixes
-    (fold0.tmp.weights.h5), so Keras still sees the extension it requires."""
+def staged(path: Path, step: int) -> Path:
+    """Where epoch (or stacker fold) `step` writes `path` before its commit publishes it
+    (commit.py): fold0.tmp3.weights.h5, one name per step, so a resume can tell the
+    committed step's files from a killed one's."""
     path = Path(path)
     stem, dot, suffixes = path.name.partition(".")
-    return path.with_name(f"{stem}.tmp{dot}{suffixes}")
+    return path.with_name(f"{stem}.tmp{step}{dot}{suffixes}")
 
 
 def temporaries(folder: Path, prefix: str) -> list[Path]:
-    """What a killed run of `prefix` may have left mid-write (`temporary`)."""
+    """What a killed run of `prefix` may have left staged (`staged`) or mid-write (atomic.py)."""
     return list(Path(folder).glob(f"{prefix}.*tmp*"))
 
 
@@ -147,8 +163,10 @@ def run_json(models_dir: Path) -> Path:
 
 
 def is_finished(folder: Path, prefix: str) -> bool:
-    """The run's marker (<prefix>.json, written last) and its weights both exist."""
-    return summary_path(folder, prefix).is_file() and weights_path(folder, prefix).is_file()
+    """The run's marker (<prefix>.json) and its weights exist, and its state file is gone
+    (deleted last, after the last epoch's files are published: commit.py)."""
+    return (summary_path(folder, prefix).is_file() and weights_path(folder, prefix).is_file()
+            and not state_path(folder, prefix).is_file())
 
 
 def pretrain_weights(models_dir: Path, model_name: str) -> Path:
@@ -169,13 +187,41 @@ def gathered(folder: Path) -> tuple[Path, Path]:
     return Path(folder) / OOF_CSV, Path(folder) / TEST_CSV
 
 
+def predicted_record(folder: Path, k: int) -> Path:
+    """fold<k>.predicted.json: the SHA-256 of the weights fold k's predictions came from and of
+    those predictions (predict.py writes it after them)."""
+    return run_file(folder, fold_prefix(k), FOLD_PREDICTED_SUFFIX)
+
+
+def gathered_record(folder: Path) -> Path:
+    """gathered.json: the SHA-256 of every fold's prediction CSVs oof.csv and test.csv were
+    gathered from, and of those two."""
+    return Path(folder) / GATHERED_JSON
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _hashes_match(folder: Path, recorded: dict, names: dict[str, Path]) -> bool:
+    return all(path.is_file() and recorded.get(key) == file_sha256(path) for key, path in names.items())
+
+
 def is_predicted(folder: Path, k: int) -> bool:
-    """Fold k is trained and its predictions are not older than its weights."""
+    """Fold k is trained and its predictions came from its current weights (by hash: the
+    weights' recorded in fold<k>.predicted.json, which also holds the CSVs' own)."""
     prefix = fold_prefix(k)
     if not is_finished(folder, prefix):
         return False
-    trained = weights_path(folder, prefix).stat().st_mtime_ns
-    return all(p.is_file() and p.stat().st_mtime_ns >= trained for p in fold_predictions(folder, k))
+    record = _read_json(predicted_record(folder, k))
+    if record is None:
+        return False
+    oof, test = fold_predictions(folder, k)
+    return _hashes_match(folder, record, {"weights_sha256": weights_path(folder, prefix),
+                                          "oof_sha256": oof, "test_sha256": test})
 
 
 def missing_folds(folder: Path, n_folds: int) -> list[int]:
@@ -184,11 +230,18 @@ def missing_folds(folder: Path, n_folds: int) -> list[int]:
 
 
 def is_gathered(folder: Path, n_folds: int) -> bool:
-    """oof.csv and test.csv exist and were gathered after every fold's predictions."""
-    if missing_folds(folder, n_folds) or not all(p.is_file() for p in gathered(folder)):
+    """oof.csv and test.csv exist and were gathered from every fold's current predictions (by hash)."""
+    if missing_folds(folder, n_folds):
         return False
-    newest_fold = max(p.stat().st_mtime_ns for k in range(n_folds) for p in fold_predictions(folder, k))
-    return all(p.stat().st_mtime_ns >= newest_fold for p in gathered(folder))
+    record = _read_json(gathered_record(folder))
+    if record is None:
+        return False
+    oof, test = gathered(folder)
+    folds = record.get("folds", {})
+    return (_hashes_match(folder, record, {"oof_sha256": oof, "test_sha256": test})
+            and all(_hashes_match(folder, folds.get(str(k), {}), dict(zip(("oof_sha256", "test_sha256"),
+                                                                            fold_predictions(folder, k))))
+                    for k in range(n_folds)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -206,3 +259,8 @@ def stacker_weights_path(folder: Path, fold: int) -> Path:
 
 def stacker_json(models_dir: Path) -> Path:
     return stacker_dir(models_dir) / STACKER_JSON
+
+
+def stacker_temporaries(folder: Path) -> list[Path]:
+    """What a killed stacker left staged or mid-write in its folder `folder`."""
+    return [*temporaries(folder, STACKER_RUN), *Path(folder).glob(f"{FOLD}*.*tmp*")]

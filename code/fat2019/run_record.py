@@ -24,6 +24,9 @@ from fat2019.util.atomic import atomic_write_text
 
 PACKAGES = ("keras", "tensorflow", "jax", "numpy", "pandas", "scikit-learn", "librosa")
 COMPARED = ("profile", "models", "classes", "fold_seed")   # `versions` is informative only
+# --mixed-precision: recorded as the Keras policy; compared where a stage is given it (a
+# stage given none runs at the recorded one); absent from records made before it was
+PRECISION = "precision"
 
 
 class RunRecordError(BadInput):
@@ -47,15 +50,27 @@ def as_json(value):
     return json.loads(json.dumps(value))
 
 
-def make(profile: config.Profile, classes: list[str]) -> dict:
+def make(profile: config.Profile, classes: list[str], precision: str = "float32") -> dict:
     from fat2019.data.folds import FOLD_SEED   # folds imports pandas; --help needs neither
     return {
         "profile": as_json(dataclasses.asdict(profile)),
         "models": {m.name: as_json(dataclasses.asdict(profile.scale(m))) for m in config.ZOO},
         "classes": list(classes),
         "fold_seed": FOLD_SEED,
+        PRECISION: precision,
         "versions": versions(),
     }
+
+
+def precision_given(args: argparse.Namespace) -> str | None:
+    """The Keras dtype policy --mixed-precision asks for; None when the stage was given none."""
+    mixed = getattr(args, "mixed_precision", None)
+    return f"mixed_{mixed}" if mixed else None
+
+
+def precision(args: argparse.Namespace, record: dict | None) -> str:
+    """The policy to run with: the one given, else the recorded one, else float32."""
+    return precision_given(args) or (record or {}).get(PRECISION) or "float32"
 
 
 def read(models_dir: Path) -> dict | None:
@@ -122,6 +137,9 @@ def settle(args: argparse.Namespace, profile: config.Profile, models_dir: Path,
         # without --profile/--set only the data must agree; tag.py (no classes) takes the record's
         given = make(profile, record["classes"]) if explicit(args) else dict(record)
         problems = differences(record, {**given, "classes": record["classes"] if classes is None else classes})
+        wanted = precision_given(args)
+        if wanted and record.get(PRECISION) and wanted != record[PRECISION]:
+            problems.append(f"{PRECISION} (--mixed-precision): recorded {record[PRECISION]!r}, given {wanted!r}")
         if problems:
             raise RunRecordError(
                 f"the options contradict {layout.run_json(models_dir)}, the record of the run in that folder:\n  "
@@ -130,7 +148,7 @@ def settle(args: argparse.Namespace, profile: config.Profile, models_dir: Path,
         return profile_of(record), record
     if not write:
         return profile, None
-    record = make(profile, classes or [])
+    record = make(profile, classes or [], precision(args, None))
     path = layout.run_json(models_dir)
     if any(Path(models_dir).glob(f"*/*{layout.WEIGHTS_SUFFIX}")):
         print(f"note: {models_dir} has trained models but no {layout.RUN_JSON} (made before runs were recorded); "

@@ -18,7 +18,9 @@ from fat2019.layout import FOLDS_CSV, STACKER_DIR
 
 # The original's tie-breaking seed (its train.py: MultilabelStratifiedKFold(n_splits=10,
 # random_state=66666)): with it, the folds are exactly the original's partition of the
-# curated set, so per-fold and out-of-fold figures compare with the original's.
+# curated set, so out-of-fold figures compare with the original's. Per-fold figures do
+# too, once renumbered: its train.py reverses the folds (`[::-1]`), so our fold k is its
+# fold n_folds - 1 - k (docs/faithfulness.md, "Fold numbering").
 FOLD_SEED = 66666
 
 

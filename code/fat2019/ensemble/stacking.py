@@ -8,14 +8,17 @@ without improvement.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from fat2019 import layout
-from fat2019.train import seeds
-from fat2019.train import training
+from fat2019.train import commit, seeds
+from fat2019.util import shutdown
 from fat2019.eval.metrics import lrap
 from fat2019.ensemble.predictor import STACKER_BATCH, stacker_mean
 from fat2019.nn.models import build_stacker
@@ -77,21 +80,63 @@ def fit_stacker_fold(k: int, x, y, folds, profile, seed: int) -> tuple[keras.Mod
     return stacker, scorer
 
 
+def inputs_digest(x, y, folds, x_test, profile, seed: int) -> str:
+    """What a stacker fold's training depends on, hashed: a committed fold is reused only
+    for the same inputs."""
+    digest = hashlib.sha256(json.dumps([dataclasses.asdict(profile), seed], default=str).encode())
+    for array in (x, y, folds, x_test):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def resumed_folds(save_dir: Path | None, digest: str) -> dict:
+    """The stacker folds a killed run committed for these same inputs (commit.py); {} when none."""
+    if save_dir is None:
+        return {"next_epoch": 0, "summaries": []}
+    state = commit.recover(save_dir, layout.STACKER_RUN, layout.stacker_temporaries(save_dir))
+    if state is None or state.get("inputs") != digest:
+        return {"next_epoch": 0, "summaries": [], "inputs": digest}
+    return state
+
+
+def commit_fold(stacker: keras.Model, save_dir: Path, state: dict, k: int, summary: str) -> None:
+    """Fold k's weights staged, then committed by the stacker's state file, then published:
+    a killed ensemble.py resumes at the next fold (commit.py)."""
+    with shutdown.critical():
+        step = k + 1
+        moves = [commit.stage(layout.stacker_weights_path(save_dir, k), step, stacker.save_weights, "weights")]
+        state["next_epoch"], state["summaries"] = step, [*state["summaries"], summary]
+        commit.commit(layout.state_path(save_dir, layout.STACKER_RUN), state, moves, step)
+        commit.publish(save_dir, state, step)
+
+
 def fit_stacker(x, y, folds, x_test, profile, seed: int, save_dir: Path | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Out-of-fold and mean test predictions of one stacker per fold, and each fold's
     per-class weights over the inputs (n_folds, n_classes, n_inputs): per fold, so that
     the report can tell the folds that kept the untrained stacker from those that trained.
-    Each fold's stacker is saved to `save_dir`/fold<k>.weights.h5 (for tag.py)."""
+    Each fold's stacker is saved to `save_dir`/fold<k>.weights.h5 (for tag.py), one commit
+    per fold; a run killed midway resumes at its next fold."""
     oof = np.zeros(y.shape, np.float32)
     class_weights = np.zeros((profile.n_folds, *x.shape[1:]), np.float64)
     stackers = []
+    state = resumed_folds(save_dir, inputs_digest(x, y, folds, x_test, profile, seed))
     for k in range(profile.n_folds):
-        stacker, scorer = fit_stacker_fold(k, x, y, folds, profile, seed)
+        if k < state["next_epoch"]:   # committed by a killed run on the same inputs
+            stacker = build_stacker(y.shape[1], x.shape[-1], lr=profile.stacker_lr, offset=profile.stacker_offset)
+            stacker.load_weights(layout.stacker_weights_path(save_dir, k))
+            summary = state["summaries"][k]
+        else:
+            stacker, scorer = fit_stacker_fold(k, x, y, folds, profile, seed)
+            summary = scorer.summary(k)
+            if save_dir is not None:
+                commit_fold(stacker, save_dir, state, k, summary)
         oof[folds == k] = stacker.predict(x[folds == k], verbose=0, batch_size=STACKER_BATCH)
         class_weights[k] = keras.ops.convert_to_numpy(stacker.get_layer("classwise_weights").kernel)
-        if save_dir is not None:
-            training.save_weights_atomic(stacker, layout.stacker_weights_path(save_dir, k))
         stackers.append(stacker)
-        print(scorer.summary(k))
+        print(summary)
+    if save_dir is not None:
+        commit.finish(save_dir, layout.STACKER_RUN, profile.n_folds)
     return oof, stacker_mean(stackers, x_test), class_weights

@@ -4,6 +4,8 @@ Per epoch: check the early-stopping rule (before the epoch, as the original does
 learning rate of the schedule, fit one pass of random crops, score the validation clips
 with 3-TTA, keep the best weights, print one line, and checkpoint the whole model
 (optimizer slots and iteration count included) so a killed run resumes at the next epoch.
+An epoch's files change together: staged, then committed by one rename of the state file,
+then published (commit.py), so a kill at any instant loses at most the epoch in progress.
 
 Reproducible whatever happens: every random draw of an epoch comes from (the unit's seed,
 epoch) -- the batches' own generators, and the global generators reseeded at the start of
@@ -11,10 +13,12 @@ each epoch -- so a run resumed from its checkpoint trains exactly as one never k
 a unit trains the same whatever ran before it in the process (seeds.py). Files, for a run
 called <prefix> in the model's folder:
 
-    <prefix>.weights.h5     best weights so far (atomic), final once <prefix>.json exists
+    <prefix>.weights.h5     best weights of the last committed epoch; final once the run is finished
     <prefix>.history.csv    one row per epoch: epoch, lr, loss, val_lrap, val_lwlrap
-    <prefix>.json           written last: the run is finished (best epoch and score)
-    <prefix>.last.keras, <prefix>.state.json   resume point while the run is unfinished
+    <prefix>.json           the summary (best epoch and score) and provenance; the run is
+                            finished once it exists and the state file is gone
+    <prefix>.last.keras, <prefix>.state.json   resume point while the run is unfinished;
+                            the state file is the commit point of each epoch
     tensorboard/<prefix>/   with tensorboard=True: the history's scalars, step = epoch
 """
 from __future__ import annotations
@@ -23,7 +27,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -37,14 +40,14 @@ from fat2019.train import distribute
 import fat2019.nn  # noqa: F401  (registers the custom layers, so load_model needs no custom_objects)
 from fat2019 import layout
 from fat2019.util import locks
-from fat2019.train import seeds
+from fat2019.train import commit, seeds
 from fat2019.util import shutdown
 from fat2019.data.batches import ClipData, TrainBatches, predict_tta
 from fat2019.config import ModelConfig, Profile
 from fat2019.run_record import RunRecordError
-from fat2019.util.atomic import atomic_write_text
 from fat2019.eval.metrics import lrap, lwlrap
 from fat2019.nn.models import load_weights
+from fat2019.util.digest import file_sha256
 from fat2019.util.progress import Progress
 
 
@@ -160,6 +163,8 @@ def clear(folder: Path, prefix: str) -> None:
     """Forget a run (for --force): its marker first, so a crash midway leaves it unfinished."""
     for suffix in layout.RUN_SUFFIXES:
         layout.run_file(folder, prefix, suffix).unlink(missing_ok=True)
+    for path in layout.temporaries(folder, prefix):
+        path.unlink(missing_ok=True)
     shutil.rmtree(layout.tensorboard_dir(folder, prefix), ignore_errors=True)
 
 
@@ -179,52 +184,67 @@ def log_scalars(writer, step: int, scalars: dict) -> None:
     writer.flush()
 
 
-def save_weights_atomic(model: keras.Model, path: Path) -> None:
-    tmp = layout.temporary(path)
-    with shutdown.critical():  # a SIGTERM lets the write finish (shutdown.py)
-        model.save_weights(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
+def save_checkpoint(model: keras.Model, path: Path) -> None:
+    """The whole model, optimizer slots and iteration count included (the resume point)."""
+    model.save(path)
 
 
-def save_model_atomic(model: keras.Model, path: Path) -> None:
-    tmp = layout.temporary(path)
+def summary_of(state: dict) -> dict:
+    """<prefix>.json: the chosen epoch and its score, the epochs run, the time they took,
+    where the run started from (`provenance`) and its final weights' SHA-256."""
+    return {"best_epoch": state["best_epoch"] + 1, "best_val_lrap": state["best_score"],
+            "epochs_run": state["next_epoch"], "seconds": round(state["seconds"], 1),
+            **state.get("provenance", {}), "weights_sha256": state.get("weights_sha256")}
+
+
+def end_epoch(model: keras.Model, folder: Path, prefix: str, state: dict, improved: bool, last: bool) -> None:
+    """Epoch `state["next_epoch"]`'s files, staged, then its commit, then their publishing
+    (commit.py); after the last epoch the run is finished. One critical block: a SIGTERM
+    anywhere in it lets the whole epoch end complete first."""
+    epoch = state["next_epoch"]   # 1-based: the epoch just run
+    history = pd.DataFrame(state["history"], columns=HISTORY_COLUMNS).to_csv(index=False)
     with shutdown.critical():
-        model.save(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-
-
-def _fsync(path: Path) -> None:
-    """On disk before the rename, so a power cut cannot leave an empty file under the final name."""
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def remove_temporaries(folder: Path, prefix: str) -> None:
-    """Temp files a killed run of `prefix` left mid-write; nothing reads them."""
-    for path in layout.temporaries(folder, prefix):
-        path.unlink(missing_ok=True)
+        moves = []
+        if improved:
+            moves.append(commit.stage(layout.weights_path(folder, prefix), epoch, model.save_weights, "weights"))
+        moves.append(commit.stage(layout.history_path(folder, prefix), epoch,
+                                  lambda path: commit.write_text(path, history), "history"))
+        if last:
+            best = layout.weights_path(folder, prefix)
+            state["weights_sha256"] = file_sha256(layout.staged(best, epoch) if improved else best)
+            summary = json.dumps(summary_of(state), indent=1)
+            moves.append(commit.stage(layout.summary_path(folder, prefix), epoch,
+                                      lambda path: commit.write_text(path, summary), "summary"))
+        else:
+            moves.append(commit.stage(layout.checkpoint_path(folder, prefix), epoch,
+                                      lambda path: save_checkpoint(model, path), "checkpoint"))
+        state["finished"] = last
+        commit.commit(layout.state_path(folder, prefix), state, moves, epoch)
+        commit.publish(folder, state, epoch)
+        if last:
+            commit.finish(folder, prefix, epoch, remove=(layout.checkpoint_path(folder, prefix),))
 
 
 def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, crop_samples: int,
-        folder: Path, prefix: str, *, seed: int, label: str, workers: int = 2, tensorboard: bool = False) -> dict:
+        folder: Path, prefix: str, *, seed: int, label: str, workers: int = 2, tensorboard: bool = False,
+        provenance: dict | None = None) -> dict:
     """Train `model` by `schedule`, resuming `prefix` in `folder` if it was interrupted.
     `seed` is the unit's own seed (seeds.unit_seed); `model` is in the unit's start state
-    (`start_state`).
+    (`start_state`). `provenance` (what the run started from, its backend, precision and
+    seed) goes into <prefix>.json; a resumed run keeps the one it started with.
     A model built inside a tf.distribute strategy's scope trains on its replicas, with the
     schedule scaled by `Schedule.for_replicas`. Returns the finished run's summary (also in
     <prefix>.json)."""
     strategy = distribute.model_strategy(model)
     schedule = schedule.for_replicas(strategy.num_replicas_in_sync)
     folder.mkdir(parents=True, exist_ok=True)
-    remove_temporaries(folder, prefix)
-    state_path, last_path = layout.state_path(folder, prefix), layout.checkpoint_path(folder, prefix)
-    best_path = layout.weights_path(folder, prefix)
     replicas = strategy.num_replicas_in_sync
-    state = {"next_epoch": 0, "best_epoch": None, "best_score": -1.0, "history": [], "seconds": 0.0}
-    if state_path.is_file() and last_path.is_file():
-        state = json.loads(state_path.read_text())
+    state = commit.recover(folder, prefix)   # the last committed epoch, and nothing else
+    last_path = layout.checkpoint_path(folder, prefix)
+    if state is not None and state.get("finished"):   # killed after its last commit: finish it
+        commit.finish(folder, prefix, state["next_epoch"], remove=(last_path,))
+        return json.loads(layout.summary_path(folder, prefix).read_text())
+    if state is not None and last_path.is_file():
         with strategy.scope():  # its variables must live on the same replicas
             model = keras.models.load_model(last_path)
         check_crop(model, crop_samples, last_path)
@@ -234,6 +254,9 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
             print(f"warning: {label} started on {started_on} replica(s) and resumes on {replicas}: from epoch "
                   f"{state['next_epoch'] + 1} the global batch is {schedule.batch_size} and the lr x "
                   f"sqrt({replicas}) (see history.csv); --force restarts it on {replicas}", file=sys.stderr)
+    else:
+        state = {"next_epoch": 0, "best_epoch": None, "best_score": -1.0, "history": [], "seconds": 0.0,
+                 "provenance": dict(provenance or {})}
     state["replicas"] = replicas  # the schedule's scaling depends on it
 
     # Written here rather than by Keras' TensorBoard callback: model.fit runs one epoch at
@@ -257,7 +280,6 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
 
         improved = epoch >= schedule.keep_from_epoch and val_lrap > state["best_score"]
         if improved:
-            save_weights_atomic(model, best_path)
             state["best_epoch"], state["best_score"] = epoch, val_lrap
         state["history"].append({"epoch": epoch + 1, "lr": lr, "loss": loss,
                                  "val_lrap": val_lrap, "val_lwlrap": val_lwlrap})
@@ -272,29 +294,18 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
         if stopping:
             print(schedule.stop_message(label, epoch, state["best_epoch"]), flush=True)
         last = epoch + 1 == schedule.epochs or stopping
-        atomic_write_text(layout.history_path(folder, prefix),
-                          pd.DataFrame(state["history"], columns=HISTORY_COLUMNS).to_csv(index=False))
+        if last and state["best_epoch"] is None:   # no epoch reached keep_from_epoch (a schedule shorter than it)
+            improved, state["best_epoch"] = True, epoch
+        end_epoch(model, folder, prefix, state, improved, last)
         if writer is not None:
             # step = the epoch of history.csv, so a resumed run continues the same curves
             log_scalars(writer, epoch + 1, {name: state["history"][-1][name] for name in HISTORY_COLUMNS[1:]})
         if last:
             break
-        with shutdown.critical():  # the checkpoint and its state, both or neither on SIGTERM
-            save_model_atomic(model, last_path)
-            atomic_write_text(state_path, json.dumps(state))
 
     if writer is not None:
         writer.close()
-    if not best_path.is_file():  # no epoch reached keep_from_epoch (a schedule shorter than it)
-        save_weights_atomic(model, best_path)
-        state["best_epoch"] = state["next_epoch"] - 1
-    summary = {"best_epoch": state["best_epoch"] + 1, "best_val_lrap": state["best_score"],
-               "epochs_run": state["next_epoch"], "seconds": round(state["seconds"], 1)}
-    atomic_write_text(layout.summary_path(folder, prefix), json.dumps(summary, indent=1))
-    for path in (last_path, state_path):
-        if path.exists():
-            path.unlink()
-    return summary
+    return summary_of(state)
 
 
 class CropMismatch(RunRecordError):

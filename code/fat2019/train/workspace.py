@@ -93,7 +93,6 @@ class Workspace:
         if stage is not None:
             print(machine.stage_line(stage, profile.name, ray_plan=ray_plan), flush=True)
         self.models = config.select_models(args.models)
-        set_precision(getattr(args, "mixed_precision", None))
         if getattr(args, "tensorboard", False):
             distribute.require_tensorflow("--tensorboard (tf.summary)")
         # made first, before anything starts TensorFlow's runtime (--logical-cpus needs that)
@@ -102,6 +101,10 @@ class Workspace:
         # the models folder's record decides the settings (and refuses contradicting ones)
         self.profile, self.record = run_record.settle(args, profile, self.paths.models, self.dataset.classes,
                                                       write=True)
+        # the given --mixed-precision, else the recorded one: sharded runs keep one precision
+        # (a stage without the option, ensemble.py, computes in float32)
+        keras.mixed_precision.set_global_policy(run_record.precision(args, self.record)
+                                                if hasattr(args, "mixed_precision") else "float32")
         if self.strategy.num_replicas_in_sync > 1:
             self.announce_replicas()
 
