@@ -12,6 +12,14 @@ never import one another.
             fold<k>.test.csv         fold k's predictions of the test clips
             oof.csv, test.csv        every fold gathered: out-of-fold rows, mean test rows
             history.csv, report.png  every fold's epochs, and their plot
+        tune/                        tune.py's search of the log-mel front end
+            best_frontend.json       written last: the best trial's front end and crop length
+                                     (the stages' --frontend FILE)
+            search.json              what is searched (the space, model, folds, trials)
+            trials.csv, tune_report.png   every trial's settings and scores, and their plot
+            experiment/              Ray Tune's own state (Tuner.restore resumes from it)
+            trials/<trial id>/       each trial's training run (the files of a run, below), its
+                                     output (trial.log) and its epochs' scores (trial.json)
         stacker/
             fold<k>.weights.h5       the stacker of fold k
             stacker.json             written last: its models, average weights, classes,
@@ -47,6 +55,15 @@ OOF_CSV, TEST_CSV = "oof.csv", "test.csv"
 FOLD_OOF_SUFFIX, FOLD_TEST_SUFFIX = ".oof.csv", ".test.csv"
 # a model's prediction CSVs, whichever exist: each holds the class list in its header
 PREDICTION_CSV_PATTERNS = (OOF_CSV, TEST_CSV, f"fold*{FOLD_OOF_SUFFIX}", f"fold*{FOLD_TEST_SUFFIX}")
+TUNE_DIR = "tune"                     # models/: tune.py's search
+BEST_FRONTEND_JSON = "best_frontend.json"
+SEARCH_JSON = "search.json"
+TRIALS_CSV = "trials.csv"
+TUNE_REPORT_PNG = "tune_report.png"
+TUNE_EXPERIMENT = "experiment"        # Ray Tune's experiment folder (its name in Tune)
+TRIALS_DIR = "trials"
+TRIAL_LOG = "trial.log"
+TRIAL_JSON = "trial.json"             # a trial's own record: each epoch's lwlrap and seconds
 STACKER_DIR = "stacker"
 STACKER_JSON = "stacker.json"
 
@@ -206,3 +223,19 @@ def stacker_weights_path(folder: Path, fold: int) -> Path:
 
 def stacker_json(models_dir: Path) -> Path:
     return stacker_dir(models_dir) / STACKER_JSON
+
+
+# ---------------------------------------------------------------------------------------
+# The search of the front end (tune.py)
+# ---------------------------------------------------------------------------------------
+
+def tune_dir(models_dir: Path) -> Path:
+    return Path(models_dir) / TUNE_DIR
+
+
+def best_frontend_json(models_dir: Path) -> Path:
+    return tune_dir(models_dir) / BEST_FRONTEND_JSON
+
+
+def trial_dir(models_dir: Path, trial_id: str) -> Path:
+    return tune_dir(models_dir) / TRIALS_DIR / trial_id
