@@ -63,17 +63,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--trials {args.trials}: expected at least 1")
     if args.models and len(args.models) > 1:
         parser.error(f"--models {' '.join(args.models)}: a search trains one model; name one")
-    # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
-    from fat2019 import config, layout
-    from fat2019.train.workspace import Workspace
+    from fat2019 import cli, config, layout, run_record
 
     args.models = args.models or [config.ZOO[0].name]
     args.folds = args.folds or [0]
+    # the space is checked first, before anything is written or trained
+    profile, paths = cli.resolve(args)
+    profile, _ = run_record.settle(args, profile, paths.models, None, write=False)
+    values = space.default_space(profile)
+    values.update({p.name: getattr(args, p.name) for p in space.PARAMETERS if getattr(args, p.name)})
+    space.check(values)
+
+    # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
+    from fat2019.train.workspace import Workspace
+
     ws = Workspace(args)
     ws.fold_numbers()   # in the profile's range
-    values = space.default_space(ws.profile)
-    values.update({p.name: getattr(args, p.name) for p in space.PARAMETERS if getattr(args, p.name)})
-    space.check(values)   # before any trial starts
     ws.folds   # models/folds.csv made here once, not by the trials at the same time
     if chosen is None or chosen.address is None or ray_scheduler.on_loopback(chosen.address):
         # as ray_scheduler.connect does, but before search.py imports Ray: a local Ray stays on 127.0.0.1
