@@ -27,6 +27,7 @@ import sys
 from fat2019.cli import BadInput, run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019.train import ray_scheduler
 from fat2019.tune import space
+from fat2019.util import machine
 
 DEFAULT_TRIALS = 12
 
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                if len(baseline) and baseline["best_lwlrap"].notna().iloc[0] else "")
     print(f"tune: best trial {best['trial']}, lwlrap {best['best_lwlrap']:.4f}{against}: "
           f"{search.describe(best.to_dict())}\ntune: wrote {path}; use it with --frontend {path}")
+    print(machine.summary())   # CPU runs' last digits depend on it (docs/reproducibility-across-cpus.md)
     failed = table[table["ended"] == "failed"]
     return 1 if len(failed) else 0
 

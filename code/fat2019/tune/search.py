@@ -38,8 +38,9 @@ from fat2019.util import shutdown   # noqa: E402
 from fat2019.util.atomic import atomic_write_text   # noqa: E402
 from fat2019.util.progress import duration   # noqa: E402
 
+# A failed trial is one line of ours (Announcer), not Tune's logged traceback (in its error file)
 for _name in ("ray", "ray.tune", "ray.train", "ray.air"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 METRIC = "val_lwlrap"
 REDUCTION_FACTOR = 2      # ASHA keeps the best half at each rung
@@ -121,7 +122,7 @@ class Announcer(tune.Callback):
         self.announce(trials, trial, None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.announce(trials, trial, trial.error_file or "see its trial.log")
+        self.announce(trials, trial, error_summary(trial.error_file))
 
     def announce(self, trials, ended, error) -> None:
         if self.ended_before is None:
@@ -149,6 +150,15 @@ class Announcer(tune.Callback):
         return {"models_dir": self.models_dir, "max_epochs": self.max_epochs, "total": self.total}
 
 
+def error_summary(error_file: str | None) -> str:
+    """The exception's last line, and where the whole traceback is."""
+    path = Path(error_file) if error_file else None
+    if path is None or not path.is_file():
+        return "see its trial.log"
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return f"{lines[-1].strip() if lines else 'no message'}; traceback in {path}"
+
+
 def resources(chosen: ray_scheduler.Plan | None) -> dict:
     """Each trial's: one GPU (real or pretend) on Ray's GPUs, else every CPU core (one trial
     at a time: a 2-core CPU gains nothing from two)."""
@@ -166,7 +176,7 @@ def run(models_dir: Path, options: argparse.Namespace, search: Search, profile: 
         ray_scheduler.keep_driver_off_the_gpus()
     ray = ray_scheduler.connect(chosen or ray_scheduler.Plan())
     try:
-        context = trial.Context(options=vars(options), model=search.model, folds=search.folds,
+        context = trial.Context(options=vars(options), models_dir=Path(models_dir).resolve(), model=search.model, folds=search.folds,
                                 max_epochs=search.max_epochs, seed=search.seed,
                                 workers=options.workers, pretend=bool(chosen and chosen.pretend),
                                 niceness=os.getpriority(os.PRIO_PROCESS, 0),

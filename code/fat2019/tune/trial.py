@@ -29,6 +29,7 @@ class Context:
     """What every trial shares: the stage's options (to rebuild its Workspace) and the
     driver's process settings."""
     options: dict                       # vars() of the parsed options
+    models_dir: Path                    # the resolved one (the options may leave it to the profile)
     model: str
     folds: tuple[int, ...]
     max_epochs: int                     # of the whole trial: the profile's epochs x folds
@@ -73,8 +74,7 @@ def run(trial: dict, context: Context) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     args = argparse.Namespace(**context.options)
-    models_dir = Path(args.models_dir)
-    folder = layout.trial_dir(models_dir, trial_id)
+    folder = layout.trial_dir(context.models_dir, trial_id)
     folder.mkdir(parents=True, exist_ok=True)
     prepare_process(context)
     with open(folder / layout.TRIAL_LOG, "a") as log, contextlib.redirect_stdout(log), \
