@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     csv = report.write_table(ws.paths.models, table)
     saved = report.savings(table, max_epochs)
     print(report.savings_line(saved))
-    png = report.plot(ws.paths.models, table, f"tune: {args.models[0]}, fold(s) {args.folds}, profile "
+    png = report.plot(ws.paths.models, table, values, f"tune: {args.models[0]}, fold(s) {args.folds}, profile "
                                               f"{ws.profile.name}, {len(table)} trials")
     print(f"tune: table {csv}, plot {png}")
     scored = table[table["best_lwlrap"].notna()]

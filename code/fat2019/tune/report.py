@@ -78,19 +78,22 @@ def write_table(models_dir: Path, table: pd.DataFrame) -> Path:
     return path
 
 
-def plot(models_dir: Path, table: pd.DataFrame, title: str) -> Path:
-    """tune_report.png: best lwlrap against each parameter, one panel each; the baseline
-    (the profile's front end) in red, trials ASHA stopped hollow."""
+def plot(models_dir: Path, table: pd.DataFrame, searched: dict[str, list], title: str) -> Path:
+    """tune_report.png: best lwlrap against each parameter (every value `searched`, and
+    the baseline's), one panel each; the baseline (the profile's front end) in red,
+    trials ASHA stopped hollow."""
     scored = table[table["best_lwlrap"].notna()]
     fig = Figure(figsize=(16, 7.5))
     axes = fig.subplots(2, 4).ravel()
     rng = np.random.default_rng(0)   # a little sideways jitter, so equal values stay visible
     for ax, p in zip(axes, space.PARAMETERS):
-        values = sorted(table[p.name].unique())
+        values = sorted(set(searched[p.name]) | set(table[p.name]))
         position = {v: i for i, v in enumerate(values)}
         x = np.array([position[v] for v in scored[p.name]], float) + rng.uniform(-0.12, 0.12, len(scored))
         for ended, face in (("finished", "tab:blue"), ("stopped", "none"), ("failed", "none")):
             pick = (scored["ended"] == ended).to_numpy() & ~scored["baseline"].to_numpy()
+            if not pick.any():
+                continue
             ax.scatter(x[pick], scored["best_lwlrap"][pick], facecolors=face, edgecolors="tab:blue", s=36,
                        label={"finished": "finished", "stopped": "stopped early (ASHA)", "failed": "failed"}[ended])
         base = scored["baseline"].to_numpy()
@@ -98,6 +101,7 @@ def plot(models_dir: Path, table: pd.DataFrame, title: str) -> Path:
                    label="the profile's front end")
         ax.set_xticks(range(len(values)),
                       ["Nyquist" if p.name == "f_max" and v >= space.NYQUIST else f"{v:g}" for v in values])
+        ax.set_xlim(-0.5, len(values) - 0.5)
         ax.set_xlabel(p.name)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("best validation lwlrap")
