@@ -31,21 +31,30 @@ def trial_table(models_dir: Path, trials: list[tuple[str, dict, bool]], default:
         scores = [e["val_lwlrap"] for e in record["epochs"]]
         ended = ("failed" if failed else "finished" if record["finished"] or len(scores) >= max_epochs
                  else "stopped" if scores else "not run")
+        seconds = [e["seconds"] for e in record["epochs"]]
         rows.append({"trial": trial_id, **{name: values[name] for name in NAMES},
                      "best_lwlrap": max(scores) if scores else np.nan, "epochs": len(scores),
-                     "seconds": round(sum(e["seconds"] for e in record["epochs"]), 1), "ended": ended,
-                     "baseline": all(values[name] == default[name] for name in NAMES)})
-    table = pd.DataFrame(rows, columns=["trial", *NAMES, "best_lwlrap", "epochs", "seconds", "ended", "baseline"])
+                     "seconds": round(sum(seconds), 1), "epoch_seconds": round(steady(seconds), 1),
+                     "ended": ended, "baseline": all(values[name] == default[name] for name in NAMES)})
+    table = pd.DataFrame(rows, columns=["trial", *NAMES, "best_lwlrap", "epochs", "seconds", "epoch_seconds",
+                                        "ended", "baseline"])
     return table.sort_values("best_lwlrap", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def steady(seconds: list[float]) -> float:
+    """A trial's time per epoch once started: the mean of its epochs after the first (which
+    also builds and traces the model), or the first when it ran only one."""
+    later = seconds[1:] or seconds
+    return sum(later) / len(later) if later else float("nan")
 
 
 def savings(table: pd.DataFrame, max_epochs: int) -> dict:
     """The epochs ASHA's stopped trials did not run, and their time at each such trial's
-    own mean epoch time (a trial's epochs take about the same time: same front end, crop
-    and clips)."""
+    own epoch time (`steady`: its later epochs take about the same time, same front end,
+    crop and clips)."""
     stopped = table[table["ended"] == "stopped"]
     skipped = (max_epochs - stopped["epochs"]).clip(lower=0)
-    seconds = float((skipped * stopped["seconds"] / stopped["epochs"].clip(lower=1)).sum())
+    seconds = float((skipped * stopped["epoch_seconds"]).sum())
     return {"stopped": len(stopped), "trials": int((table["ended"] != "not run").sum()),
             "epochs_skipped": int(skipped.sum()), "epochs_run": int(table["epochs"].sum()),
             "seconds_saved": seconds, "seconds_run": float(table["seconds"].sum())}
@@ -69,7 +78,7 @@ def shown_table(table: pd.DataFrame) -> str:
     shown["trial"] = [t + (" (default)" if b else "") for t, b in zip(shown["trial"], shown["baseline"])]
     shown["best_lwlrap"] = shown["best_lwlrap"].map(lambda v: f"{v:.4f}" if v == v else "-")
     shown["time"] = shown["seconds"].map(duration)
-    return shown.drop(columns=["seconds", "baseline"]).to_string(index=False)
+    return shown.drop(columns=["seconds", "epoch_seconds", "baseline"]).to_string(index=False)
 
 
 def write_table(models_dir: Path, table: pd.DataFrame) -> Path:
