@@ -1,7 +1,7 @@
 """The tagging model of the zoo and the ensemble's stacker (docs/faithfulness.md, "The model", "Prediction
 and ensemble").
 
-    audio (crop_samples,) -> LogMelSpectrogram (config.frontend) -> (time, 64, 1)
+    audio (crop_samples,) -> LogMelSpectrogram (config.frontend; 64 mels by default) -> (time, 64, 1)
         -> stem -> 4 conv blocks ("9-layer CNN")   -> (time/8, 8, 512)  "backbone_out"
         -> mel-pair shuffle -> max over time -> mean over mel -> 1024
     global_feat (128, 12) -> BN -> BiGRU(128, sum) -> BiGRU(128, sum) -> max over time -> 128
