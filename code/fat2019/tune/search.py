@@ -172,7 +172,7 @@ def run(models_dir: Path, options: argparse.Namespace, search: Search, profile: 
     """Run (or continue) the experiment; returns Tune's ResultGrid."""
     tune_dir = layout.tune_dir(models_dir).resolve()
     experiment = tune_dir / layout.TUNE_EXPERIMENT
-    if chosen is not None:
+    if chosen is not None and not chosen.pretend:   # real GPUs only: the driver trains nothing
         ray_scheduler.keep_driver_off_the_gpus()
     ray = ray_scheduler.connect(chosen or ray_scheduler.Plan())
     try:

@@ -79,7 +79,8 @@ def run(trial: dict, context: Context) -> None:
     prepare_process(context)
     with open(folder / layout.TRIAL_LOG, "a") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
-        print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} trial {trial_id}: {json.dumps(trial)}", flush=True)
+        print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} trial {trial_id} (CUDA_VISIBLE_DEVICES "
+              f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): {json.dumps(trial)}", flush=True)
         train_folds(trial, context, args, folder, trial_id)
 
 
