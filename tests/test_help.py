@@ -18,7 +18,8 @@ import train
 CODE = Path(__file__).resolve().parent.parent / "code"
 # the folder options are the same for every training-side stage, so one set of them works
 # for every stage of a run (run.sh, the tests' tiny pipeline)
-ALWAYS = {"--profile", "--data-dir", "--features-dir", "--models-dir", "--submissions-dir", "--models", "--set"}
+ALWAYS = {"--profile", "--data-dir", "--features-dir", "--models-dir", "--submissions-dir", "--models", "--set",
+          "--frontend"}
 EXPECTED = {   # beyond ALWAYS
     pretrain: {"--features-dir", "--force", "--workers", "--seed", "--mixed-precision", "--strategy",
                "--logical-cpus", "--tensorboard", "--gpus", "--cluster"},

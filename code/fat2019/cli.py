@@ -106,8 +106,11 @@ def resolve(args: argparse.Namespace) -> tuple[config.Profile, config.Paths]:
     """The profile and folders the user asked for, defaults filled in. Own data (a
     --data-dir that is not the profile's) keeps its models and submissions beside it, one
     folder per profile, so it never overwrites the demo's or the competition's."""
-    profile = override(config.get_profile(args.profile or default_profile(args.data_dir)),
-                       getattr(args, "overrides", []))
+    profile = config.get_profile(args.profile or default_profile(args.data_dir))
+    if getattr(args, "frontend", None) is not None:   # before --set, which may change its crop length again
+        from fat2019.tune import space   # here: it reads and checks the file (numpy)
+        profile = space.apply_frontend_file(profile, args.frontend)
+    profile = override(profile, getattr(args, "overrides", []))
     paths = profile.paths()
     data = Path(args.data_dir) if args.data_dir else paths.data
     if not same_folder(data, paths.data):
@@ -120,15 +123,19 @@ def resolve(args: argparse.Namespace) -> tuple[config.Profile, config.Paths]:
     )
 
 
+# profile fields --set cannot change: the front end comes whole from a file (--frontend)
+NOT_SET = ("name", "demo_sizes", "frontend")
+
+
 def override(profile: config.Profile, assignments: list[str]) -> config.Profile:
     """The profile with FIELD=VALUE assignments applied, each parsed as the field's type."""
     fields = {f.name: f for f in dataclasses.fields(profile)}
     changes = {}
     for item in assignments:
         name, sep, text = item.partition("=")
-        if not sep or name not in fields or name in ("name", "demo_sizes"):
+        if not sep or name not in fields or name in NOT_SET:
             raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
-                             f"{sorted(set(fields) - {'name', 'demo_sizes'})}")
+                             f"{sorted(set(fields) - set(NOT_SET))}")
         current = getattr(profile, name)
         try:
             if isinstance(current, tuple):
@@ -148,12 +155,19 @@ STRATEGIES = ("default", "mirrored")   # --strategy: train/distribute.py makes t
 
 
 def stage_parser(description: str, *, folds: bool = True, force: bool = True, workers: bool = True,
-                 seed: bool = True, precision: bool = True, trains: bool = False) -> argparse.ArgumentParser:
-    """The options of a training-side stage: profile, folders and models always; the others
-    only for the stages they mean something to (so --help lists only what a stage uses);
-    with `trains`, those of the stages that fit models: devices and TensorBoard."""
+                 seed: bool = True, precision: bool = True, trains: bool = False,
+                 frontend: bool = True) -> argparse.ArgumentParser:
+    """The options of a training-side stage: profile, folders and models always (and the
+    front end, but for the search of it); the others only for the stages they mean
+    something to (so --help lists only what a stage uses); with `trains`, those of the
+    stages that fit models: devices and TensorBoard."""
     parser = script_parser(description)
     add_common_args(parser)
+    if frontend:
+        parser.add_argument("--frontend", type=Path, metavar="FILE",
+                            help="build the models with this log-mel front end and crop length: tune.py's "
+                                 "<models-dir>/tune/best_frontend.json (docs/tuning.md). Default: the "
+                                 "models folder's run.json, else the original's")
     parser.add_argument("--models", nargs="+", metavar="NAME",
                         help=f"zoo members to process (default: all): {', '.join(config.ZOO_BY_NAME)}")
     if folds:

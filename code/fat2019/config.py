@@ -23,6 +23,20 @@ FEATURES_DIR = "features"     # the feature cache, inside the data folder
 
 
 @dataclass(frozen=True)
+class FrontEnd:
+    """The log-mel front end, the model's first layer (nn/frontend.py): the original's by
+    default (docs/faithfulness.md, "The model"). tune.py searches it; a stage given
+    `--frontend FILE` (the search's best_frontend.json) builds every model with that one."""
+    n_mels: int = 64
+    n_fft: int = 1024
+    hop_length: int = 512
+    f_min: float = 0.0
+    f_max: float | None = None          # None: the Nyquist frequency, SAMPLE_RATE / 2
+    amin: float = 1e-10                 # the log's floor: dB = 10 log10(max(power, amin))
+    top_db: float = 80.0                # dB below the clip's maximum, floored there
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """One member of the model zoo.
 
@@ -38,6 +52,7 @@ class ModelConfig:
     duration: float = 5.0
     width: float = 1.0
     lr: float = 5e-4
+    frontend: FrontEnd = FrontEnd()
 
     @property
     def crop_samples(self) -> int:
@@ -69,6 +84,7 @@ class Profile:
     duration: float = 5.0               # seconds per training crop
     width: float = 1.0                  # conv width multiplier
     lr_multiplier: float = 1.0          # times each model's learning rate
+    frontend: FrontEnd = FrontEnd()     # every model's log-mel (run.json records it on its own)
     # data layout (relative to the repo root)
     data_dir: str = "input"
     models_dir: str = "models"
@@ -101,9 +117,9 @@ class Profile:
     demo_sizes: dict = field(default_factory=dict)
 
     def scale(self, model: ModelConfig) -> ModelConfig:
-        """The zoo model at this profile's crop length and width."""
+        """The zoo model at this profile's crop length, width and front end."""
         return dataclasses.replace(model, duration=self.duration, width=self.width,
-                                   lr=model.lr * self.lr_multiplier)
+                                   lr=model.lr * self.lr_multiplier, frontend=self.frontend)
 
     def paths(self, root: Path = REPO_ROOT) -> "Paths":
         data = root / self.data_dir

@@ -14,6 +14,14 @@ never import one another.
             oof.csv, test.csv        every fold gathered: out-of-fold rows, mean test rows
             gathered.json            the hashes of the fold CSVs those came from, and theirs
             history.csv, report.png  every fold's epochs, and their plot
+        tune/                        tune.py's search of the log-mel front end
+            best_frontend.json       written last: the best trial's front end and crop length
+                                     (the stages' --frontend FILE)
+            search.json              what is searched (the space, model, folds, trials)
+            trials.csv, tune_report.png   every trial's settings and scores, and their plot
+            experiment/              Ray Tune's own state (Tuner.restore resumes from it)
+            trials/<trial id>/       each trial's training run (the files of a run, below), its
+                                     output (trial.log) and its epochs' scores (trial.json)
         stacker/
             fold<k>.weights.h5       the stacker of fold k
             stacker.state.json       while it trains: the folds committed so far (commit.py)
@@ -58,6 +66,15 @@ FOLD_PREDICTED_SUFFIX = ".predicted.json"   # fold<k>: which weights its predict
 GATHERED_JSON = "gathered.json"             # which fold predictions oof.csv and test.csv came from
 # a model's prediction CSVs, whichever exist: each holds the class list in its header
 PREDICTION_CSV_PATTERNS = (OOF_CSV, TEST_CSV, f"fold*{FOLD_OOF_SUFFIX}", f"fold*{FOLD_TEST_SUFFIX}")
+TUNE_DIR = "tune"                     # models/: tune.py's search
+BEST_FRONTEND_JSON = "best_frontend.json"
+SEARCH_JSON = "search.json"
+TRIALS_CSV = "trials.csv"
+TUNE_REPORT_PNG = "tune_report.png"
+TUNE_EXPERIMENT = "experiment"        # Ray Tune's experiment folder (its name in Tune)
+TRIALS_DIR = "trials"
+TRIAL_LOG = "trial.log"
+TRIAL_JSON = "trial.json"             # a trial's own record: each epoch's lwlrap and seconds
 STACKER_DIR = "stacker"
 STACKER_JSON = "stacker.json"
 STACKER_RUN = "stacker"               # models/stacker/: the prefix of its state file while it trains
@@ -264,3 +281,19 @@ def stacker_json(models_dir: Path) -> Path:
 def stacker_temporaries(folder: Path) -> list[Path]:
     """What a killed stacker left staged or mid-write in its folder `folder`."""
     return [*temporaries(folder, STACKER_RUN), *Path(folder).glob(f"{FOLD}*.*tmp*")]
+
+
+# ---------------------------------------------------------------------------------------
+# The search of the front end (tune.py)
+# ---------------------------------------------------------------------------------------
+
+def tune_dir(models_dir: Path) -> Path:
+    return Path(models_dir) / TUNE_DIR
+
+
+def best_frontend_json(models_dir: Path) -> Path:
+    return tune_dir(models_dir) / BEST_FRONTEND_JSON
+
+
+def trial_dir(models_dir: Path, trial_id: str) -> Path:
+    return tune_dir(models_dir) / TRIALS_DIR / trial_id

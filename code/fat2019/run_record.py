@@ -2,7 +2,9 @@
 models folder, so the folder knows how it was trained.
 
 It holds the resolved profile (every field, --set overrides applied), the zoo members'
-configs at that profile's scale, the class list, the fold seed and the package versions.
+configs at that profile's scale, the class list, the fold seed, the log-mel front end
+(`frontend`, on its own: a record without one was made with the original's) and the
+package versions.
 Later stages and tag.py take their settings from it: without --profile or --set they use
 the recorded profile; with them, every recorded setting must match, or the stage refuses
 (exit 2) naming each differing field with both values. This is also what keeps the crop
@@ -23,7 +25,8 @@ from fat2019.cli import BadInput
 from fat2019.util.atomic import atomic_write_text
 
 PACKAGES = ("keras", "tensorflow", "jax", "numpy", "pandas", "scikit-learn", "librosa")
-COMPARED = ("profile", "models", "classes", "fold_seed")   # `versions` is informative only
+REQUIRED = ("profile", "models", "classes", "fold_seed")
+COMPARED = (*REQUIRED, "frontend")   # `versions` is informative only
 # --mixed-precision: recorded as the Keras policy; compared where a stage is given it (a
 # stage given none runs at the recorded one); absent from records made before it was
 PRECISION = "precision"
@@ -50,14 +53,20 @@ def as_json(value):
     return json.loads(json.dumps(value))
 
 
+def without_frontend(settings) -> dict:
+    """A profile's or model's fields less the front end, which the record keeps once, apart."""
+    return {k: v for k, v in as_json(dataclasses.asdict(settings)).items() if k != "frontend"}
+
+
 def make(profile: config.Profile, classes: list[str], precision: str = "float32") -> dict:
     from fat2019.data.folds import FOLD_SEED   # folds imports pandas; --help needs neither
     return {
-        "profile": as_json(dataclasses.asdict(profile)),
-        "models": {m.name: as_json(dataclasses.asdict(profile.scale(m))) for m in config.ZOO},
+        "profile": without_frontend(profile),
+        "models": {m.name: without_frontend(profile.scale(m)) for m in config.ZOO},
         "classes": list(classes),
         "fold_seed": FOLD_SEED,
         PRECISION: precision,
+        "frontend": as_json(dataclasses.asdict(profile.frontend)),
         "versions": versions(),
     }
 
@@ -80,12 +89,13 @@ def read(models_dir: Path) -> dict | None:
         return None
     try:
         record = json.loads(path.read_text())
-        missing = [k for k in COMPARED if k not in record]
+        missing = [k for k in REQUIRED if k not in record]
     except (OSError, ValueError) as e:
         raise RunRecordError(f"{path}: cannot read the run's record ({e}); delete it to record the current "
                              f"options again") from None
     if missing:
         raise RunRecordError(f"{path}: the run's record lacks {missing}; delete it to record the current options")
+    record.setdefault("frontend", as_json(dataclasses.asdict(config.FrontEnd())))   # recorded before front ends were
     return record
 
 
@@ -93,7 +103,7 @@ def profile_of(record: dict) -> config.Profile:
     """The recorded profile, as the Profile it was resolved to."""
     fields = {f.name: f for f in dataclasses.fields(config.Profile)}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in record["profile"].items() if k in fields}
-    return config.Profile(**values)
+    return config.Profile(**{**values, "frontend": config.FrontEnd(**record["frontend"])})
 
 
 def flatten(value, name: str = "") -> dict:
@@ -121,8 +131,9 @@ def differences(recorded: dict, given: dict) -> list[str]:
 
 
 def explicit(args: argparse.Namespace) -> bool:
-    """Whether the user chose the settings (--profile or --set) rather than the defaults."""
-    return args.profile is not None or bool(getattr(args, "overrides", []))
+    """Whether the user chose the settings (--profile, --set or --frontend) rather than the defaults."""
+    return (args.profile is not None or bool(getattr(args, "overrides", []))
+            or getattr(args, "frontend", None) is not None)
 
 
 def settle(args: argparse.Namespace, profile: config.Profile, models_dir: Path,
@@ -141,6 +152,8 @@ def settle(args: argparse.Namespace, profile: config.Profile, models_dir: Path,
         if wanted and record.get(PRECISION) and wanted != record[PRECISION]:
             problems.append(f"{PRECISION} (--mixed-precision): recorded {record[PRECISION]!r}, given {wanted!r}")
         if problems:
+            if getattr(args, "frontend", None) is not None:
+                problems.append(f"(given: the front end and crop length of --frontend {args.frontend})")
             raise RunRecordError(
                 f"the options contradict {layout.run_json(models_dir)}, the record of the run in that folder:\n  "
                 + "\n  ".join(problems) + "\nrun without --profile/--set to use the recorded settings, or use "

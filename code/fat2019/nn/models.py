@@ -1,7 +1,7 @@
 """The tagging model of the zoo and the ensemble's stacker (docs/faithfulness.md, "The model", "Prediction
 and ensemble").
 
-    audio (crop_samples,) -> LogMelSpectrogram -> (time, 64, 1)
+    audio (crop_samples,) -> LogMelSpectrogram (config.frontend; 64 mels by default) -> (time, 64, 1)
         -> stem -> 4 conv blocks ("9-layer CNN")   -> (time/8, 8, 512)  "backbone_out"
         -> mel-pair shuffle -> max over time -> mean over mel -> 1024
     global_feat (128, 12) -> BN -> BiGRU(128, sum) -> BiGRU(128, sum) -> max over time -> 128
@@ -33,7 +33,6 @@ BLOCKS = ((96, (3, 2)), (128, (3, 2)), (256, (3, 3)), (512, (3, 2)))  # filters,
 POOL_STRIDES = (1, 2)
 SE_REDUCTION = 4
 GRU_UNITS = 128
-N_MELS = 64
 
 
 def load_weights(model: keras.Model, path) -> None:
@@ -177,7 +176,10 @@ def build_model(config: ModelConfig, n_classes: int, global_branch=None, *,
     global_feat = keras.Input((N_GLOBAL_STEPS, N_GLOBAL_STATS), name="global_feat")
     other = keras.Input((1,), name="other")
 
-    mel = LogMelSpectrogram(sample_rate=SAMPLE_RATE, n_mels=N_MELS, name="logmel")(audio)
+    front = config.frontend
+    mel = LogMelSpectrogram(sample_rate=SAMPLE_RATE, n_fft=front.n_fft, hop_length=front.hop_length,
+                            n_mels=front.n_mels, f_min=front.f_min, f_max=front.f_max, amin=front.amin,
+                            top_db=front.top_db, name="logmel")(audio)
     x = build_backbone(mel, config, max_pool)
     x = MelPairShuffle(name="mel_pair_shuffle")(x)   # (t, m, c) -> (t, m/2, 2c)
     x = TimeMaxMelMean(name="time_max_mel_mean")(x)  # -> (2c,)

@@ -227,11 +227,13 @@ def end_epoch(model: keras.Model, folder: Path, prefix: str, state: dict, improv
 
 def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, crop_samples: int,
         folder: Path, prefix: str, *, seed: int, label: str, workers: int = 2, tensorboard: bool = False,
-        provenance: dict | None = None) -> dict:
+        provenance: dict | None = None, on_epoch=None) -> dict:
     """Train `model` by `schedule`, resuming `prefix` in `folder` if it was interrupted.
     `seed` is the unit's own seed (seeds.unit_seed); `model` is in the unit's start state
     (`start_state`). `provenance` (what the run started from, its backend, precision and
     seed) goes into <prefix>.json; a resumed run keeps the one it started with.
+    `on_epoch(row)`, when given, gets each epoch's history row once it is committed
+    (tune.py reports it to Ray Tune, which may end the run there).
     A model built inside a tf.distribute strategy's scope trains on its replicas, with the
     schedule scaled by `Schedule.for_replicas`. Returns the finished run's summary (also in
     <prefix>.json)."""
@@ -300,6 +302,8 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
         if writer is not None:
             # step = the epoch of history.csv, so a resumed run continues the same curves
             log_scalars(writer, epoch + 1, {name: state["history"][-1][name] for name in HISTORY_COLUMNS[1:]})
+        if on_epoch is not None:
+            on_epoch(state["history"][-1])
         if last:
             break
 
