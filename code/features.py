@@ -44,10 +44,12 @@ NOTE_KINDS = (("truncated", "truncated"), ("averaged to mono", "channels average
 
 def notes_line(folder) -> str | None:
     """How many clips of a built set carry a note, by kind, and where to read them; None
-    when none does."""
+    when none does, or when the set is not built (bad files stopped it)."""
     import pandas as pd
     from fat2019.data.feature_cache import INDEX
 
+    if not (folder / INDEX).is_file():
+        return None
     notes = pd.read_csv(folder / INDEX, usecols=["notes"], dtype={"notes": str})["notes"].dropna()
     notes = notes[notes.str.strip() != ""]
     if notes.empty:

@@ -27,7 +27,6 @@ import warnings
 from pathlib import Path
 
 
-
 def native_log_level(devices: str = "/dev", environ=os.environ) -> str:
     """TensorFlow's C++ log level for this machine: 2 (errors only) where a GPU may be
     seen; 3 where none can be (no /dev/nvidia<N>, or CUDA_VISIBLE_DEVICES names no CUDA
