@@ -187,14 +187,14 @@ def test_a_failed_unit_is_reported_with_its_log_tail_the_others_finish_and_a_rer
     c, _ = cluster
     units = fake_units(tmp_path, 4, fail=["fold2"], held=["fold1"])
     outcome = ray_scheduler.run(units, Plan(address=c.address), "test")
-    assert outcome.failed == ["fold 2"] and outcome.skipped == ["fold 1"]
+    assert outcome.failed == ["fold 2"] and outcome.unfinished == ["fold 1"]   # held by another run: never done
     assert sorted(outcome.done) == ["fold 0", "fold 3"]
     assert ray_scheduler.exit_code(outcome) == 1
     out, err = capsys.readouterr()
     assert "fold 2: FAILED (exit code 3)" in err and str(tmp_path / "fold2.log") in err
     assert "the loss of fold2 is nan" in err                          # the tail of its log
-    assert "1 unit(s) failed: fold 2" in err
-    assert "fold 1: not finished here (fold1: held by pid 999 on elsewhere; skipped)" in out
+    assert "1 unit(s) failed: fold 2" in err and "1 unit(s) not finished: fold 1" in err
+    assert "fold 1: NOT FINISHED (fold1: held by pid 999 on elsewhere; skipped)" in err
     assert "test: 4/4 units done" in out                              # the whole job's progress
 
     set_control(tmp_path)                                             # fixed, and the holder gone
@@ -255,17 +255,22 @@ def test_a_killed_driver_leaves_no_unit_running_and_a_rerun_does_only_what_is_mi
 
 # --- options --------------------------------------------------------------------------------
 
-def test_a_unit_gets_the_drivers_arguments_without_the_scheduling_ones():
+def test_a_unit_gets_the_drivers_options_as_parsed_without_the_scheduling_ones_nor_force(capsys):
     parser = stage_parser("test", trains=True)
     ray_scheduler.add_args(parser)
-    driver = ["--models", "v1mix", "se", "--gpus", "2", "--folds", "0", "1", "--set", "epochs=2", "--force",
-              "--cluster", "--strategy=default", "--workers", "1"]
-    argv = ray_scheduler.unit_argv(driver, "--models", "se", "--folds", "1")
-    assert not any(a.startswith(("--gpus", "--cluster", "--strategy", "--logical-cpus")) for a in argv)
-    args = parser.parse_args(argv)
-    assert (args.models, args.folds, args.gpus, args.cluster) == (["se"], [1], None, None)
-    assert (args.overrides, args.force, args.workers) == (["epochs=2"], True, 1)
-    assert ray_scheduler.unit_argv(["--cluster", "127.0.0.1:6379", "--force"]) == ["--force"]
+    args = parser.parse_args(["--models", "v1mix", "se", "--gpus", "2", "--folds", "0", "1", "--set", "epochs=2",
+                              "--force", "--strategy=default", "--workers", "1", "--models-dir", "m"])
+    options = ray_scheduler.unit_options(parser, args)
+    assert options == ["--models-dir", str(Path("m").resolve()), "--set", "epochs=2", "--workers", "1"]
+    unit = ray_scheduler.stage_unit("se fold 1", "train.py", options, "se", 1, Path("log"), lambda: False)
+    args = parser.parse_args(unit.command[2:])
+    assert (args.models, args.folds, args.gpus, args.cluster, args.force) == (["se"], [1], None, None, False)
+    assert (args.overrides, args.workers) == (["epochs=2"], 1)
+    # a prefix of an option is no option: it would pass as another and reach the units (issue 27, point 5)
+    for abbreviated in (["--gpu", "4"], ["--clus", "auto"], ["--forc"]):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(abbreviated)
+        assert exit_info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
 
 
 def test_the_plan_of_the_options(monkeypatch, capsys):
