@@ -108,14 +108,15 @@ class Hosts:
                         "RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "6"}
 
     def command(self, name: str, shell: str, hide: Path | None = None) -> list[str]:
-        """`shell` run by sh in host `name` (in the repository). `hide`: a folder this host
-        does not see (a tmpfs over it, in a mount namespace of the host's own)."""
+        """`shell` run by sh in host `name` (in the repository), under the host's own host
+        name (a UTS namespace). `hide`: a folder this host does not see (a tmpfs over it, in
+        a mount namespace of the host's own)."""
         host = self.hosts[name]
+        shell = f"hostname {host.namespace} && {shell}"
         if hide is not None:
             shell = f"mount -t tmpfs -o size=1m hidden {hide} && {shell}"
-            return ["ip", "netns", "exec", host.namespace, "unshare", "--mount", "--propagation", "private",
-                    "sh", "-c", shell]
-        return ["ip", "netns", "exec", host.namespace, "sh", "-c", shell]
+        return ["ip", "netns", "exec", host.namespace, "unshare", "--uts", "--mount", "--propagation", "private",
+                "sh", "-c", shell]
 
     def environment(self, name: str, extra: dict | None = None) -> dict:
         return {**self.hosts[name].env, **(extra or {})}

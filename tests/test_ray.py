@@ -426,3 +426,23 @@ def test_gpus_2_under_jax_without_tensorflow_pins_each_unit_to_its_own_gpu(data,
     assert "v1mix fold 0 prediction: done" in run.stdout and "v1mix fold 1 prediction: done" in run.stdout
     assert "v1mix: oof.csv and test.csv written (2 folds)" in run.stdout   # gathered by the driver
     print("pinning under JAX without TensorFlow:", dict(zip(("fold 0", "fold 1"), gpus)))
+
+
+def test_the_driver_reads_only_its_own_submissions_headers_and_each_units_last_epoch(tmp_path):
+    log = tmp_path / "fold0.log"
+    log.write_text("old run\n")
+    start = ray_scheduler.log_size(log)
+    with open(log, "a") as f:
+        f.write("=== unit 2026-01-01 00:00:00 v1mix fold 0: submission aaa attempt 1: started on node 10.0.0.7 "
+                "1f3a9c2e, GPU 1, 0.50 s after submission: python train.py\n")
+        f.write("v1mix fold 0 epoch   1/40  lr 1.0e-03  loss 0.2000  val LRAP 0.5000  lwlrap 0.4000  *  9s\n")
+        # a prediction appended to the same log, or another driver: another submission id
+        f.write("=== unit 2026-01-01 00:00:09 v1mix fold 0 prediction: submission bbb attempt 2: started on node "
+                "10.0.0.8 2b3c4d5e, GPU 0, 0.10 s after submission: python predict.py\n")
+        f.write("v1mix fold 0 epoch   2/40  lr 1.0e-03  loss 0.1000  val LRAP 0.6000  lwlrap 0.6123     8s\n")
+    headers = ray_scheduler.new_headers(log, start, "aaa")
+    assert len(headers) == 1 and ray_scheduler.attempt_of(headers[0]) == 1
+    assert ray_scheduler.where(headers[0]) == "node 10.0.0.7 1f3a9c2e, GPU 1"
+    assert ray_scheduler.new_headers(log, 0, "ccc") == []
+    assert ray_scheduler.unit_status(log, start) == "epoch 2/40, val lwlrap 0.6123"
+    assert ray_scheduler.unit_status(tmp_path / "none.log", 0) == "starting"

@@ -55,10 +55,11 @@ DRIVER_DESTS = ("gpus", "cluster", "strategy", "logical_cpus", "force", "models"
 HEADER = "=== unit "   # begins a unit log's header line
 PRETEND = "cpu"        # a pretend device's CUDA_VISIBLE_DEVICES value: cpu<i> names no CUDA device
 POLL_S = 0.5
-PLACEMENT_S = 60.0     # a unit Ray has not started this long while a GPU is free: say so
+PLACEMENT_S = 45.0     # a unit Ray has not started this long while a GPU is free: say so (within a minute)
 LOCK_WAIT_S = 120.0    # a retry waits this long for its lost attempt to let go of the lock
 CONNECT_S = 60         # joining a cluster
 STATUS_S = 60.0        # one line per running unit, this often
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 EPOCH = re.compile(r" epoch +(?P<epoch>\d+/\d+) .*lwlrap (?P<lwlrap>[\d.]+)")
 
 
@@ -392,11 +393,25 @@ def connect(chosen: Plan):
             raise BadInput(f"--cluster {chosen.address}: cannot join the Ray cluster there ({type(e).__name__}: "
                            f"{str(e).splitlines()[0]}); is it running (ray start), and does this machine have its "
                            f"token (RAY_AUTH_TOKEN_PATH, docs/clusters.md)?") from None
+    plain_ray_messages(ray)
     # Ray's core worker puts a handler on SIGTERM that dumps a C++ stack and aborts: ours back,
     # so a stopped driver exits as a plain stage does (143, its resumable message)
     from fat2019.util import shutdown
     shutdown.install()
     return ray
+
+
+def plain_ray_messages(ray) -> None:
+    """Ray pushes its messages to the driver (a task lost with its node, a resource request
+    it cannot place) as `(raylet)` lines in colour, several lines long: print each as one
+    plain line instead. Ray calls print_to_stdstream from its listener thread, by name."""
+    def plain(data: dict, ignore_prefix: bool = False) -> None:
+        for message in data.get("lines", []):
+            lines = [line.strip() for line in ANSI.sub("", message).splitlines() if line.strip()]
+            if lines:
+                print(f"note from Ray: {lines[0][:300]}", file=sys.stderr, flush=True)
+
+    ray._private.worker.print_to_stdstream = plain
 
 
 def on_loopback(address: str) -> bool:
@@ -509,7 +524,7 @@ def check_gpus(ray, chosen: Plan) -> int:
     gpus = int(resources.get("GPU", 0))
     if gpus < 1:
         nodes = [n for n in ray.nodes() if n["Alive"]]
-        has = ", ".join(f"{k} {v:g}" for k, v in sorted(resources.items()) if k in ("CPU", "GPU", "memory"))
+        has = f"CPU {resources.get('CPU', 0):g}, memory {resources.get('memory', 0) / 2**30:.1f} GiB"
         raise BadInput(f"the Ray cluster at {chosen.address or 'local'} has no GPU ({len(nodes)} node(s): {has}); "
                        f"each unit needs one: start its nodes with `ray start ... --num-gpus N` (docs/clusters.md)")
     return gpus
