@@ -105,7 +105,7 @@ class Cluster:
                                 stderr=subprocess.STDOUT)
 
     def unit_pids(self) -> dict[str, list[int]]:
-        """Per host, the processes that run a stage script (units)."""
+        """Per host, the processes that run units: a stage script's, or a warm worker's."""
         found = {}
         for name in self.hosts.hosts:
             pids = []
@@ -114,8 +114,8 @@ class Cluster:
                     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
                 except OSError:
                     continue
-                if any(part.endswith((b"code/train.py", b"code/predict.py")) for part in cmdline) \
-                        and b"--cluster" not in cmdline:
+                if (any(part.endswith((b"code/train.py", b"code/predict.py")) for part in cmdline)
+                        and b"--cluster" not in cmdline) or cmdline[0].startswith(b"ray::UnitWorker"):
                     pids.append(pid)
             found[name] = pids
         return found

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Callable
 
 from fat2019.cli import BadInput
-from fat2019.util import locks
+from fat2019.util import locks, shutdown
 from fat2019.util.progress import UnitProgress, duration
 
 TAIL_LINES = 20   # of a failed unit's log, printed by the driver
@@ -396,7 +396,6 @@ def connect(chosen: Plan):
     plain_ray_messages(ray)
     # Ray's core worker puts a handler on SIGTERM that dumps a C++ stack and aborts: ours back,
     # so a stopped driver exits as a plain stage does (143, its resumable message)
-    from fat2019.util import shutdown
     shutdown.install()
     return ray
 
@@ -575,9 +574,11 @@ def run(units: list[Unit], chosen: Plan, stage: str, *, redo: bool = False) -> O
                     "niceness": os.getpriority(os.PRIO_PROCESS, 0)}
             jobs.append(Submitted(unit, task.remote(spec), start, now))
         wait_for(ray, jobs, outcome, UnitProgress(stage, len(pending)), submission)
-    except BaseException:   # Ctrl-C, SIGTERM: the units get a SIGTERM too (prepare_unit_process), save and stop
+    except BaseException as stopped:   # Ctrl-C, SIGTERM: the units get a SIGTERM too (prepare_unit_process), save and stop
         for job in jobs:
             ray.cancel(job.ref, force=True)
+        if shutdown.received() and not isinstance(stopped, shutdown.Terminated):
+            raise shutdown.Terminated(shutdown.EXIT_CODE) from None   # Ray's wait made SIGTERM a SystemExit(1)
         raise
     finally:
         ray.shutdown()
