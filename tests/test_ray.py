@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import re
 import textwrap
 import time
 from pathlib import Path
@@ -446,3 +447,50 @@ def test_the_driver_reads_only_its_own_submissions_headers_and_each_units_last_e
     assert ray_scheduler.new_headers(log, 0, "ccc") == []
     assert ray_scheduler.unit_status(log, start) == "epoch 2/40, val lwlrap 0.6123"
     assert ray_scheduler.unit_status(tmp_path / "none.log", 0) == "starting"
+
+
+def test_warm_workers_serve_unit_after_unit_bit_exact_and_a_crashed_worker_resumes(data, tmp_path):
+    """train.py --gpus 2 (pretend GPUs) on 2 models x 2 folds: two warm workers, each
+    serving units one after another, models of both kinds. The worker of the first fold
+    to checkpoint an epoch is killed (SIGKILL, as a segfault or the OOM killer would);
+    Ray starts a fresh worker and runs the fold again, which resumes. Every fold equals
+    the same fold trained in one process, weight for weight."""
+    epochs, names = 3, ["v1mix", "se"]
+    models = tmp_path / "warm"
+    args = [*stage_args(data, models, epochs), "--from-scratch", "--models", *names]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    out = open(tmp_path / "driver.out", "w")
+    driver = subprocess.Popen([sys.executable, str(CODE / "train.py"), *args, "--gpus", "2"], stdout=out,
+                              stderr=subprocess.STDOUT, env=env, cwd=CODE.parent)
+    deadline, crashed = time.monotonic() + LIMIT_S, None
+    while crashed is None:
+        assert driver.poll() is None, (tmp_path / "driver.out").read_text()
+        assert time.monotonic() < deadline, "no fold checkpointed"
+        for name in names:
+            for k in (0, 1):
+                folder = models / name
+                if layout.run_file(folder, f"fold{k}", ".state.json").is_file() and not layout.is_finished(folder, f"fold{k}"):
+                    crashed = (name, k)
+        time.sleep(0.1)
+    name, k = crashed
+    header = [line for line in layout.log_path(models / name, f"fold{k}").read_text().splitlines()
+              if line.startswith(ray_scheduler.HEADER)][-1]
+    pid = int(header.split("warm worker pid ")[1].split()[0])
+    os.kill(pid, signal.SIGKILL)
+    assert driver.wait(timeout=LIMIT_S) == 0, (tmp_path / "driver.out").read_text()
+    console = (tmp_path / "driver.out").read_text()
+    log = layout.log_path(models / name, f"fold{k}").read_text()
+    assert [ray_scheduler.attempt_of(h) for h in log.splitlines() if h.startswith(ray_scheduler.HEADER)] == [1, 2]
+    assert "resuming at epoch" in log
+    served = re.findall(r"warm worker pid (\d+), its unit (\d+), (\d+) MiB", console)
+    assert len(served) == 4 and any(unit == "2" for _, unit, _ in served), console   # a worker served 2 units
+    reference = tmp_path / "one_process"
+    run = subprocess.run([sys.executable, str(CODE / "train.py"), *stage_args(data, reference, epochs), "--from-scratch",
+                          "--models", *names], env=env, cwd=CODE.parent, capture_output=True, text=True, timeout=LIMIT_S)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for name in names:
+        for k in (0, 1):
+            mine, theirs = (weights_of(layout.weights_path(m / name, f"fold{k}")) for m in (models, reference))
+            assert mine.keys() == theirs.keys() and all(np.array_equal(mine[n], theirs[n]) for n in mine), (name, k)
+    print(f"warm workers: killed worker pid {pid} during {name} fold {k};",
+          "\n".join(line for line in console.splitlines() if "done in" in line or "started" in line))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import functools
 import json
 import os
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from fat2019 import layout
 from fat2019.cli import BadInput
 from fat2019.util import locks, shutdown
 from fat2019.util.progress import UnitProgress, duration
@@ -51,7 +53,8 @@ THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM
 RESULT_VARIABLES = ("KERAS_BACKEND", *THREAD_VARIABLES, "TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS",
                     "XLA_FLAGS", "JAX_PLATFORMS", "JAX_ENABLE_X64", "JAX_DEFAULT_MATMUL_PRECISION", "PYTHONHASHSEED")
 # the driver's options that a unit does not get: scheduling, and what the driver decides per unit
-DRIVER_DESTS = ("gpus", "cluster", "strategy", "logical_cpus", "force", "models", "folds", "help")
+DRIVER_DESTS = ("gpus", "cluster", "ray_workers", "strategy", "logical_cpus", "force", "models", "folds", "help")
+WORKERS = ("warm", "fresh")   # --ray-workers
 HEADER = "=== unit "   # begins a unit log's header line
 PRETEND = "cpu"        # a pretend device's CUDA_VISIBLE_DEVICES value: cpu<i> names no CUDA device
 POLL_S = 0.5
@@ -84,6 +87,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                    help="hand the units to a running Ray cluster (ray start) and use all of its GPUs: "
                         "HOST:PORT of its head, 'auto' (the cluster this machine belongs to), or nothing "
                         "(RAY_ADDRESS)")
+    g.add_argument("--ray-workers", choices=WORKERS, default="warm",
+                   help="warm (default): one long-lived worker per GPU runs unit after unit, with the backend "
+                        "and the data already loaded; fresh: each unit in a new process")
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class Plan:
     gpus: int = 0
     address: str | None = None
     pretend: bool = False    # local GPUs that do not exist: the units compute on the CPU
+    workers: str = "warm"    # WORKERS: a long-lived worker per GPU, or a process per unit
 
 
 def plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Plan | None:
@@ -111,6 +118,7 @@ def plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Plan | No
             return None
     else:
         return None
+    chosen = dataclasses.replace(chosen, workers=getattr(args, "ray_workers", "warm"))
     if getattr(args, "strategy", "default") != "default" or getattr(args, "logical_cpus", None):
         parser.error("--strategy mirrored / --logical-cpus split one unit over devices; with --gpus or "
                      "--cluster each unit has one GPU: leave them out")
@@ -193,14 +201,16 @@ class Unit:
     lock: Path | None = None        # the unit's lock (locks.py), which a retry waits for
     record: Path | None = None      # the run's record (models/run.json), checked by the task
     clear: Callable[[], None] | None = None   # forgets the unit's finished work (the driver's --force)
+    script: str | None = None       # the stage script and its arguments, for a warm worker (command[1:])
 
 
 def stage_unit(label: str, script: str, options: list[str], model: str, fold: int | None, log: Path,
                is_done: Callable[[], bool], *, needs=(), lock=None, record=None, clear=None) -> Unit:
     """A unit of a stage script: its options, then its model and fold."""
     own = ["--models", model, *(["--folds", str(fold)] if fold is not None else [])]
-    return Unit(label, [sys.executable, str(Path(script).resolve()), *options, *own], log, is_done,
-                tuple(needs), lock, record, clear)
+    script = str(Path(script).resolve())
+    return Unit(label, [sys.executable, script, *options, *own], log, is_done, tuple(needs), lock, record, clear,
+                script)
 
 
 @dataclass
@@ -343,21 +353,123 @@ def run_unit(spec: dict) -> dict:
             "submitted": spec["submitted"], "started": started, "ended": ended}
 
 
+class UnitWorker:
+    """A warm worker (a Ray actor holding one GPU): runs unit after unit in its own
+    process, so Python, the backend and its compiled kernels are loaded once per GPU, not
+    once per unit. It takes the driver's RESULT_VARIABLES before any backend is imported,
+    runs each unit as the stage's `main` on that unit (output to the unit's log, at the
+    file descriptors too), and frees what the unit held afterwards (Keras' session, the
+    garbage). A unit's Python error fails that unit only; a crash of the process (a
+    segfault, an OOM kill) or of its node makes Ray start a fresh worker and run the
+    unit again, which resumes at its next epoch."""
+
+    def __init__(self, code: str, result_env: dict, pretend: bool, niceness: int):
+        import ray
+        if code not in sys.path:   # fat2019 and the stage scripts, at the same path on every node
+            sys.path.insert(0, code)
+        self.node_id = ray.get_runtime_context().get_node_id()
+        env = unit_env(os.environ.get("CUDA_VISIBLE_DEVICES", ""), pretend, result_env, self.node_id)
+        for name in set(os.environ) - set(env):
+            del os.environ[name]
+        os.environ.update(env)
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, niceness)
+        except PermissionError:
+            pass
+        self.served = 0
+
+    def run(self, spec: dict) -> dict:
+        import ray
+        started = time.time()
+        attempt = ray._private.worker.global_worker.core_worker.get_current_task_attempt_number() + 1
+        node = f"{ray.util.get_node_ip_address()} {self.node_id[:8]}"
+        label, log = spec["label"], spec["log"]
+        missing = [p for p in [*spec["needs"], spec["cwd"], spec["script"]] if not os.path.exists(p)]
+        if missing:
+            raise Storage(f"node {node} ({socket.gethostname()}): {missing[0]} does not exist there; every node "
+                          f"must see the repository, the virtualenv, the feature cache and models/ at the same "
+                          f"paths (docs/clusters.md)")
+        check_record(label, spec["record"], os.environ.get("KERAS_BACKEND"))
+        os.chdir(spec["cwd"])
+        notes = []
+        with open(log, "a", buffering=1) as out:
+            def say(line: str) -> None:
+                notes.append(line)
+                out.write(f"=== {stamp()} {label}: {line}\n")
+            out.write(f"{HEADER}{stamp()} {label}: submission {spec['submission']} attempt {attempt}: started on node "
+                      f"{node}, GPU {os.environ['CUDA_VISIBLE_DEVICES']}, {started - spec['submitted']:.2f} s after "
+                      f"submission, warm worker pid {os.getpid()} unit {self.served + 1}: "
+                      f"{' '.join(spec['command'])}\n")
+            dead = {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
+            taken = take_over_stale_lock(spec["lock"], dead)
+            if taken:
+                say(taken)
+            elif attempt > 1:
+                wait_for_lock(spec["lock"], LOCK_WAIT_S, say)
+            if spec["jax_cache"] and os.environ.get("KERAS_BACKEND") == "jax":
+                # compiled programs kept beside the run: a restarted worker, or another node, loads them
+                import jax
+                jax.config.update("jax_compilation_cache_dir", spec["jax_cache"])
+            rc = self.call_stage(spec["script"], spec["command"][2:], out)
+            self.served += 1
+            ended = time.time()
+            out.write(f"=== {stamp()} {label}: exit code {rc} after {ended - started:.1f} s\n")
+        return {"rc": rc, "node": node, "node_id": self.node_id, "attempt": attempt,
+                "gpu": os.environ["CUDA_VISIBLE_DEVICES"], "ray_gpu": ray.get_gpu_ids(), "notes": notes,
+                "submitted": spec["submitted"], "started": started, "ended": ended, "worker_pid": os.getpid(),
+                "served": self.served, "rss_mb": resident_mb()}
+
+    @staticmethod
+    def call_stage(script: str, argv: list[str], out) -> int:
+        """The stage's main(argv) in this process, its output (Python's and the C++
+        libraries') in `out`; its exit code. Frees the unit's Keras state afterwards."""
+        import gc
+        import importlib
+        import traceback
+        from fat2019 import cli
+
+        if os.path.dirname(script) not in sys.path:
+            sys.path.insert(0, os.path.dirname(script))
+        module = importlib.import_module(Path(script).stem)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        streams = sys.stdout, sys.stderr
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+        sys.stdout = sys.stderr = out
+        try:
+            rc = cli.call(module.main, argv)
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else 1
+        except Exception:   # an ordinary error fails this unit; the worker serves the next one
+            traceback.print_exc(file=out)
+            rc = 1
+        finally:
+            out.flush()
+            sys.stdout, sys.stderr = streams
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            keras = sys.modules.get("keras")
+            if keras is not None:
+                keras.backend.clear_session()
+            gc.collect()
+        return rc
+
+
+def resident_mb() -> float:
+    """This process's resident memory (MiB), from /proc."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def stamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
 # --- in the driver ----------------------------------------------------------------------------
-
-def token_available() -> bool:
-    """Whether this process has a Ray token: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH
-    names, or ~/.ray/auth_token (what `ray get-auth-token --generate` and a local
-    ray.init() write)."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return True
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
-    return os.path.isfile(path) and os.path.getsize(path) > 0
-
 
 def connect(chosen: Plan):
     """Start (or join) Ray; returns the ray module. A local Ray keeps all of its traffic on
@@ -366,11 +478,6 @@ def connect(chosen: Plan):
         # read when Ray is imported: this node's address is then 127.0.0.1, not the interface's
         # (a driver joining a loopback cluster from the interface address waits for ever)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    if chosen.address is not None and "RAY_AUTH_MODE" not in os.environ and token_available():
-        # `ray start --head` turns token authentication on when its user has a token, but a
-        # driver given an address sends none unless told to (Ray 2.60); one that has a token
-        # sends it, which a cluster without authentication accepts too
-        os.environ["RAY_AUTH_MODE"] = "token"
     import ray
     from fat2019.train import ray_scheduler
     ray.cloudpickle.register_pickle_by_value(ray_scheduler)   # workers need not import the package
@@ -390,9 +497,15 @@ def connect(chosen: Plan):
         try:
             ray.init(address=chosen.address, **common)
         except (ConnectionError, ray.exceptions.RaySystemError, ray.exceptions.AuthenticationError) as e:
+            # `ray start --head` turns token authentication on when its user has a token (~/.ray/auth_token,
+            # which any local Ray writes), but a driver given an address sends none without RAY_AUTH_MODE=token
+            # (Ray 2.60). The driver cannot set it for itself: a driver in token mode joins a cluster without
+            # authentication, but then its actors die at once (the cluster's calls back to it carry no token)
+            mode = os.environ.get("RAY_AUTH_MODE", "unset")
             raise BadInput(f"--cluster {chosen.address}: cannot join the Ray cluster there ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0]}); is it running (ray start), and does this machine have its "
-                           f"token (RAY_AUTH_TOKEN_PATH, docs/clusters.md)?") from None
+                           f"{str(e).splitlines()[0]}); is it running (ray start)? If it uses token authentication, "
+                           f"export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=<its token file> for this driver as "
+                           f"for its nodes (RAY_AUTH_MODE is {mode} here; docs/clusters.md)") from None
     plain_ray_messages(ray)
     # Ray's core worker puts a handler on SIGTERM that dumps a C++ stack and aborts: ours back,
     # so a stopped driver exits as a plain stage does (143, its resumable message)
@@ -485,6 +598,7 @@ class Submitted:
     submitted: float
     attempts_seen: int = 0
     told_unplaced: bool = False
+    worker: object = None   # the warm worker it was given to (None: a process of its own)
 
 
 def report(job: Submitted, record: dict | None, error: BaseException | None, outcome: Outcome) -> None:
@@ -509,7 +623,9 @@ def report(job: Submitted, record: dict | None, error: BaseException | None, out
               + "\n".join("    " + line for line in tail.splitlines()), file=sys.stderr, flush=True)
     elif job.unit.is_done():
         outcome.done.append(label)
-        print(f"{at}: done in {took:.0f} s{again}", flush=True)
+        warm = (f" (warm worker pid {record['worker_pid']}, its unit {record['served']}, {record['rss_mb']:.0f} MiB)"
+                if "worker_pid" in record else "")
+        print(f"{at}: done in {took:.0f} s{again}{warm}", flush=True)
     else:   # exited cleanly without finishing: another run holds the unit (its log says who)
         outcome.unfinished.append(label)
         lines = [line.strip() for line in tail.splitlines() if line.strip() and not line.startswith("===")]
@@ -555,28 +671,51 @@ def run(units: list[Unit], chosen: Plan, stage: str, *, redo: bool = False) -> O
     keep_driver_off_the_gpus()
     ray = connect(chosen)
     jobs: list[Submitted] = []
+    code = str(Path(__file__).resolve().parents[2])
     try:
         gpus = check_gpus(ray, chosen)
         print(f"{stage}: {len(pending)} unit(s) on Ray, {gpus} GPU(s) "
               f"({'pretend, ' if chosen.pretend else ''}{chosen.address or 'local'}); each unit's output goes to "
               f"its log", flush=True)
-        task = ray.remote(num_gpus=1, num_cpus=0, max_calls=1)(run_unit)
         submission = uuid.uuid4().hex[:12]
+        queue = []
         for unit in pending:
             unit.log = unit.log.resolve()
             unit.log.parent.mkdir(parents=True, exist_ok=True)
-            start, now = log_size(unit.log), time.time()
-            spec = {"label": unit.label, "command": unit.command, "log": str(unit.log), "cwd": os.getcwd(),
-                    "code": str(Path(__file__).resolve().parents[2]), "needs": [str(Path(p).resolve()) for p in unit.needs],
-                    "lock": str(unit.lock.resolve()) if unit.lock else None,
-                    "record": str(unit.record.resolve()) if unit.record else None,
-                    "env": result_env, "pretend": chosen.pretend, "submission": submission, "submitted": now,
-                    "niceness": os.getpriority(os.PRIO_PROCESS, 0)}
-            jobs.append(Submitted(unit, task.remote(spec), start, now))
-        wait_for(ray, jobs, outcome, UnitProgress(stage, len(pending)), submission)
+            queue.append((unit, {
+                "label": unit.label, "command": unit.command, "script": unit.script, "log": str(unit.log),
+                "cwd": os.getcwd(), "code": code, "needs": [str(Path(p).resolve()) for p in unit.needs],
+                "lock": str(unit.lock.resolve()) if unit.lock else None,
+                "record": str(unit.record.resolve()) if unit.record else None,
+                "jax_cache": str(layout.jax_cache(unit.record.resolve().parent)) if unit.record else None,
+                "env": result_env, "pretend": chosen.pretend, "submission": submission,
+                "niceness": os.getpriority(os.PRIO_PROCESS, 0)}))
+
+        def submit(worker=None) -> Submitted | None:
+            if not queue:
+                return None
+            unit, spec = queue.pop(0)
+            spec["submitted"] = time.time()
+            ref = worker.run.remote(spec) if worker is not None else task.remote(spec)
+            return Submitted(unit, ref, log_size(unit.log), spec["submitted"], worker=worker)
+
+        if chosen.workers == "warm" and all(unit.script for unit in pending):
+            # one per GPU, each restarted by Ray if its process or node dies (its unit then runs again)
+            actor = ray.remote(num_gpus=1, num_cpus=0, max_restarts=-1, max_task_retries=3)(UnitWorker)
+            workers = [actor.remote(code, result_env, chosen.pretend, os.getpriority(os.PRIO_PROCESS, 0))
+                       for _ in range(min(gpus, len(queue)))]
+            jobs.extend(submit(worker) for worker in workers)
+        else:
+            task = ray.remote(num_gpus=1, num_cpus=0, max_calls=1)(run_unit)
+            while queue:
+                jobs.append(submit())
+        wait_for(ray, jobs, outcome, UnitProgress(stage, len(pending)), submission, submit)
     except BaseException as stopped:   # Ctrl-C, SIGTERM: the units get a SIGTERM too (prepare_unit_process), save and stop
         for job in jobs:
-            ray.cancel(job.ref, force=True)
+            if job.worker is not None:
+                ray.kill(job.worker, no_restart=True)
+            else:
+                ray.cancel(job.ref, force=True)
         if shutdown.received() and not isinstance(stopped, shutdown.Terminated):
             raise shutdown.Terminated(shutdown.EXIT_CODE) from None   # Ray's wait made SIGTERM a SystemExit(1)
         raise
@@ -602,7 +741,8 @@ def clear_unit(unit: Unit, outcome: Outcome) -> bool:
     return False
 
 
-def wait_for(ray, jobs: list[Submitted], outcome: Outcome, progress: UnitProgress, submission: str) -> None:
+def wait_for(ray, jobs: list[Submitted], outcome: Outcome, progress: UnitProgress, submission: str,
+             submit: Callable = lambda worker=None: None) -> None:
     """Print each unit's start (read from its log's header of this submission: the node,
     GPU and Ray's attempt), its end, a unit Ray does not place, and every STATUS_S one
     line per running unit."""
@@ -639,6 +779,13 @@ def wait_for(ray, jobs: list[Submitted], outcome: Outcome, progress: UnitProgres
                 record, error = None, e
             report(job, record, error, outcome)
             progress.finished(job.unit.label)
+            if job.worker is not None:   # a warm worker is free: its next unit, or it goes
+                following = submit(job.worker)
+                if following is not None:
+                    running.append(following)
+                    jobs.append(following)
+                else:   # its GPU is then free for a worker Ray restarts after losing its node
+                    ray.kill(job.worker, no_restart=True)
 
 
 def exit_code(outcome: Outcome) -> int:
