@@ -241,7 +241,7 @@ def test_a_host_killed_mid_fold_costs_one_epoch_and_changes_nothing(workers, dat
     assert rc == 0, console
     log = layout.log_path(folder, f"fold{lost}").read_text()
     assert [ray_scheduler.attempt_of(h) for h in log.splitlines() if h.startswith(ray_scheduler.HEADER)] == [1, 2]
-    assert f"v1mix fold {lost}: done in " in console and "(attempt 2: Ray retried it after losing its node)" in console
+    assert f"v1mix fold {lost}: done in " in console and "(attempt 2: Ray ran it again after losing its worker or node)" in console
     resumed = [line for line in log.splitlines() if "resuming at epoch" in line]
     assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= checkpointed + 1
     assert "which Ray reports dead: stale, taken over" in layout.log_path(folder, "fold1").read_text()

@@ -372,7 +372,7 @@ def test_a_node_lost_mid_fold_costs_one_epoch_and_changes_nothing(cluster, data,
     console = (tmp_path / "driver.out").read_text()
     log = layout.log_path(folder, f"fold{lost}").read_text()
     assert log.count(ray_scheduler.HEADER) == 2                      # the lost attempt and the retry
-    assert f"v1mix fold {lost}: done in " in console and "(attempt 2: Ray retried it after losing its node)" in console
+    assert f"v1mix fold {lost}: done in " in console and "(attempt 2: Ray ran it again after losing its worker or node)" in console
     resumed = [line for line in log.splitlines() if "resuming at epoch" in line]
     assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= checkpointed + 1
 

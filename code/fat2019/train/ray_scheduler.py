@@ -610,7 +610,7 @@ def report(job: Submitted, record: dict | None, error: BaseException | None, out
         print(f"{label}: FAILED: {type(cause).__name__}: {cause}", file=sys.stderr, flush=True)
         return
     attempts = record["attempt"]
-    again = f" (attempt {attempts}: Ray retried it after losing its node)" if attempts > 1 else ""
+    again = f" (attempt {attempts}: Ray ran it again after losing its worker or node)" if attempts > 1 else ""
     outcome.runs[label] = {**record, "attempts": attempts}
     for note in record["notes"]:
         print(f"{label}: {note}", flush=True)
