@@ -240,8 +240,9 @@ def test_a_host_killed_mid_fold_costs_one_epoch_and_changes_nothing(workers, dat
     os.close(stale)
     assert rc == 0, console
     log = layout.log_path(folder, f"fold{lost}").read_text()
-    assert [ray_scheduler.attempt_of(h) for h in log.splitlines() if h.startswith(ray_scheduler.HEADER)] == [1, 2]
-    assert f"v1mix fold {lost}: done in " in console and "(attempt 2: Ray ran it again after losing its worker or node)" in console
+    attempts = [ray_scheduler.attempt_of(h) for h in log.splitlines() if h.startswith(ray_scheduler.HEADER)]
+    assert len(attempts) == 2 and attempts[0] == 1 < attempts[1]   # Ray's numbers: tries on the lost worker count
+    assert f"v1mix fold {lost}: done in " in console and "Ray ran it again after losing its worker or node)" in console
     resumed = [line for line in log.splitlines() if "resuming at epoch" in line]
     assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= checkpointed + 1
     assert "which Ray reports dead: stale, taken over" in layout.log_path(folder, "fold1").read_text()
@@ -324,7 +325,7 @@ def test_the_slurm_script_with_stand_in_srun_and_scontrol(workers, data, tmp_pat
               .replace('sh run.sh --cluster "$head_ip:$port"',
                        f'exec .venv/bin/python code/train.py --cluster "$head_ip:$port" '
                        f'{" ".join(stage(data, models, 1, "--folds", "0"))}'))
-    assert script.count("srun ") == 3 and "ray get-auth-token --generate" in script
+    assert script.count("srun --nodes") == 3 and "ray get-auth-token --generate" in script
     (tmp_path / "job.sh").write_text(script)
     env = {**DRIVER_ENV, "PATH": f"{bin_dir}:{hosts['head'].env['PATH']}", "FAKE_SLURM": str(bin_dir),
            "SLURM_JOB_NODELIST": ",".join(nodes), "SLURM_CPUS_PER_TASK": "1"}

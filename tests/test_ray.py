@@ -372,7 +372,7 @@ def test_a_node_lost_mid_fold_costs_one_epoch_and_changes_nothing(cluster, data,
     console = (tmp_path / "driver.out").read_text()
     log = layout.log_path(folder, f"fold{lost}").read_text()
     assert log.count(ray_scheduler.HEADER) == 2                      # the lost attempt and the retry
-    assert f"v1mix fold {lost}: done in " in console and "(attempt 2: Ray ran it again after losing its worker or node)" in console
+    assert f"v1mix fold {lost}: done in " in console and "Ray ran it again after losing its worker or node)" in console
     resumed = [line for line in log.splitlines() if "resuming at epoch" in line]
     assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= checkpointed + 1
 
@@ -480,7 +480,8 @@ def test_warm_workers_serve_unit_after_unit_bit_exact_and_a_crashed_worker_resum
     assert driver.wait(timeout=LIMIT_S) == 0, (tmp_path / "driver.out").read_text()
     console = (tmp_path / "driver.out").read_text()
     log = layout.log_path(models / name, f"fold{k}").read_text()
-    assert [ray_scheduler.attempt_of(h) for h in log.splitlines() if h.startswith(ray_scheduler.HEADER)] == [1, 2]
+    attempts = [ray_scheduler.attempt_of(h) for h in log.splitlines() if h.startswith(ray_scheduler.HEADER)]
+    assert len(attempts) == 2 and attempts[0] == 1 < attempts[1]   # Ray's numbers: tries on the lost worker count
     assert "resuming at epoch" in log
     served = re.findall(r"warm worker pid (\d+), its unit (\d+), (\d+) MiB", console)
     assert len(served) == 4 and any(unit == "2" for _, unit, _ in served), console   # a worker served 2 units

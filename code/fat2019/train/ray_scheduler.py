@@ -700,8 +700,10 @@ def run(units: list[Unit], chosen: Plan, stage: str, *, redo: bool = False) -> O
             return Submitted(unit, ref, log_size(unit.log), spec["submitted"], worker=worker)
 
         if chosen.workers == "warm" and all(unit.script for unit in pending):
-            # one per GPU, each restarted by Ray if its process or node dies (its unit then runs again)
-            actor = ray.remote(num_gpus=1, num_cpus=0, max_restarts=-1, max_task_retries=3)(UnitWorker)
+            # one per GPU, restarted by Ray (at most 3 times) if its process or node dies, and its unit then
+            # runs again: the unit is retried until its worker is back (a host that dies is "unavailable"
+            # for a few seconds, and each try then counts as an attempt), the worker's restarts are bounded
+            actor = ray.remote(num_gpus=1, num_cpus=0, max_restarts=3, max_task_retries=-1)(UnitWorker)
             workers = [actor.remote(code, result_env, chosen.pretend, os.getpriority(os.PRIO_PROCESS, 0))
                        for _ in range(min(gpus, len(queue)))]
             jobs.extend(submit(worker) for worker in workers)
