@@ -713,6 +713,7 @@ def run(units: list[Unit], chosen: Plan, stage: str, *, redo: bool = False) -> O
                 jobs.append(submit())
         wait_for(ray, jobs, outcome, UnitProgress(stage, len(pending)), submission, submit)
     except BaseException as stopped:   # Ctrl-C, SIGTERM: the units get a SIGTERM too (prepare_unit_process), save and stop
+        ray._private.worker.print_to_stdstream = lambda *args, **kwargs: None   # Ray's notes of our own kills
         for job in jobs:
             if job.worker is not None:
                 ray.kill(job.worker, no_restart=True)
