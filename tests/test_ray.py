@@ -493,5 +493,5 @@ def test_warm_workers_serve_unit_after_unit_bit_exact_and_a_crashed_worker_resum
         for k in (0, 1):
             mine, theirs = (weights_of(layout.weights_path(m / name, f"fold{k}")) for m in (models, reference))
             assert mine.keys() == theirs.keys() and all(np.array_equal(mine[n], theirs[n]) for n in mine), (name, k)
-    print(f"warm workers: killed worker pid {pid} during {name} fold {k};",
+    print(f"warm workers: killed worker pid {pid} during {crashed[0]} fold {crashed[1]};",
           "\n".join(line for line in console.splitlines() if "done in" in line or "started" in line))
