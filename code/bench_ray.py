@@ -1,13 +1,15 @@
 """What Ray's scheduling costs: the demo's train.py on one model (v1mix, from scratch, its
-3 folds) run twice on the same data, in one process and with `--gpus 2` (pretend GPUs on
-a machine without one), and per unit the seconds from submission until its task started
-and the seconds a fold took beyond its epochs (its process's start: Python, the backend's
-import, the data, the model). Prints a Markdown section for BENCHMARKS.md.
+3 folds) run three times on the same data: in one process, with `--gpus 2 --ray-workers
+fresh` (each unit a new process) and with `--gpus 2` (warm workers: one long-lived
+process per GPU running unit after unit), both on pretend GPUs on a machine without one.
+Per unit: the seconds from submission until its task started, and until the fold started
+training (Python, the backend's import, the data, the model), against its epochs' time.
+Prints a Markdown section for BENCHMARKS.md.
 
     .venv/bin/python code/bench_ray.py                     # makes the demo data if needed
-    .venv/bin/python code/bench_ray.py --work /tmp/bench_ray
+    .venv/bin/python code/bench_ray.py --work /tmp/bench_ray --epochs 3
 
-Takes about 10 minutes on an idle 2-core CPU (two demo trainings of 3 folds).
+Takes about 15 minutes on an idle 2-core CPU (three demo trainings of 3 folds).
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from pathlib import Path
 CODE = Path(__file__).resolve().parent
 REPO = CODE.parent
 EPOCH_LINE = re.compile(r"^(?P<unit>\S+ fold \d+) epoch +\d+/\d+ .* (?P<seconds>\d+)s$")
-HEADER = re.compile(r"^=== unit \S+ (?P<clock>\S+) .*?: started on node .*?, (?P<after>[\d.]+) s after submission")
+HEADER = re.compile(r"^=== unit \S+ (?P<clock>\S+) .*?: started on node .*?, (?P<after>[\d.]+) s after submission"
+                    r"(, warm worker pid (?P<pid>\d+) unit (?P<served>\d+))?")
 TRAINING = re.compile(r"^train: unit \d+/\d+: .*, starting at (?P<clock>\S+)$")
 EXIT = re.compile(r"^=== .*: exit code 0 after (?P<seconds>[\d.]+) s$")
 
@@ -54,10 +57,26 @@ def seconds_of(clock: str) -> int:
     return 3600 * h + 60 * m + sec
 
 
+def units(folder: Path) -> list[tuple]:
+    """Per fold of a --gpus run: (fold, worker's unit number or None, submission -> task
+    start, submission -> training, task, its epochs)."""
+    rows = []
+    for k in range(3):
+        text = (folder / "v1mix" / f"fold{k}.log").read_text()
+        header = next(m for m in map(HEADER.match, text.splitlines()) if m)
+        training = next(m for m in map(TRAINING.match, text.splitlines()) if m)
+        after = float(header["after"])
+        to_training = after + seconds_of(training["clock"]) - seconds_of(header["clock"])
+        took = next(float(m["seconds"]) for m in map(EXIT.match, text.splitlines()) if m)
+        rows.append((k, header["served"], after, to_training, took, epoch_seconds(text)[f"v1mix fold {k}"]))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_ray"), help="scratch folder (default %(default)s)")
     parser.add_argument("--data-dir", type=Path, help="demo data with its feature cache (default: made in --work)")
+    parser.add_argument("--epochs", type=int, help="epochs per fold (default: the demo profile's)")
     args = parser.parse_args()
     py = sys.executable
     data = args.data_dir or args.work / "demo"
@@ -68,31 +87,25 @@ def main() -> int:
         run([py, str(CODE / "features.py"), "--data-dir", str(data), "--profile", "demo", "--sets", "curated"],
             args.work / "features.log")
     common = [py, str(CODE / "train.py"), "--profile", "demo", "--data-dir", str(data), "--models", "v1mix",
-              "--from-scratch"]
+              "--from-scratch", *(["--set", f"epochs={args.epochs}"] if args.epochs else [])]
     load = os.getloadavg()
     one = run([*common, "--models-dir", str(args.work / "one")], args.work / "one.log")
-    two = run([*common, "--models-dir", str(args.work / "ray"), "--gpus", "2"], args.work / "ray.log")
+    fresh = run([*common, "--models-dir", str(args.work / "fresh"), "--gpus", "2", "--ray-workers", "fresh"],
+                args.work / "fresh.log")
+    warm = run([*common, "--models-dir", str(args.work / "warm"), "--gpus", "2"], args.work / "warm.log")
     load = [max(a, b) for a, b in zip(load, os.getloadavg())]
 
     in_process = epoch_seconds((args.work / "one.log").read_text())
-    rows = []
-    for k in range(3):
-        text = (args.work / "ray" / "v1mix" / f"fold{k}.log").read_text()
-        header = next(m for m in map(HEADER.match, text.splitlines()) if m)
-        training = next(m for m in map(TRAINING.match, text.splitlines()) if m)
-        after = float(header["after"])
-        to_training = seconds_of(training["clock"]) - seconds_of(header["clock"])
-        took = next(float(m["seconds"]) for m in map(EXIT.match, text.splitlines()) if m)
-        epochs = epoch_seconds(text)[f"v1mix fold {k}"]
-        rows.append((k, after, to_training, took, epochs, in_process[f"v1mix fold {k}"]))
-    print("| fold | submission -> task start (s) | task start -> training (s) | task (s) | its epochs (s) "
-          "| added: task - epochs (s) | epochs in one process (s) |")
-    print("|---|---|---|---|---|---|---|")
-    for k, after, to_training, took, epochs, alone in rows:
-        print(f"| {k} | {after:.2f} | {to_training:.0f} | {took:.0f} | {epochs} | {took - epochs:.0f} | {alone} |")
-    print("\n" + f"train.py --models v1mix --from-scratch (demo, 3 folds): one process {one:.0f} s, "
-          f"--gpus 2 {two:.0f} s ({one / two:.2f}x); load average during the runs up to "
-          f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores")
+    print("| workers | fold | worker's unit | submission -> task start (s) | submission -> training (s) | task (s) "
+          "| its epochs (s) | overhead / epochs | epochs in one process (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in ("fresh", "warm"):
+        for k, served, after, to_training, took, epochs in units(args.work / name):
+            print(f"| {name} | {k} | {served or '-'} | {after:.2f} | {to_training:.0f} | {took:.0f} | {epochs} "
+                  f"| {(took - epochs) / epochs:.0%} | {in_process[f'v1mix fold {k}']} |")
+    print("\n" + f"train.py --models v1mix --from-scratch (demo, 3 folds): one process {one:.0f} s, --gpus 2 fresh "
+          f"{fresh:.0f} s ({one / fresh:.2f}x), --gpus 2 warm {warm:.0f} s ({one / warm:.2f}x); load average during "
+          f"the runs up to {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores")
     return 0
 
 

@@ -68,7 +68,13 @@ def gather(ws: Workspace, folder, test: ClipData) -> None:
     provenance.record_gathered(folder, ws.profile.n_folds)   # last: the model is gathered
 
 
-def predict_on_ray(ws: Workspace, argv: list[str], chosen: ray_scheduler.Plan) -> int:
+def forget_prediction(folder: Path, k: int) -> None:
+    """--force on Ray: the fold's predictions go before its unit is submitted."""
+    for path in layout.fold_predictions(folder, k):
+        path.unlink(missing_ok=True)
+
+
+def predict_on_ray(ws: Workspace, options: list[str], chosen: ray_scheduler.Plan) -> int:
     """--gpus N / --cluster: the trained folds not yet predicted (all with --force), each a
     unit appended to its fold's log (ray_scheduler.py)."""
     units = []
@@ -76,12 +82,11 @@ def predict_on_ray(ws: Workspace, argv: list[str], chosen: ray_scheduler.Plan) -
         folder = ws.model_dir(model_cfg.name)
         for k in ws.fold_numbers():
             if layout.is_finished(folder, layout.fold_prefix(k)):
-                units.append(ray_scheduler.Unit(
-                    f"{model_cfg.name} fold {k} prediction",
-                    [sys.executable, str(Path(__file__).resolve()),
-                     *ray_scheduler.unit_argv(argv, "--models", model_cfg.name, "--folds", str(k))],
-                    layout.log_path(folder, layout.fold_prefix(k)),
-                    functools.partial(layout.is_predicted, folder, k), needs=(ws.paths.features, ws.paths.models)))
+                units.append(ray_scheduler.stage_unit(
+                    f"{model_cfg.name} fold {k} prediction", __file__, options, model_cfg.name, k,
+                    layout.log_path(folder, layout.fold_prefix(k)), functools.partial(layout.is_predicted, folder, k),
+                    needs=(ws.paths.features, ws.paths.models), record=layout.run_json(ws.paths.models),
+                    clear=functools.partial(forget_prediction, folder, k)))
     return ray_scheduler.exit_code(ray_scheduler.run(units, chosen, "predict", redo=ws.args.force))
 
 
@@ -113,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ws = Workspace(args, "predict", chosen)
     refuse_stale(ws)
     if chosen is not None:   # each fold's prediction a Ray task on one GPU; then gathered below
-        failed = predict_on_ray(ws, argv, chosen)
+        failed = predict_on_ray(ws, ray_scheduler.unit_options(parser, args), chosen)
         if failed:
             return failed
         args.force = False

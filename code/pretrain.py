@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from pathlib import Path
 
 from fat2019.cli import run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019 import config
@@ -63,13 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     ws.warn_if_profile_too_big("pretrain", [config.ZOO_BY_NAME[n] for n in sources], len(noisy) + len(curated),
                                ws.profile.pretrain_epochs, len(sources))
     if chosen is not None:  # --gpus N / --cluster: each model's pretraining a Ray task on one GPU
-        units = [ray_scheduler.Unit(f"{name} pretrain",
-                                    [sys.executable, str(Path(__file__).resolve()),
-                                     *ray_scheduler.unit_argv(argv, "--models", name)],
-                                    layout.log_path(ws.model_dir(name), layout.PRETRAIN),
-                                    functools.partial(layout.is_finished, ws.model_dir(name), layout.PRETRAIN),
-                                    needs=(ws.paths.features, ws.paths.models),
-                                    lock=layout.lock_path(ws.model_dir(name), layout.PRETRAIN))
+        options = ray_scheduler.unit_options(parser, args)
+        units = [ray_scheduler.stage_unit(f"{name} pretrain", __file__, options, name, None,
+                                          layout.log_path(ws.model_dir(name), layout.PRETRAIN),
+                                          functools.partial(layout.is_finished, ws.model_dir(name), layout.PRETRAIN),
+                                          needs=(ws.paths.features, ws.paths.models),
+                                          lock=layout.lock_path(ws.model_dir(name), layout.PRETRAIN),
+                                          record=layout.run_json(ws.paths.models),
+                                          clear=functools.partial(training.clear, ws.model_dir(name), layout.PRETRAIN))
                  for name in sources]
         return ray_scheduler.exit_code(ray_scheduler.run(units, chosen, "pretrain", redo=args.force))
     pending = {f"{name} pretrain": ws.profile.scale(config.ZOO_BY_NAME[name]) for name in sources

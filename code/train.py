@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import sys
-from pathlib import Path
 
 from typing import TYPE_CHECKING
 
@@ -70,18 +69,20 @@ def finish_model(ws: Workspace, model_cfg, pretrained, use_pretrained: bool) -> 
         print(f"{model_cfg.name}: report {report}")
 
 
-def train_on_ray(ws: Workspace, argv: list[str], chosen: ray_scheduler.Plan, use_pretrained: bool) -> int:
+def train_on_ray(ws: Workspace, options: list[str], chosen: ray_scheduler.Plan, use_pretrained: bool) -> int:
     """--gpus N / --cluster: each fold a Ray task on one GPU (ray_scheduler.py)."""
+    from fat2019.train import training
+
     ws.folds  # models/folds.csv made here once, not by the units at the same time
     models = [ws.profile.scale(m) for m in ws.models]
     starts = [pretrained_start(ws, m, use_pretrained) for m in models]
-    units = [ray_scheduler.Unit(f"{m.name} fold {k}",
-                                [sys.executable, str(Path(__file__).resolve()),
-                                 *ray_scheduler.unit_argv(argv, "--models", m.name, "--folds", str(k))],
-                                layout.log_path(ws.model_dir(m.name), layout.fold_prefix(k)),
-                                functools.partial(layout.is_finished, ws.model_dir(m.name), layout.fold_prefix(k)),
-                                needs=(ws.paths.features, ws.paths.models),
-                                lock=layout.lock_path(ws.model_dir(m.name), layout.fold_prefix(k)))
+    units = [ray_scheduler.stage_unit(f"{m.name} fold {k}", __file__, options, m.name, k,
+                                      layout.log_path(ws.model_dir(m.name), layout.fold_prefix(k)),
+                                      functools.partial(layout.is_finished, ws.model_dir(m.name), layout.fold_prefix(k)),
+                                      needs=(ws.paths.features, ws.paths.models),
+                                      lock=layout.lock_path(ws.model_dir(m.name), layout.fold_prefix(k)),
+                                      record=layout.run_json(ws.paths.models),
+                                      clear=functools.partial(training.clear, ws.model_dir(m.name), layout.fold_prefix(k)))
              for m in models for k in ws.fold_numbers()]
     outcome = ray_scheduler.run(units, chosen, "train", redo=ws.args.force)
     for model_cfg, pretrained in zip(models, starts):
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train: every fold starts from scratch, not from a noisy pretraining ({why})")
     ws.warn_if_profile_too_big("train", ws.models, len(ws.curated), ws.profile.epochs, len(folds))
     if chosen is not None:
-        return train_on_ray(ws, argv, chosen, use_pretrained)
+        return train_on_ray(ws, ray_scheduler.unit_options(parser, args), chosen, use_pretrained)
     pending = pending_units(ws, folds)
     progress = UnitProgress("train", len(pending), sizes=unit_sizes(pending, len(ws.classes)))
     for model_cfg in ws.models:

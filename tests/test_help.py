@@ -22,10 +22,10 @@ ALWAYS = {"--profile", "--data-dir", "--features-dir", "--models-dir", "--submis
           "--frontend"}
 EXPECTED = {   # beyond ALWAYS
     pretrain: {"--features-dir", "--force", "--workers", "--seed", "--mixed-precision", "--strategy",
-               "--logical-cpus", "--tensorboard", "--gpus", "--cluster"},
+               "--logical-cpus", "--tensorboard", "--gpus", "--cluster", "--ray-workers"},
     train: {"--features-dir", "--folds", "--force", "--workers", "--seed", "--mixed-precision", "--strategy",
-            "--logical-cpus", "--tensorboard", "--from-scratch", "--gpus", "--cluster"},
-    predict: {"--features-dir", "--folds", "--force", "--workers", "--mixed-precision", "--gpus", "--cluster"},
+            "--logical-cpus", "--tensorboard", "--from-scratch", "--gpus", "--cluster", "--ray-workers"},
+    predict: {"--features-dir", "--folds", "--force", "--workers", "--mixed-precision", "--gpus", "--cluster", "--ray-workers"},
     ensemble: {"--seed"},
 }
 

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import re
 import textwrap
 import time
 from pathlib import Path
@@ -187,14 +188,14 @@ def test_a_failed_unit_is_reported_with_its_log_tail_the_others_finish_and_a_rer
     c, _ = cluster
     units = fake_units(tmp_path, 4, fail=["fold2"], held=["fold1"])
     outcome = ray_scheduler.run(units, Plan(address=c.address), "test")
-    assert outcome.failed == ["fold 2"] and outcome.skipped == ["fold 1"]
+    assert outcome.failed == ["fold 2"] and outcome.unfinished == ["fold 1"]   # held by another run: never done
     assert sorted(outcome.done) == ["fold 0", "fold 3"]
     assert ray_scheduler.exit_code(outcome) == 1
     out, err = capsys.readouterr()
     assert "fold 2: FAILED (exit code 3)" in err and str(tmp_path / "fold2.log") in err
     assert "the loss of fold2 is nan" in err                          # the tail of its log
-    assert "1 unit(s) failed: fold 2" in err
-    assert "fold 1: not finished here (fold1: held by pid 999 on elsewhere; skipped)" in out
+    assert "1 unit(s) failed: fold 2" in err and "1 unit(s) not finished: fold 1" in err
+    assert "fold 1: NOT FINISHED (fold1: held by pid 999 on elsewhere; skipped)" in err
     assert "test: 4/4 units done" in out                              # the whole job's progress
 
     set_control(tmp_path)                                             # fixed, and the holder gone
@@ -255,17 +256,22 @@ def test_a_killed_driver_leaves_no_unit_running_and_a_rerun_does_only_what_is_mi
 
 # --- options --------------------------------------------------------------------------------
 
-def test_a_unit_gets_the_drivers_arguments_without_the_scheduling_ones():
+def test_a_unit_gets_the_drivers_options_as_parsed_without_the_scheduling_ones_nor_force(capsys):
     parser = stage_parser("test", trains=True)
     ray_scheduler.add_args(parser)
-    driver = ["--models", "v1mix", "se", "--gpus", "2", "--folds", "0", "1", "--set", "epochs=2", "--force",
-              "--cluster", "--strategy=default", "--workers", "1"]
-    argv = ray_scheduler.unit_argv(driver, "--models", "se", "--folds", "1")
-    assert not any(a.startswith(("--gpus", "--cluster", "--strategy", "--logical-cpus")) for a in argv)
-    args = parser.parse_args(argv)
-    assert (args.models, args.folds, args.gpus, args.cluster) == (["se"], [1], None, None)
-    assert (args.overrides, args.force, args.workers) == (["epochs=2"], True, 1)
-    assert ray_scheduler.unit_argv(["--cluster", "127.0.0.1:6379", "--force"]) == ["--force"]
+    args = parser.parse_args(["--models", "v1mix", "se", "--gpus", "2", "--folds", "0", "1", "--set", "epochs=2",
+                              "--force", "--strategy=default", "--workers", "1", "--models-dir", "m"])
+    options = ray_scheduler.unit_options(parser, args)
+    assert options == ["--models-dir", str(Path("m").resolve()), "--set", "epochs=2", "--workers", "1"]
+    unit = ray_scheduler.stage_unit("se fold 1", "train.py", options, "se", 1, Path("log"), lambda: False)
+    args = parser.parse_args(unit.command[2:])
+    assert (args.models, args.folds, args.gpus, args.cluster, args.force) == (["se"], [1], None, None, False)
+    assert (args.overrides, args.workers) == (["epochs=2"], 1)
+    # a prefix of an option is no option: it would pass as another and reach the units (issue 27, point 5)
+    for abbreviated in (["--gpu", "4"], ["--clus", "auto"], ["--forc"]):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(abbreviated)
+        assert exit_info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
 
 
 def test_the_plan_of_the_options(monkeypatch, capsys):
@@ -366,7 +372,7 @@ def test_a_node_lost_mid_fold_costs_one_epoch_and_changes_nothing(cluster, data,
     console = (tmp_path / "driver.out").read_text()
     log = layout.log_path(folder, f"fold{lost}").read_text()
     assert log.count(ray_scheduler.HEADER) == 2                      # the lost attempt and the retry
-    assert f"v1mix fold {lost}: done in " in console and "(attempt 2: Ray retried it after losing its node)" in console
+    assert f"v1mix fold {lost}: done in " in console and "Ray ran it again after losing its worker or node)" in console
     resumed = [line for line in log.splitlines() if "resuming at epoch" in line]
     assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= checkpointed + 1
 
@@ -421,3 +427,71 @@ def test_gpus_2_under_jax_without_tensorflow_pins_each_unit_to_its_own_gpu(data,
     assert "v1mix fold 0 prediction: done" in run.stdout and "v1mix fold 1 prediction: done" in run.stdout
     assert "v1mix: oof.csv and test.csv written (2 folds)" in run.stdout   # gathered by the driver
     print("pinning under JAX without TensorFlow:", dict(zip(("fold 0", "fold 1"), gpus)))
+
+
+def test_the_driver_reads_only_its_own_submissions_headers_and_each_units_last_epoch(tmp_path):
+    log = tmp_path / "fold0.log"
+    log.write_text("old run\n")
+    start = ray_scheduler.log_size(log)
+    with open(log, "a") as f:
+        f.write("=== unit 2026-01-01 00:00:00 v1mix fold 0: submission aaa attempt 1: started on node 10.0.0.7 "
+                "1f3a9c2e, GPU 1, 0.50 s after submission: python train.py\n")
+        f.write("v1mix fold 0 epoch   1/40  lr 1.0e-03  loss 0.2000  val LRAP 0.5000  lwlrap 0.4000  *  9s\n")
+        # a prediction appended to the same log, or another driver: another submission id
+        f.write("=== unit 2026-01-01 00:00:09 v1mix fold 0 prediction: submission bbb attempt 2: started on node "
+                "10.0.0.8 2b3c4d5e, GPU 0, 0.10 s after submission: python predict.py\n")
+        f.write("v1mix fold 0 epoch   2/40  lr 1.0e-03  loss 0.1000  val LRAP 0.6000  lwlrap 0.6123     8s\n")
+    headers = ray_scheduler.new_headers(log, start, "aaa")
+    assert len(headers) == 1 and ray_scheduler.attempt_of(headers[0]) == 1
+    assert ray_scheduler.where(headers[0]) == "node 10.0.0.7 1f3a9c2e, GPU 1"
+    assert ray_scheduler.new_headers(log, 0, "ccc") == []
+    assert ray_scheduler.unit_status(log, start) == "epoch 2/40, val lwlrap 0.6123"
+    assert ray_scheduler.unit_status(tmp_path / "none.log", 0) == "starting"
+
+
+def test_warm_workers_serve_unit_after_unit_bit_exact_and_a_crashed_worker_resumes(data, tmp_path):
+    """train.py --gpus 2 (pretend GPUs) on 2 models x 2 folds: two warm workers, each
+    serving units one after another, models of both kinds. The worker of the first fold
+    to checkpoint an epoch is killed (SIGKILL, as a segfault or the OOM killer would);
+    Ray starts a fresh worker and runs the fold again, which resumes. Every fold equals
+    the same fold trained in one process, weight for weight."""
+    epochs, names = 3, ["v1mix", "se"]
+    models = tmp_path / "warm"
+    args = [*stage_args(data, models, epochs), "--from-scratch", "--models", *names]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    out = open(tmp_path / "driver.out", "w")
+    driver = subprocess.Popen([sys.executable, str(CODE / "train.py"), *args, "--gpus", "2"], stdout=out,
+                              stderr=subprocess.STDOUT, env=env, cwd=CODE.parent)
+    deadline, crashed = time.monotonic() + LIMIT_S, None
+    while crashed is None:
+        assert driver.poll() is None, (tmp_path / "driver.out").read_text()
+        assert time.monotonic() < deadline, "no fold checkpointed"
+        for name in names:
+            for k in (0, 1):
+                folder = models / name
+                if layout.run_file(folder, f"fold{k}", ".state.json").is_file() and not layout.is_finished(folder, f"fold{k}"):
+                    crashed = (name, k)
+        time.sleep(0.1)
+    name, k = crashed
+    header = [line for line in layout.log_path(models / name, f"fold{k}").read_text().splitlines()
+              if line.startswith(ray_scheduler.HEADER)][-1]
+    pid = int(header.split("warm worker pid ")[1].split()[0])
+    os.kill(pid, signal.SIGKILL)
+    assert driver.wait(timeout=LIMIT_S) == 0, (tmp_path / "driver.out").read_text()
+    console = (tmp_path / "driver.out").read_text()
+    log = layout.log_path(models / name, f"fold{k}").read_text()
+    attempts = [ray_scheduler.attempt_of(h) for h in log.splitlines() if h.startswith(ray_scheduler.HEADER)]
+    assert len(attempts) == 2 and attempts[0] == 1 < attempts[1]   # Ray's numbers: tries on the lost worker count
+    assert "resuming at epoch" in log
+    served = re.findall(r"warm worker pid (\d+), its unit (\d+), (\d+) MiB", console)
+    assert len(served) == 4 and any(unit == "2" for _, unit, _ in served), console   # a worker served 2 units
+    reference = tmp_path / "one_process"
+    run = subprocess.run([sys.executable, str(CODE / "train.py"), *stage_args(data, reference, epochs), "--from-scratch",
+                          "--models", *names], env=env, cwd=CODE.parent, capture_output=True, text=True, timeout=LIMIT_S)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for name in names:
+        for k in (0, 1):
+            mine, theirs = (weights_of(layout.weights_path(m / name, f"fold{k}")) for m in (models, reference))
+            assert mine.keys() == theirs.keys() and all(np.array_equal(mine[n], theirs[n]) for n in mine), (name, k)
+    print(f"warm workers: killed worker pid {pid} during {crashed[0]} fold {crashed[1]};",
+          "\n".join(line for line in console.splitlines() if "done in" in line or "started" in line))

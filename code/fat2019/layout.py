@@ -5,6 +5,7 @@ never import one another.
     models/
         run.json                     the record of the run: profile, zoo, classes, versions
         folds.csv                    fname, fold (folds.py)
+        jax_cache/                   JAX's persistent compilation cache of Ray's warm workers
         <model>/
             pretrain.*               the noisy pretraining run (files of a run: below)
             fold<k>.*                the training run of fold k
@@ -56,6 +57,7 @@ from fat2019.util.digest import file_sha256
 
 FOLDS_CSV = "folds.csv"
 RUN_JSON = "run.json"                 # models/: the record of the run (run_record.py)
+JAX_CACHE = "jax_cache"               # models/: compiled XLA programs, shared by Ray's warm workers
 PRETRAIN = "pretrain"                 # the prefix of a model's noisy pretraining run
 HISTORY_CSV = "history.csv"           # models/<model>/: every fold's epochs
 REPORT_PNG = "report.png"             # models/<model>/ and submissions/: the stage's figure
@@ -165,6 +167,10 @@ def temporaries(folder: Path, prefix: str) -> list[Path]:
 
 def tensorboard_dir(folder: Path, prefix: str) -> Path:
     return Path(folder) / TENSORBOARD_DIR / prefix
+
+
+def jax_cache(models_dir: Path) -> Path:
+    return Path(models_dir) / JAX_CACHE
 
 
 def lock_path(folder: Path, prefix: str) -> Path:

@@ -2,14 +2,21 @@
 as Ray tasks that each need one GPU, on one machine (`--gpus N`: a local Ray with N GPUs)
 or on a running cluster (`--cluster ADDRESS`). docs/clusters.md is the user's guide.
 
-Each task is the stage script itself on one unit, in a process of its own (the unit's
-arguments: the stage's own, less the scheduling options, then `--models <name> --folds
-<k>`), so every unit trains exactly as the one-GPU run: same batch, same learning rate,
-same per-unit seed, and a unit trained here equals the same unit trained in one process.
-The unit takes its lock (locks.py) and resumes from its checkpoint, so a task that Ray
-retries after losing its node continues at the next epoch, and a second driver skips a
-unit the first holds. Its output is appended to models/<name>/<prefix>.log between a
-header (node, GPU) and an exit line; the driver prints one line per start and end.
+A unit is data: the stage, the model, the fold, the run's record (models/run.json), the
+driver's options as it parsed them (written out exactly, `unit_options`) and the
+environment that decides results (`RESULT_VARIABLES`: the driver's Keras backend, thread
+counts, seeds). The task checks the unit against run.json, then runs the stage script on
+that one unit in a process of its own, so every unit trains exactly as the one-GPU run:
+same batch, same learning rate, same per-unit seed, same backend, whatever the node's own
+environment. `--force` is the driver's: it clears the units before submitting them, so a
+task that Ray retries after losing its node always resumes at the next epoch.
+
+The unit takes its lock (locks.py). A lock whose holder ran on a node Ray reports dead is
+stale and is taken over; a unit that stays held by a live run is not done, and the stage
+exits 1 naming it. Its output is appended to models/<name>/<prefix>.log between a header
+(this submission's id, Ray's attempt number, node, GPU) and an exit line; the driver reads
+starts only from headers with its own submission id, and prints one line per start and
+end, and every STATUS_S one line per running unit (its last epoch).
 
 The driver itself trains nothing and imports Ray only here, lazily: without --gpus or
 --cluster a stage runs in its own process and Ray is never imported.
@@ -18,35 +25,58 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import functools
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from fat2019.util import locks
-from fat2019.util.progress import UnitProgress
+from fat2019 import layout
+from fat2019.cli import BadInput
+from fat2019.util import locks, shutdown
+from fat2019.util.progress import UnitProgress, duration
 
 TAIL_LINES = 20   # of a failed unit's log, printed by the driver
-# CPU thread pools of a unit (honoured at start-up by TensorFlow, XLA's and OpenMP's runtimes)
+# The environment that decides a unit's results, sent by the driver (set or unset): the
+# Keras backend, CPU thread pools (a CPU's sums depend on the number of threads), the
+# backends' numerics and seeds. A unit never takes them from its node's `ray start`.
 THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
-# the driver's options that a unit must not receive: it runs in-process on one device
-DRIVER_OPTIONS = ("--gpus", "--cluster", "--strategy", "--logical-cpus")
-HEADER = "=== unit "   # begins a unit log's header line; the driver reads the node and GPU from it
+RESULT_VARIABLES = ("KERAS_BACKEND", *THREAD_VARIABLES, "TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS",
+                    "XLA_FLAGS", "JAX_PLATFORMS", "JAX_ENABLE_X64", "JAX_DEFAULT_MATMUL_PRECISION", "PYTHONHASHSEED")
+# the driver's options that a unit does not get: scheduling, and what the driver decides per unit
+DRIVER_DESTS = ("gpus", "cluster", "ray_workers", "strategy", "logical_cpus", "force", "models", "folds", "help")
+WORKERS = ("warm", "fresh")   # --ray-workers
+HEADER = "=== unit "   # begins a unit log's header line
 PRETEND = "cpu"        # a pretend device's CUDA_VISIBLE_DEVICES value: cpu<i> names no CUDA device
 POLL_S = 0.5
+PLACEMENT_S = 45.0     # a unit Ray has not started this long while a GPU is free: say so (within a minute)
+LOCK_WAIT_S = 120.0    # a retry waits this long for its lost attempt to let go of the lock
+CONNECT_S = 60         # joining a cluster
+STATUS_S = 60.0        # one line per running unit, this often
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+EPOCH = re.compile(r" epoch +(?P<epoch>\d+/\d+) .*lwlrap (?P<lwlrap>[\d.]+)")
 
 
 class Storage(RuntimeError):
     """A node does not see a path every node must see."""
 
 
+class Refused(RuntimeError):
+    """A unit whose environment contradicts the run's record."""
+
+
 def add_args(parser: argparse.ArgumentParser) -> None:
+    # options are forwarded to the units as parsed here: no prefix of one (--gpu, --clus) may pass as another
+    parser.allow_abbrev = False
     g = parser.add_argument_group("several GPUs or machines (Ray; docs/clusters.md)")
     g.add_argument("--gpus", metavar="N",
                    help="run the units (folds, pretrainings) side by side on N GPUs of this machine, one "
@@ -57,6 +87,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                    help="hand the units to a running Ray cluster (ray start) and use all of its GPUs: "
                         "HOST:PORT of its head, 'auto' (the cluster this machine belongs to), or nothing "
                         "(RAY_ADDRESS)")
+    g.add_argument("--ray-workers", choices=WORKERS, default="warm",
+                   help="warm (default): one long-lived worker per GPU runs unit after unit, with the backend "
+                        "and the data already loaded; fresh: each unit in a new process")
 
 
 @dataclass(frozen=True)
@@ -65,6 +98,7 @@ class Plan:
     gpus: int = 0
     address: str | None = None
     pretend: bool = False    # local GPUs that do not exist: the units compute on the CPU
+    workers: str = "warm"    # WORKERS: a long-lived worker per GPU, or a process per unit
 
 
 def plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Plan | None:
@@ -84,6 +118,7 @@ def plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Plan | No
             return None
     else:
         return None
+    chosen = dataclasses.replace(chosen, workers=getattr(args, "ray_workers", "warm"))
     if getattr(args, "strategy", "default") != "default" or getattr(args, "logical_cpus", None):
         parser.error("--strategy mirrored / --logical-cpus split one unit over devices; with --gpus or "
                      "--cluster each unit has one GPU: leave them out")
@@ -126,19 +161,34 @@ def visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
 
 
-def unit_argv(argv: list[str], *unit_args: str) -> list[str]:
-    """The stage's own arguments for one unit: the driver's, less DRIVER_OPTIONS and their
-    values, then `unit_args` (argparse keeps an option's last value)."""
-    kept, i = [], 0
-    while i < len(argv):
-        name = argv[i].split("=", 1)[0]
-        if name in DRIVER_OPTIONS:
-            has_value = "=" not in argv[i] and i + 1 < len(argv) and not argv[i + 1].startswith("-")
-            i += 2 if has_value else 1   # --cluster may come without a value
+def unit_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The options every unit of the stage gets: the driver's, as it parsed them, written
+    out with their full names (paths made absolute), less DRIVER_DESTS. Options left at
+    their defaults are left out."""
+    options = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest in DRIVER_DESTS or not hasattr(args, action.dest):
             continue
-        kept.append(argv[i])
-        i += 1
-    return [*kept, *unit_args]
+        value = getattr(args, action.dest)
+        if value is None or value == action.default:
+            continue
+        name = max(action.option_strings, key=len)
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            options.append(name)
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        options += [name, *(str(v.resolve()) if isinstance(v, Path) else str(v) for v in values)]
+    return options
+
+
+def result_environment() -> dict[str, str | None]:
+    """RESULT_VARIABLES as this driver has them; KERAS_BACKEND is the backend Keras runs
+    on here (KERAS_BACKEND, else ~/.keras/keras.json, which a node may have otherwise)."""
+    env = {name: os.environ.get(name) for name in RESULT_VARIABLES}
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        env["KERAS_BACKEND"] = keras.backend.backend()
+    return env
 
 
 @dataclass
@@ -149,12 +199,25 @@ class Unit:
     is_done: Callable[[], bool]     # whether its work is finished (checked by the driver)
     needs: tuple[Path, ...] = ()    # paths every node must see (the feature cache, models/)
     lock: Path | None = None        # the unit's lock (locks.py), which a retry waits for
+    record: Path | None = None      # the run's record (models/run.json), checked by the task
+    clear: Callable[[], None] | None = None   # forgets the unit's finished work (the driver's --force)
+    script: str | None = None       # the stage script and its arguments, for a warm worker (command[1:])
+
+
+def stage_unit(label: str, script: str, options: list[str], model: str, fold: int | None, log: Path,
+               is_done: Callable[[], bool], *, needs=(), lock=None, record=None, clear=None) -> Unit:
+    """A unit of a stage script: its options, then its model and fold."""
+    own = ["--models", model, *(["--folds", str(fold)] if fold is not None else [])]
+    script = str(Path(script).resolve())
+    return Unit(label, [sys.executable, script, *options, *own], log, is_done, tuple(needs), lock, record, clear,
+                script)
 
 
 @dataclass
 class Outcome:
     done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)   # finished already, or held by another run
+    skipped: list[str] = field(default_factory=list)      # finished before this run
+    unfinished: list[str] = field(default_factory=list)   # ended without finishing: another run holds it
     failed: list[str] = field(default_factory=list)
     runs: dict[str, dict] = field(default_factory=dict)   # unit label -> its task's record (node, GPU, times)
 
@@ -174,15 +237,15 @@ def prepare_unit_process(niceness: int) -> None:
         pass
 
 
-def unit_env(devices: str, pretend: bool, driver_threads: dict[str, str | None]) -> dict:
-    """The unit's environment: pinned to its GPU (a pretend one by a name that is no CUDA
-    device), output unbuffered so its log is live, and the driver's CPU thread settings
-    (set or unset; Ray sets OMP_NUM_THREADS in its workers): a CPU sums in an order that
-    depends on the number of threads, and only with the same ones does a unit equal the
-    one-process run bit for bit. To give each unit fewer threads, set them for the driver."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def unit_env(devices: str, pretend: bool, result_env: dict[str, str | None], node_id: str) -> dict:
+    """The unit's environment: the node's, pinned to its GPU (a pretend one by a name that
+    is no CUDA device), output unbuffered so its log is live, its Ray node named for its
+    lock's record, and the driver's RESULT_VARIABLES (set or unset: Ray sets
+    OMP_NUM_THREADS in its workers, and a node's `ray start` may have another backend)."""
+    from fat2019.util import locks   # here: a task pickles the module's globals it uses
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", locks.NODE_VARIABLE: node_id}
     env["CUDA_VISIBLE_DEVICES"] = ",".join(PRETEND + d for d in devices.split(",")) if pretend else devices
-    for name, value in driver_threads.items():
+    for name, value in result_env.items():
         if value is None:
             env.pop(name, None)
         else:
@@ -190,58 +253,216 @@ def unit_env(devices: str, pretend: bool, driver_threads: dict[str, str | None])
     return env
 
 
-def wait_for_lock(path: str | None, limit_s: float = 120.0) -> None:
-    """Until nobody holds the lock at `path` (or `limit_s`): a retried unit's lost attempt
-    may still be saving and exiting when the retry starts, and would otherwise make the
-    retry skip the unit as held by another run."""
-    import fcntl
+def check_record(label: str, record: str | None, backend: str | None) -> None:
+    """Refuse a unit whose Keras backend is not the one the run's record was made with."""
+    if not record or not os.path.isfile(record):
+        return
+    recorded = json.loads(Path(record).read_text()).get("versions", {}).get("keras_backend")
+    if recorded and backend and recorded != backend:
+        raise Refused(f"{label}: refused: it would run Keras on {backend!r} (the driver's backend), but {record} "
+                      f"records the run as trained on {recorded!r}; run the driver with KERAS_BACKEND={recorded}, "
+                      f"or give another --models-dir for a run on {backend}")
+
+
+def take_over_stale_lock(path: str | None, dead_nodes: set[str]) -> str | None:
+    """If the lock at `path` is held by a unit on a node Ray reports dead (a lost host's
+    lock can outlive it on NFS), delete it, so the next holder locks a new file; a line
+    saying so, else None."""
+    from fat2019.util import locks
+    if not path or not os.path.isfile(path):
+        return None
+    with locks.try_hold(Path(path)) as lock:
+        if lock.held:
+            return None
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    node = record.get(locks.NODE_FIELD)
+    if node not in dead_nodes:
+        return None
+    Path(path).unlink(missing_ok=True)
+    return (f"the lock {path} was held by pid {record.get('pid')} on {record.get('host')}, Ray node {node[:8]}, "
+            f"which Ray reports dead: stale, taken over")
+
+
+def wait_for_lock(path: str | None, limit_s: float, say) -> bool:
+    """Until nobody holds the lock at `path`, at most `limit_s`: a retried unit's lost
+    attempt may still be saving and exiting when the retry starts. Whether it is free."""
+    from fat2019.util import locks
     deadline = time.monotonic() + limit_s
-    while path and time.monotonic() < deadline:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return
-        except OSError:
-            time.sleep(POLL_S)
-        finally:
-            os.close(fd)
+    told = False
+    while path:
+        with locks.try_hold(Path(path)) as lock:
+            if lock.held:
+                return True
+        if time.monotonic() >= deadline:
+            return False
+        if not told:
+            say(f"waiting up to {limit_s:.0f} s for the lock {lock.holder}")
+            told = True
+        time.sleep(POLL_S)
+    return True
 
 
-def run_unit(label: str, command: list[str], log: str, needs: list[str], cwd: str, pretend: bool,
-             driver_threads: dict[str, str | None], submitted: float, lock: str | None, log_start: int,
-             niceness: int = 0) -> dict:
-    """The Ray task: check the shared paths, then run the unit's command with its output
-    appended to its log. Returns a record of where and when it ran, and its exit code."""
+def run_unit(spec: dict) -> dict:
+    """The Ray task: check the shared paths and the run's record, take over a stale lock,
+    then run the unit's command with its output appended to its log. Returns a record of
+    where and when it ran (Ray's attempt number, node), and its exit code."""
     import ray
-
-    if new_headers(Path(log), log_start):   # Ray retries this unit: its first attempt's node was lost
-        wait_for_lock(lock)
 
     started = time.time()
     context = ray.get_runtime_context()
-    node = f"{ray.util.get_node_ip_address()} {context.get_node_id()[:8]}"
-    missing = [p for p in [*needs, cwd, command[0], command[1]] if not os.path.exists(p)]
+    node_id = context.get_node_id()
+    attempt = ray._private.worker.global_worker.core_worker.get_current_task_attempt_number() + 1
+    node = f"{ray.util.get_node_ip_address()} {node_id[:8]}"
+    command, label, log = spec["command"], spec["label"], spec["log"]
+    missing = [p for p in [*spec["needs"], spec["cwd"], spec["code"], command[0], command[1]] if not os.path.exists(p)]
     if missing:
         raise Storage(f"node {node} ({socket.gethostname()}): {missing[0]} does not exist there; every node must "
                       f"see the repository, the virtualenv, the feature cache and models/ at the same paths "
                       f"(docs/clusters.md)")
-    devices = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    env = unit_env(devices, pretend, driver_threads)
+    if spec["code"] not in sys.path:   # fat2019, at the same path on every node (this task was pickled by value)
+        sys.path.insert(0, spec["code"])
+    env = unit_env(os.environ.get("CUDA_VISIBLE_DEVICES", ""), spec["pretend"], spec["env"], node_id)
+    check_record(label, spec["record"], env.get("KERAS_BACKEND"))
+    notes = []
     with open(log, "a") as out:
-        out.write(f"{HEADER}{stamp()} {label}: started on node {node}, GPU {env['CUDA_VISIBLE_DEVICES']}, "
-                  f"{started - submitted:.2f} s after submission: {' '.join(command)}\n")
+        def say(line: str) -> None:
+            notes.append(line)
+            out.write(f"=== {stamp()} {label}: {line}\n")
+            out.flush()
+        out.write(f"{HEADER}{stamp()} {label}: submission {spec['submission']} attempt {attempt}: started on node "
+                  f"{node}, GPU {env['CUDA_VISIBLE_DEVICES']}, {started - spec['submitted']:.2f} s after "
+                  f"submission: {' '.join(command)}\n")
         out.flush()
+        dead = {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
+        taken = take_over_stale_lock(spec["lock"], dead)
+        if taken:
+            say(taken)
+        elif attempt > 1:
+            wait_for_lock(spec["lock"], LOCK_WAIT_S, say)
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, cwd=cwd,
-                                   preexec_fn=functools.partial(prepare_unit_process, niceness))
+                                   env=env, cwd=spec["cwd"],
+                                   preexec_fn=functools.partial(prepare_unit_process, spec["niceness"]))
         rc = process.wait()
         ended = time.time()
         out.write(f"=== {stamp()} {label}: exit code {rc} after {ended - started:.1f} s\n")
-    return {"rc": rc, "node": node, "gpu": env["CUDA_VISIBLE_DEVICES"], "ray_gpu": devices,
-            "submitted": submitted, "started": started, "ended": ended}
+    return {"rc": rc, "node": node, "node_id": node_id, "attempt": attempt, "gpu": env["CUDA_VISIBLE_DEVICES"],
+            "ray_gpu": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "notes": notes,
+            "submitted": spec["submitted"], "started": started, "ended": ended}
+
+
+class UnitWorker:
+    """A warm worker (a Ray actor holding one GPU): runs unit after unit in its own
+    process, so Python, the backend and its compiled kernels are loaded once per GPU, not
+    once per unit. It takes the driver's RESULT_VARIABLES before any backend is imported,
+    runs each unit as the stage's `main` on that unit (output to the unit's log, at the
+    file descriptors too), and frees what the unit held afterwards (Keras' session, the
+    garbage). A unit's Python error fails that unit only; a crash of the process (a
+    segfault, an OOM kill) or of its node makes Ray start a fresh worker and run the
+    unit again, which resumes at its next epoch."""
+
+    def __init__(self, code: str, result_env: dict, pretend: bool, niceness: int):
+        import ray
+        if code not in sys.path:   # fat2019 and the stage scripts, at the same path on every node
+            sys.path.insert(0, code)
+        self.node_id = ray.get_runtime_context().get_node_id()
+        env = unit_env(os.environ.get("CUDA_VISIBLE_DEVICES", ""), pretend, result_env, self.node_id)
+        for name in set(os.environ) - set(env):
+            del os.environ[name]
+        os.environ.update(env)
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, niceness)
+        except PermissionError:
+            pass
+        self.served = 0
+
+    def run(self, spec: dict) -> dict:
+        import ray
+        started = time.time()
+        attempt = ray._private.worker.global_worker.core_worker.get_current_task_attempt_number() + 1
+        node = f"{ray.util.get_node_ip_address()} {self.node_id[:8]}"
+        label, log = spec["label"], spec["log"]
+        missing = [p for p in [*spec["needs"], spec["cwd"], spec["script"]] if not os.path.exists(p)]
+        if missing:
+            raise Storage(f"node {node} ({socket.gethostname()}): {missing[0]} does not exist there; every node "
+                          f"must see the repository, the virtualenv, the feature cache and models/ at the same "
+                          f"paths (docs/clusters.md)")
+        check_record(label, spec["record"], os.environ.get("KERAS_BACKEND"))
+        os.chdir(spec["cwd"])
+        notes = []
+        with open(log, "a", buffering=1) as out:
+            def say(line: str) -> None:
+                notes.append(line)
+                out.write(f"=== {stamp()} {label}: {line}\n")
+            out.write(f"{HEADER}{stamp()} {label}: submission {spec['submission']} attempt {attempt}: started on node "
+                      f"{node}, GPU {os.environ['CUDA_VISIBLE_DEVICES']}, {started - spec['submitted']:.2f} s after "
+                      f"submission, warm worker pid {os.getpid()} unit {self.served + 1}: "
+                      f"{' '.join(spec['command'])}\n")
+            dead = {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
+            taken = take_over_stale_lock(spec["lock"], dead)
+            if taken:
+                say(taken)
+            elif attempt > 1:
+                wait_for_lock(spec["lock"], LOCK_WAIT_S, say)
+            if spec["jax_cache"] and os.environ.get("KERAS_BACKEND") == "jax":
+                # compiled programs kept beside the run: a restarted worker, or another node, loads them
+                import jax
+                jax.config.update("jax_compilation_cache_dir", spec["jax_cache"])
+            rc = self.call_stage(spec["script"], spec["command"][2:], out)
+            self.served += 1
+            ended = time.time()
+            out.write(f"=== {stamp()} {label}: exit code {rc} after {ended - started:.1f} s\n")
+        return {"rc": rc, "node": node, "node_id": self.node_id, "attempt": attempt,
+                "gpu": os.environ["CUDA_VISIBLE_DEVICES"], "ray_gpu": ray.get_gpu_ids(), "notes": notes,
+                "submitted": spec["submitted"], "started": started, "ended": ended, "worker_pid": os.getpid(),
+                "served": self.served, "rss_mb": resident_mb()}
+
+    @staticmethod
+    def call_stage(script: str, argv: list[str], out) -> int:
+        """The stage's main(argv) in this process, its output (Python's and the C++
+        libraries') in `out`; its exit code. Frees the unit's Keras state afterwards."""
+        import gc
+        import importlib
+        import traceback
+        from fat2019 import cli
+
+        if os.path.dirname(script) not in sys.path:
+            sys.path.insert(0, os.path.dirname(script))
+        module = importlib.import_module(Path(script).stem)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        streams = sys.stdout, sys.stderr
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+        sys.stdout = sys.stderr = out
+        try:
+            rc = cli.call(module.main, argv)
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else 1
+        except Exception:   # an ordinary error fails this unit; the worker serves the next one
+            traceback.print_exc(file=out)
+            rc = 1
+        finally:
+            out.flush()
+            sys.stdout, sys.stderr = streams
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            keras = sys.modules.get("keras")
+            if keras is not None:
+                keras.backend.clear_session()
+            gc.collect()
+        return rc
+
+
+def resident_mb() -> float:
+    """This process's resident memory (MiB), from /proc."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def stamp() -> str:
@@ -272,8 +493,37 @@ def connect(chosen: Plan):
                 os.environ["CUDA_VISIBLE_DEVICES"] = hidden
     else:
         common.pop("include_dashboard")   # the cluster's, not ours to choose
-        ray.init(address=chosen.address, **common)
+        os.environ.setdefault("RAY_gcs_rpc_server_connect_timeout_s", str(CONNECT_S))
+        try:
+            ray.init(address=chosen.address, **common)
+        except (ConnectionError, ray.exceptions.RaySystemError, ray.exceptions.AuthenticationError) as e:
+            # `ray start --head` turns token authentication on when its user has a token (~/.ray/auth_token,
+            # which any local Ray writes), but a driver given an address sends none without RAY_AUTH_MODE=token
+            # (Ray 2.60). The driver cannot set it for itself: a driver in token mode joins a cluster without
+            # authentication, but then its actors die at once (the cluster's calls back to it carry no token)
+            mode = os.environ.get("RAY_AUTH_MODE", "unset")
+            raise BadInput(f"--cluster {chosen.address}: cannot join the Ray cluster there ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0]}); is it running (ray start)? If it uses token authentication, "
+                           f"export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=<its token file> for this driver as "
+                           f"for its nodes (RAY_AUTH_MODE is {mode} here; docs/clusters.md)") from None
+    plain_ray_messages(ray)
+    # Ray's core worker puts a handler on SIGTERM that dumps a C++ stack and aborts: ours back,
+    # so a stopped driver exits as a plain stage does (143, its resumable message)
+    shutdown.install()
     return ray
+
+
+def plain_ray_messages(ray) -> None:
+    """Ray pushes its messages to the driver (a task lost with its node, a resource request
+    it cannot place) as `(raylet)` lines in colour, several lines long: print each as one
+    plain line instead. Ray calls print_to_stdstream from its listener thread, by name."""
+    def plain(data: dict, ignore_prefix: bool = False) -> None:
+        for message in data.get("lines", []):
+            lines = [line.strip() for line in ANSI.sub("", message).splitlines() if line.strip()]
+            if lines:
+                print(f"note from Ray: {lines[0][:300]}", file=sys.stderr, flush=True)
+
+    ray._private.worker.print_to_stdstream = plain
 
 
 def on_loopback(address: str) -> bool:
@@ -303,21 +553,23 @@ def log_size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else 0
 
 
-def new_headers(path: Path, start: int) -> list[str]:
-    """The header lines written to `path` from byte `start` on."""
+def read_from(path: Path, start: int) -> str:
     if not path.is_file():
-        return []
+        return ""
     with open(path, "rb") as f:
         f.seek(start)
-        text = f.read().decode(errors="replace")
-    return [line for line in text.splitlines() if line.startswith(HEADER)]
+        return f.read().decode(errors="replace")
+
+
+def new_headers(path: Path, start: int, submission: str) -> list[str]:
+    """The header lines of submission `submission` written to `path` from byte `start` on
+    (a prediction appended to the fold's log, or another driver, has other ids)."""
+    mark = f": submission {submission} attempt "
+    return [line for line in read_from(path, start).splitlines() if line.startswith(HEADER) and mark in line]
 
 
 def log_tail(path: Path, start: int, lines: int = TAIL_LINES) -> str:
-    with open(path, "rb") as f:
-        f.seek(start)
-        text = f.read().decode(errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(read_from(path, start).splitlines()[-lines:])
 
 
 def where(header: str) -> str:
@@ -325,25 +577,43 @@ def where(header: str) -> str:
     return ", ".join(header.split(": started on ", 1)[1].split(", ")[:2])
 
 
+def attempt_of(header: str) -> int:
+    return int(header.split(" attempt ", 1)[1].split(":", 1)[0])
+
+
+def unit_status(path: Path, start: int) -> str:
+    """'epoch 12/40, val lwlrap 0.6123' from the unit's last epoch line, or 'starting'."""
+    for line in reversed(read_from(path, start).splitlines()):
+        m = EPOCH.search(line)
+        if m:
+            return f"epoch {m['epoch']}, val lwlrap {m['lwlrap']}"
+    return "starting"
+
+
 @dataclass
 class Submitted:
     unit: Unit
     ref: object
     log_start: int
+    submitted: float
     attempts_seen: int = 0
+    told_unplaced: bool = False
+    worker: object = None   # the warm worker it was given to (None: a process of its own)
 
 
 def report(job: Submitted, record: dict | None, error: BaseException | None, outcome: Outcome) -> None:
     """One line for a unit that ended (with its log's tail if it failed)."""
     label, log = job.unit.label, job.unit.log
-    attempts = len(new_headers(log, job.log_start))
-    again = f" (attempt {attempts}: Ray retried it after losing its node)" if attempts > 1 else ""
     if error is not None:
         outcome.failed.append(label)
         cause = getattr(error, "cause", None) or error
         print(f"{label}: FAILED: {type(cause).__name__}: {cause}", file=sys.stderr, flush=True)
         return
+    attempts = record["attempt"]
+    again = f" (attempt {attempts}: Ray ran it again after losing its worker or node)" if attempts > 1 else ""
     outcome.runs[label] = {**record, "attempts": attempts}
+    for note in record["notes"]:
+        print(f"{label}: {note}", flush=True)
     took = record["ended"] - record["started"]
     at = f"[node {record['node']}, GPU {record['gpu']}] {label}"
     tail = log_tail(log, job.log_start)
@@ -353,67 +623,157 @@ def report(job: Submitted, record: dict | None, error: BaseException | None, out
               + "\n".join("    " + line for line in tail.splitlines()), file=sys.stderr, flush=True)
     elif job.unit.is_done():
         outcome.done.append(label)
-        print(f"{at}: done in {took:.0f} s{again}", flush=True)
+        warm = (f" (warm worker pid {record['worker_pid']}, its unit {record['served']}, {record['rss_mb']:.0f} MiB)"
+                if "worker_pid" in record else "")
+        print(f"{at}: done in {took:.0f} s{again}{warm}", flush=True)
     else:   # exited cleanly without finishing: another run holds the unit (its log says who)
-        outcome.skipped.append(label)
+        outcome.unfinished.append(label)
         lines = [line.strip() for line in tail.splitlines() if line.strip() and not line.startswith("===")]
         note = next((line for line in reversed(lines) if locks.HELD_BY in line), lines[-1] if lines else "no output")
-        print(f"{at}: not finished here ({note}); rerun once it is done", flush=True)
+        print(f"{at}: NOT FINISHED ({note})", file=sys.stderr, flush=True)
+
+
+def check_gpus(ray, chosen: Plan) -> int:
+    """The cluster's GPUs; exit 2 at once, naming what it has, if it has none."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if gpus < 1:
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        has = f"CPU {resources.get('CPU', 0):g}, memory {resources.get('memory', 0) / 2**30:.1f} GiB"
+        raise BadInput(f"the Ray cluster at {chosen.address or 'local'} has no GPU ({len(nodes)} node(s): {has}); "
+                       f"each unit needs one: start its nodes with `ray start ... --num-gpus N` (docs/clusters.md)")
+    return gpus
 
 
 def run(units: list[Unit], chosen: Plan, stage: str, *, redo: bool = False) -> Outcome:
-    """Run every unit not yet done (all of them with `redo`) as a Ray task needing one GPU;
-    Ray queues the ones for which no GPU is free. Returns what was done, skipped, failed."""
+    """Run every unit not yet done (all of them with `redo`, cleared first) as a Ray task
+    needing one GPU; Ray queues the ones for which no GPU is free. Returns what was done,
+    skipped, left unfinished, failed."""
     outcome = Outcome()
+    result_env = result_environment()   # before Ray is imported: it sets OMP_NUM_THREADS
+    for record in dict.fromkeys(unit.record for unit in units if unit.record):   # before --force clears anything
+        try:
+            check_record(stage, str(record), result_env["KERAS_BACKEND"])
+        except Refused as e:
+            raise BadInput(str(e)) from None
     pending = []
     for unit in units:
-        if not redo and unit.is_done():
+        if redo:
+            if not clear_unit(unit, outcome):
+                continue
+        elif unit.is_done():
             outcome.skipped.append(unit.label)
             print(f"{unit.label}: finished, skipped", flush=True)
-        else:
-            pending.append(unit)
+            continue
+        pending.append(unit)
     if not pending:
         return outcome
     keep_driver_off_the_gpus()
     ray = connect(chosen)
+    jobs: list[Submitted] = []
+    code = str(Path(__file__).resolve().parents[2])
     try:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        print(f"{stage}: {len(pending)} unit(s) on Ray, {gpus:g} GPU(s) "
+        gpus = check_gpus(ray, chosen)
+        print(f"{stage}: {len(pending)} unit(s) on Ray, {gpus} GPU(s) "
               f"({'pretend, ' if chosen.pretend else ''}{chosen.address or 'local'}); each unit's output goes to "
               f"its log", flush=True)
-        task = ray.remote(num_gpus=1, num_cpus=0, max_calls=1)(run_unit)
-        threads = {name: os.environ.get(name) for name in THREAD_VARIABLES}
-        jobs = []
+        submission = uuid.uuid4().hex[:12]
+        queue = []
         for unit in pending:
             unit.log = unit.log.resolve()
             unit.log.parent.mkdir(parents=True, exist_ok=True)
-            start = log_size(unit.log)
-            ref = task.remote(unit.label, unit.command, str(unit.log), [str(Path(p).resolve()) for p in unit.needs],
-                              os.getcwd(), chosen.pretend, threads, time.time(),
-                              str(unit.lock.resolve()) if unit.lock else None, start,
-                              os.getpriority(os.PRIO_PROCESS, 0))
-            jobs.append(Submitted(unit, ref, start))
-        wait_for(ray, jobs, outcome, UnitProgress(stage, len(pending)))
-    except BaseException:   # Ctrl-C, SIGTERM: the units get a SIGTERM too (prepare_unit_process), save and stop
-        for job in locals().get("jobs", []):
-            ray.cancel(job.ref, force=True)
+            queue.append((unit, {
+                "label": unit.label, "command": unit.command, "script": unit.script, "log": str(unit.log),
+                "cwd": os.getcwd(), "code": code, "needs": [str(Path(p).resolve()) for p in unit.needs],
+                "lock": str(unit.lock.resolve()) if unit.lock else None,
+                "record": str(unit.record.resolve()) if unit.record else None,
+                "jax_cache": str(layout.jax_cache(unit.record.resolve().parent)) if unit.record else None,
+                "env": result_env, "pretend": chosen.pretend, "submission": submission,
+                "niceness": os.getpriority(os.PRIO_PROCESS, 0)}))
+
+        def submit(worker=None) -> Submitted | None:
+            if not queue:
+                return None
+            unit, spec = queue.pop(0)
+            spec["submitted"] = time.time()
+            ref = worker.run.remote(spec) if worker is not None else task.remote(spec)
+            return Submitted(unit, ref, log_size(unit.log), spec["submitted"], worker=worker)
+
+        if chosen.workers == "warm" and all(unit.script for unit in pending):
+            # one per GPU, restarted by Ray (at most 3 times) if its process or node dies, and its unit then
+            # runs again: the unit is retried until its worker is back (a host that dies is "unavailable"
+            # for a few seconds, and each try then counts as an attempt), the worker's restarts are bounded
+            actor = ray.remote(num_gpus=1, num_cpus=0, max_restarts=3, max_task_retries=-1)(UnitWorker)
+            workers = [actor.remote(code, result_env, chosen.pretend, os.getpriority(os.PRIO_PROCESS, 0))
+                       for _ in range(min(gpus, len(queue)))]
+            jobs.extend(submit(worker) for worker in workers)
+        else:
+            task = ray.remote(num_gpus=1, num_cpus=0, max_calls=1)(run_unit)
+            while queue:
+                jobs.append(submit())
+        wait_for(ray, jobs, outcome, UnitProgress(stage, len(pending)), submission, submit)
+    except BaseException as stopped:   # Ctrl-C, SIGTERM: the units get a SIGTERM too (prepare_unit_process), save and stop
+        ray._private.worker.print_to_stdstream = lambda *args, **kwargs: None   # Ray's notes of our own kills
+        for job in jobs:
+            if job.worker is not None:
+                ray.kill(job.worker, no_restart=True)
+            else:
+                ray.cancel(job.ref, force=True)
+        if shutdown.received() and not isinstance(stopped, shutdown.Terminated):
+            raise shutdown.Terminated(shutdown.EXIT_CODE) from None   # Ray's wait made SIGTERM a SystemExit(1)
         raise
     finally:
         ray.shutdown()
     return outcome
 
 
-def wait_for(ray, jobs: list[Submitted], outcome: Outcome, progress: UnitProgress) -> None:
-    """Print each unit's start (read from its log's header: the node and GPU) and end."""
+def clear_unit(unit: Unit, outcome: Outcome) -> bool:
+    """--force: forget the unit's finished work before it is submitted (a retry then
+    resumes, never restarts), under its lock. False, saying so, if another run holds it."""
+    if unit.clear is None:
+        return True
+    if unit.lock is None:
+        unit.clear()
+        return True
+    with locks.try_hold(unit.lock) as lock:
+        if lock.held:
+            unit.clear()
+            return True
+    outcome.unfinished.append(unit.label)
+    print(f"{unit.label}: NOT FINISHED ({lock.holder}); not cleared for --force", file=sys.stderr, flush=True)
+    return False
+
+
+def wait_for(ray, jobs: list[Submitted], outcome: Outcome, progress: UnitProgress, submission: str,
+             submit: Callable = lambda worker=None: None) -> None:
+    """Print each unit's start (read from its log's header of this submission: the node,
+    GPU and Ray's attempt), its end, a unit Ray does not place, and every STATUS_S one
+    line per running unit."""
     running = list(jobs)
+    last_status = time.monotonic()
     while running:
         ready, _ = ray.wait([job.ref for job in running], num_returns=1, timeout=POLL_S)
+        now = time.monotonic()
         for job in running:
-            headers = new_headers(job.unit.log, job.log_start)
+            headers = new_headers(job.unit.log, job.log_start, submission)
             for header in headers[job.attempts_seen:]:
-                again = f" (attempt {len(headers)})" if len(headers) > 1 else ""
+                attempt = attempt_of(header)
+                again = f" (attempt {attempt})" if attempt > 1 else ""
                 print(f"[{where(header)}] {job.unit.label}: started{again} (log {job.unit.log})", flush=True)
             job.attempts_seen = len(headers)
+            if not headers and not job.told_unplaced and time.time() - job.submitted > PLACEMENT_S:
+                job.told_unplaced = True
+                free = ray.available_resources().get("GPU", 0)
+                total = ray.cluster_resources().get("GPU", 0)
+                print(f"{job.unit.label}: not started {PLACEMENT_S:.0f} s after submission: it needs 1 GPU; the "
+                      f"cluster has {total:g}, {free:g} free now (busy ones run other units)", flush=True)
+        if now - last_status >= STATUS_S:
+            last_status = now
+            for job in running:
+                headers = new_headers(job.unit.log, job.log_start, submission)
+                if headers:
+                    print(f"  [{where(headers[-1])}] {job.unit.label}: {unit_status(job.unit.log, job.log_start)}, "
+                          f"{duration(time.time() - job.submitted)} since submission", flush=True)
         for job in [j for j in running if j.ref in ready]:
             running.remove(job)
             try:
@@ -422,12 +782,21 @@ def wait_for(ray, jobs: list[Submitted], outcome: Outcome, progress: UnitProgres
                 record, error = None, e
             report(job, record, error, outcome)
             progress.finished(job.unit.label)
+            if job.worker is not None:   # a warm worker is free: its next unit, or it goes
+                following = submit(job.worker)
+                if following is not None:
+                    running.append(following)
+                    jobs.append(following)
+                else:   # its GPU is then free for a worker Ray restarts after losing its node
+                    ray.kill(job.worker, no_restart=True)
 
 
 def exit_code(outcome: Outcome) -> int:
-    """1, naming the failed units, if any failed; else 0."""
+    """1, naming them, if any unit failed or was left unfinished; else 0."""
     if outcome.failed:
         print(f"{len(outcome.failed)} unit(s) failed: {', '.join(outcome.failed)} (the end of each log is above); "
               f"rerun the same command to retry them (finished work is kept)", file=sys.stderr)
-        return 1
-    return 0
+    if outcome.unfinished:
+        print(f"{len(outcome.unfinished)} unit(s) not finished: {', '.join(outcome.unfinished)}: another run holds "
+              f"them (above); rerun once it is done, or once it has died", file=sys.stderr)
+    return 1 if outcome.failed or outcome.unfinished else 0

@@ -40,6 +40,10 @@ from typing import Iterator
 
 HELD_BY = "held by"   # begins the description of a holder (ray_scheduler.py looks for it in logs)
 ATTEMPTS = 10   # a holder deleting the file as we open it: retry on the new file
+# A unit run by Ray (ray_scheduler.py) finds its Ray node's id in this variable and records
+# it, so that a retry can tell a lock whose holder's node Ray reports dead (stale) from a live one
+NODE_VARIABLE = "FAT2019_RAY_NODE"
+NODE_FIELD = "ray_node"
 
 
 @dataclass
@@ -51,8 +55,10 @@ class Lock:
 
 def holder_record() -> dict:
     """What a holder writes into its lock file."""
-    return {"host": socket.gethostname(), "pid": os.getpid(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+    if os.environ.get(NODE_VARIABLE):
+        record[NODE_FIELD] = os.environ[NODE_VARIABLE]
+    return record
 
 
 def describe_holder(path: Path) -> str:

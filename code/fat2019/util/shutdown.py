@@ -25,6 +25,7 @@ class Terminated(SystemExit):
 
 _depth = 0          # nesting of critical() blocks in progress
 _pending = False    # SIGTERM arrived during a critical block
+_received = False   # SIGTERM arrived (code that turns the exception into another asks `received()`)
 
 
 def install() -> None:
@@ -42,7 +43,15 @@ def _on_sigterm(signum, frame) -> None:
     _terminate()
 
 
+def received() -> bool:
+    """Whether this process was told to stop by SIGTERM: a library that caught `Terminated`
+    and raised its own exception (Ray's wait turns it into SystemExit(1)) can be told apart."""
+    return _received
+
+
 def _terminate() -> None:
+    global _received
+    _received = True
     print("\nterminated (SIGTERM): everything finished so far is saved; rerun the same command to resume",
           file=sys.stderr, flush=True)
     raise Terminated(EXIT_CODE)
