@@ -43,10 +43,12 @@ OPTIONS: dict[str, tuple[int | str, tuple[str, ...]]] = {
     "--mixed-precision": (1, UNITS),
     "--gpus": (1, UNITS),
     "--cluster": ("?", UNITS),
+    "--ray-workers": (1, UNITS),
     "--strategy": (1, FITTING),
     "--logical-cpus": (1, FITTING),
     "--tensorboard": (0, FITTING),
     "--from-scratch": (0, ("train",)),
+    "--frontend": (1, TRAINING),
 }
 
 
