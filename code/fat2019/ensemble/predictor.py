@@ -294,7 +294,7 @@ class Predictor:
                 names_used, weights = zip(*[(n, w) for n, w in zip(saved.models, saved.fitted_weights) if w > 0])
             untrained = [n for n in names_used if not trained_folds(Path(models_dir) / n)]
             if untrained:
-                problem = (f"the saved {'stacker' if mode == 'stacker' else 'fitted combination'} uses "
+                problem = (f"the saved {'stacker stacks' if mode == 'stacker' else 'fitted combination weighs'} "
                            f"{', '.join(untrained)}, with no trained folds in {models_dir}")
                 if combine != "auto":
                     raise PredictorError(f"{problem}; train them or use --combine average")
