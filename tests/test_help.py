@@ -25,7 +25,7 @@ EXPECTED = {   # beyond ALWAYS
     train: {"--features-dir", "--folds", "--force", "--workers", "--seed", "--mixed-precision", "--strategy",
             "--logical-cpus", "--tensorboard", "--from-scratch", "--gpus", "--cluster"},
     predict: {"--features-dir", "--folds", "--force", "--workers", "--mixed-precision", "--gpus", "--cluster"},
-    ensemble: {"--seed"},
+    ensemble: {"--seed", "--force", "--combine"},
 }
 
 
