@@ -45,7 +45,7 @@ from fat2019 import cli
 from fat2019 import layout
 from fat2019.data.dataset import CURATED_CSV, DatasetError
 
-ENSEMBLE_OOF = {"stacker": layout.STACKER_OOF_CSV, "average": layout.AVERAGE_OOF_CSV}
+ENSEMBLE_OOF = {name: oof for name, (oof, _) in layout.COMBINATION_CSVS.items()}
 TABLES = layout.INSPECT_TABLES
 
 
@@ -53,7 +53,8 @@ def parser():
     p = cli.script_parser(__doc__)
     p.add_argument("oof", nargs="?", default=None,
                    help="an OOF CSV (a path, or a name ending in .csv), a model name (<models-dir>/NAME/oof.csv), "
-                        "'stacker' or 'average' (<submissions-dir>/stacker_oof.csv, average_oof.csv); "
+                        "'stacker', 'average' or 'fitted' (<submissions-dir>/stacker_oof.csv, average_oof.csv, "
+                        "fitted_oof.csv); "
                         "default: stacker")
     p.add_argument("--ensemble", action="store_true", help="the stacker's OOF predictions (same as 'stacker')")
     p.add_argument("--labels", type=Path, help=f"fname,labels CSV (default: <data-dir>/{CURATED_CSV})")

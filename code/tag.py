@@ -14,10 +14,11 @@ silence, global features of the untrimmed clip, length, int16 storage; it is put
 temporary feature cache), then scored by the models folder's Predictor
 (fat2019/ensemble/predictor.py): each model's 3-TTA, averaged over its trained folds.
 
-Models are combined as in the submission: by the trained STACKER when ensemble.py has
-saved one (models/stacker/) and every model it stacks is trained; otherwise (or with
+Models are combined as in the submission: by the combination ensemble.py saved
+(models/stacker/: the trained STACKER by default, or the FITTED WEIGHTS after
+`ensemble.py --combine fitted`) when every model it uses is trained; otherwise (or with
 --combine average, or --models) by the zoo's WEIGHTED AVERAGE, over every trained member
-with a weight. --models picks members (one model: its scores). The stacker's output ranks
+with a weight. --combine stacker / fitted asks for one of the saved ones. --models picks members (one model: its scores). The stacker's output ranks
 classes but reads low (its top scores sit near 0.05-0.2), so tag.py shows it through the
 calibration ensemble.py fitted on its out-of-fold predictions: the same ranking, as
 probabilities (docs/models_folder.md); --raw-scores shows the submission's own numbers.

@@ -148,17 +148,19 @@ def test_batches_with_prefetch_are_the_batches_of_plain_crops(tmp_path):
 
 
 def test_the_stackers_epoch_scoring_gives_predicts_values():
-    from fat2019.ensemble.stacking import ScoreBeforeEpoch, predict_batches
+    from fat2019.ensemble.predictor import STACKER_BATCH, StackerNet
+    from fat2019.ensemble.stacking import ScoreBeforeEpoch
     from fat2019.eval.metrics import lrap
     from fat2019.nn.models import build_stacker
     rng = np.random.default_rng(0)
-    x = rng.random((1500, 80, 7)).astype(np.float32)      # two batches of 1024
+    x = rng.random((1500, 80, 7)).astype(np.float32)      # several batches, the last one short
     y = (rng.random((1500, 80)) < 0.02).astype(np.float32)
     y[np.arange(1500), rng.integers(80, size=1500)] = 1
     model = build_stacker(80, 7)
-    want = model.predict(x, verbose=0, batch_size=1024)
-    assert np.array_equal(predict_batches(model, x), want)
-    scorer = ScoreBeforeEpoch(x, y, patience=15)
+    want = model.predict(x, verbose=0, batch_size=STACKER_BATCH)
+    net = StackerNet(80, 7, offset=1.6)
+    assert np.array_equal(net.predict(x, model.get_weights()), want)
+    scorer = ScoreBeforeEpoch(x, y, patience=15, net=net)
     scorer.set_model(model)
     scorer.on_epoch_begin(0)
     assert scorer.untrained_score == lrap(y, want)

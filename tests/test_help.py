@@ -26,7 +26,7 @@ EXPECTED = {   # beyond ALWAYS
     train: {"--features-dir", "--folds", "--force", "--workers", "--seed", "--mixed-precision", "--strategy",
             "--logical-cpus", "--tensorboard", "--from-scratch", "--gpus", "--cluster", "--ray-workers"},
     predict: {"--features-dir", "--folds", "--force", "--workers", "--mixed-precision", "--gpus", "--cluster", "--ray-workers"},
-    ensemble: {"--seed"},
+    ensemble: {"--seed", "--force", "--combine"},
 }
 
 

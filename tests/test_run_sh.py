@@ -26,7 +26,8 @@ SAMPLE = {"--profile": ["full"], "--data-dir": ["my_data"], "--features-dir": ["
           "--set": ["epochs=2", "n_folds=3"], "--submissions-dir": ["subs"], "--models": ["v1mix", "se"],
           "--workers": ["2"], "--sets": ["curated"], "--folds": ["0", "1"], "--seed": ["1"],
           "--mixed-precision": ["bfloat16"], "--gpus": ["2"], "--cluster": ["auto"], "--strategy": ["mirrored"],
-          "--logical-cpus": ["2"], "--ray-workers": ["fresh"], "--frontend": ["best_frontend.json"]}
+          "--logical-cpus": ["2"], "--ray-workers": ["fresh"], "--frontend": ["best_frontend.json"],
+          "--combine": ["fitted"]}
 
 
 def make_repo(root: Path, real_data: bool) -> Path:

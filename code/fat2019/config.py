@@ -177,6 +177,13 @@ def select_models(names: list[str] | None) -> list[ModelConfig]:
         raise SystemExit(f"unknown model(s) {unknown}; the zoo has {list(ZOO_BY_NAME)}")
     return [m for m in ZOO if m.name in names]
 
-# How tag.py combines the members (--combine): auto = the saved stacker when the folder has one
-# and all its members are used, else the weighted average (ensemble/predictor.py)
-COMBINATIONS = ("auto", "stacker", "average")
+# The ensemble's combinations of the members, each written by ensemble.py: the original's
+# stacker and weighted average (fixed weights, ZOO above), and weights fitted on the OOF
+# predictions (ensemble/fitted.py). ensemble.py --combine picks the one submission.csv holds;
+# the default is the original's.
+ENSEMBLE_COMBINATIONS = ("stacker", "average", "fitted")
+SUBMISSION_COMBINATION = "stacker"
+# How tag.py combines the members (--combine): auto = the submission's combination as
+# ensemble.py saved it, when all its members are trained and --models is not given, else
+# the weighted average (ensemble/predictor.py)
+COMBINATIONS = ("auto", *ENSEMBLE_COMBINATIONS)

@@ -26,11 +26,11 @@ never import one another.
         stacker/
             fold<k>.weights.h5       the stacker of fold k
             stacker.state.json       while it trains: the folds committed so far (commit.py)
-            stacker.json             written last: its models, average weights, classes,
-                                     the calibration of its output
+            stacker.json             written last: its models, average and fitted weights,
+                                     classes, the calibrations, the submission's combination
     submissions/
-        average_oof.csv, average.csv, stacker_oof.csv, submission.csv, per_class.csv,
-        report.png
+        average_oof.csv, average.csv, stacker_oof.csv, stacker.csv, fitted_oof.csv,
+        fitted.csv, submission.csv, per_class.csv, report.png
     <folder of an OOF CSV>/inspect/  inspect_oof.py's tables and plot, named <OOF stem>.*
     <tag.py --plot folder>/<file stem>.heatmap.png   tag.py --segments
 
@@ -91,7 +91,12 @@ RUN_SUFFIXES = (SUMMARY_SUFFIX, STATE_SUFFIX, CHECKPOINT_SUFFIX, HISTORY_SUFFIX,
 
 # submissions/
 AVERAGE_OOF_CSV, AVERAGE_CSV = "average_oof.csv", "average.csv"
-STACKER_OOF_CSV, SUBMISSION_CSV = "stacker_oof.csv", "submission.csv"
+STACKER_OOF_CSV, STACKER_CSV = "stacker_oof.csv", "stacker.csv"
+FITTED_OOF_CSV, FITTED_CSV = "fitted_oof.csv", "fitted.csv"
+# each combination of the ensemble (config.ENSEMBLE_COMBINATIONS): its (OOF, test) CSVs
+COMBINATION_CSVS = {"average": (AVERAGE_OOF_CSV, AVERAGE_CSV), "stacker": (STACKER_OOF_CSV, STACKER_CSV),
+                    "fitted": (FITTED_OOF_CSV, FITTED_CSV)}
+SUBMISSION_CSV = "submission.csv"     # the test CSV of the combination ensemble.py --combine picks
 PER_CLASS_CSV = "per_class.csv"
 INSPECT_DIR = "inspect"               # inspect_oof.py writes next to the OOF CSV it reads
 INSPECT_TABLES = ("per_class", "folds", "clips", "confusions")   # <OOF stem>.<table>.csv

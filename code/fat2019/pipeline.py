@@ -37,7 +37,7 @@ OPTIONS: dict[str, tuple[int | str, tuple[str, ...]]] = {
     "--workers": (1, ("features", *UNITS)),
     "--sets": ("+", ("features",)),
     "--skip-bad": (0, ("features",)),
-    "--force": (0, UNITS),
+    "--force": (0, TRAINING),
     "--folds": ("+", ("train", "predict")),
     "--seed": (1, ("pretrain", "train", "ensemble")),
     "--mixed-precision": (1, UNITS),
@@ -49,6 +49,7 @@ OPTIONS: dict[str, tuple[int | str, tuple[str, ...]]] = {
     "--tensorboard": (0, FITTING),
     "--from-scratch": (0, ("train",)),
     "--frontend": (1, TRAINING),
+    "--combine": (1, ("ensemble",)),
 }
 
 

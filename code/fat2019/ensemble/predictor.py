@@ -10,6 +10,7 @@ map for every class, so each clip's ranking and the metric are those of the stac
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from fat2019.data.batches import ClipData, predict_tta
 from fat2019.nn.models import build_model, build_stacker, load_weights
 from fat2019.util.atomic import atomic_write_text
 
-STACKER_BATCH = 1024     # clips per stacker prediction batch (tiny inputs)
+STACKER_BATCH = 256      # clips per stacker prediction batch (tiny inputs; every batch this size)
 
 
 class PredictorError(BadInput):
@@ -55,14 +56,45 @@ def stack_inputs(member_scores: list[np.ndarray], average: np.ndarray) -> np.nda
     return np.stack([*member_scores, average], axis=-1).astype(np.float32)
 
 
-def stacker_mean(stackers: list[keras.Model], x: np.ndarray) -> np.ndarray:
-    """The mean over the fold stackers of their outputs on stack_inputs `x`."""
+class StackerNet:
+    """One stacker network that each fold's weights are put into to predict, fed batches
+    of one size (the last one padded with zeros): its predict function is traced once for
+    every fold and any number of clips. A network per fold, and a short last batch, were
+    each traced anew, and TensorFlow warned of the retracing."""
+
+    def __init__(self, n_classes: int, n_inputs: int, offset: float):
+        self.model = build_stacker(n_classes, n_inputs, offset=offset)
+        self.batch = np.zeros((STACKER_BATCH, n_classes, n_inputs), np.float32)
+
+    def predict(self, x: np.ndarray, weights: list[np.ndarray] | None = None) -> np.ndarray:
+        """The stacker's output on stack_inputs `x`, with `weights` (a fold's) put in first."""
+        if weights is not None:
+            self.model.set_weights(weights)
+        out = np.zeros(x.shape[:2], np.float32)
+        for lo in range(0, len(x), STACKER_BATCH):
+            part = x[lo: lo + STACKER_BATCH]
+            self.batch[:len(part)] = part
+            self.batch[len(part):] = 0.0
+            out[lo: lo + len(part)] = keras.ops.convert_to_numpy(self.model.predict_on_batch(self.batch))[:len(part)]
+        return out
+
+    def load(self, path: Path) -> "StackerNet":
+        load_weights(self.model, path)
+        return self
+
+    def classwise_weights(self) -> np.ndarray:
+        """(classes, inputs): the per-class weights over the models and their average."""
+        return keras.ops.convert_to_numpy(self.model.get_layer("classwise_weights").kernel)
+
+
+def stacker_mean(net: StackerNet, fold_weights: list[list[np.ndarray]], x: np.ndarray) -> np.ndarray:
+    """The mean over the fold stackers (each one's weights) of their outputs on stack_inputs `x`."""
     total = np.zeros(x.shape[:2], np.float64)
-    if not len(x):   # own data may have no test clips; Keras refuses empty input
+    if not len(x):   # own data may have no test clips
         return total.astype(np.float32)
-    for stacker in stackers:
-        total += stacker.predict(x, verbose=0, batch_size=STACKER_BATCH)
-    return (total / len(stackers)).astype(np.float32)
+    for weights in fold_weights:
+        total += net.predict(x, weights)
+    return (total / len(fold_weights)).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------
@@ -174,24 +206,29 @@ def choose_members(models_dir: Path, profile: config.Profile, names: list[str] |
 
 @dataclass
 class SavedStacker:
-    """The stacker ensemble.py trained, as models/stacker/stacker.json records it (written
-    last, so a folder with it is complete): the members it stacks and their average
-    weights, the classes, its folds and offset, and the calibration of its output."""
+    """The ensemble ensemble.py saved, as models/stacker/stacker.json records it (written
+    last, so a folder with it is complete): the members it combines and their average
+    weights, the classes, the stacker's folds and offset, the calibration of its output;
+    the fitted combination's weights over the same members (0: left out) and calibration;
+    which combination submission.csv holds; and the digest of what the fold stackers were
+    fitted on (a rerun with the same inputs reuses them)."""
     models: list[str]
     average_weights: list[float]
     classes: list[str]
     n_folds: int
     offset: float
     calibration: dict = field(default_factory=lambda: {"method": "identity"})
+    fitted_weights: list[float] | None = None
+    fitted_calibration: dict = field(default_factory=lambda: {"method": "identity"})
+    submission: str = "stacker"
+    inputs_sha256: str | None = None
 
     def weights_paths(self, models_dir: Path) -> list[Path]:
         folder = layout.stacker_dir(models_dir)
         return [layout.stacker_weights_path(folder, k) for k in range(self.n_folds)]
 
     def save(self, models_dir: Path) -> None:
-        atomic_write_text(layout.stacker_json(models_dir), json.dumps(
-            {"models": self.models, "average_weights": self.average_weights, "classes": self.classes,
-             "n_folds": self.n_folds, "offset": self.offset, "calibration": self.calibration}, indent=1))
+        atomic_write_text(layout.stacker_json(models_dir), json.dumps(dataclasses.asdict(self), indent=1))
 
     @classmethod
     def load(cls, models_dir: Path) -> "SavedStacker | None":
@@ -199,7 +236,7 @@ class SavedStacker:
         path = layout.stacker_json(models_dir)
         if not path.is_file():
             return None
-        saved = cls(**json.loads(path.read_text()))   # folders saved before calibration: the identity
+        saved = cls(**json.loads(path.read_text()))   # fields saved later than a folder: their defaults
         missing = [str(p) for p in saved.weights_paths(models_dir) if not p.is_file()]
         if missing:
             raise PredictorError(f"the saved stacker in {path.parent} lacks {missing}; rerun code/ensemble.py")
@@ -207,25 +244,23 @@ class SavedStacker:
 
     def apply(self, models_dir: Path, x: np.ndarray) -> np.ndarray:
         """The mean of the saved fold stackers on stack_inputs `x`."""
-        stackers = []
-        for path in self.weights_paths(models_dir):
-            stacker = build_stacker(x.shape[1], x.shape[2], offset=self.offset)
-            load_weights(stacker, path)
-            stackers.append(stacker)
-        return stacker_mean(stackers, x)
+        net = StackerNet(x.shape[1], x.shape[2], self.offset)
+        folds = [net.load(path).model.get_weights() for path in self.weights_paths(models_dir)]
+        return stacker_mean(net, folds, x)
 
 
 class Predictor:
     """Scores clips with a models folder as the submission does: every member's fold-mean
-    3-TTA scores, combined by the saved stacker or by the weighted average."""
+    3-TTA scores, combined by the saved stacker, by the saved fitted weights or by the
+    weighted average (`mode`: "stacker", "fitted" or "average")."""
 
-    def __init__(self, models_dir: Path, members: list[Member], stacker: SavedStacker | None):
-        self.models_dir, self.members, self.stacker = Path(models_dir), members, stacker
+    def __init__(self, models_dir: Path, members: list[Member], stacker: SavedStacker | None, mode: str = "average"):
+        self.models_dir, self.members, self.stacker, self.mode = Path(models_dir), members, stacker, mode
         self.classes: list[str] = []
 
     def use_classes(self, classes: list[str]) -> "Predictor":
         """The class list the members were trained with (the run's record, or a prediction
-        CSV); it must be the saved stacker's."""
+        CSV); it must be the saved ensemble's."""
         if self.stacker is not None and self.stacker.classes != classes:
             raise PredictorError(f"the saved stacker's classes ({len(self.stacker.classes)}) differ from the "
                                  f"models folder's ({len(classes)}); rerun code/ensemble.py")
@@ -235,49 +270,63 @@ class Predictor:
     @classmethod
     def load(cls, models_dir: Path, profile: config.Profile, *, names: list[str] | None = None,
              combine: str = "auto") -> "Predictor":
-        """The members and the stacker; `use_classes` completes it. `combine`: "stacker"
-        needs the saved stacker and its members; "auto" uses it when there is one, `names`
-        is not given and every member it stacks is trained, else the weighted average;
-        "average" always the weighted average."""
+        """The members and the saved ensemble; `use_classes` completes it. `combine`:
+        "stacker" or "fitted" needs the saved ensemble (ensemble.py) and the members it
+        uses; "auto" takes the combination submission.csv holds when there is a saved
+        ensemble, `names` is not given and every member it uses is trained, else the
+        weighted average; "average" always the weighted average."""
         if combine not in COMBINATIONS:
             raise ValueError(f"combine must be one of {COMBINATIONS}, not {combine!r}")
-        stacker = None
-        if combine == "stacker" or (combine == "auto" and not names):
-            stacker = SavedStacker.load(models_dir)
-            if stacker is None and combine == "stacker":
+        saved = None
+        if combine in ("stacker", "fitted") or (combine == "auto" and not names):
+            saved = SavedStacker.load(models_dir)
+            if saved is None and combine != "auto":
                 raise PredictorError(f"no saved stacker in {layout.stacker_dir(models_dir)} (run code/ensemble.py)")
-            untrained = [n for n in stacker.models if not trained_folds(Path(models_dir) / n)] if stacker else []
+        mode = combine if combine != "auto" else saved.submission if saved is not None else "average"
+        if saved is not None and mode == "fitted" and saved.fitted_weights is None:
+            problem = f"{layout.stacker_json(models_dir)} was saved before fitted weights existed"
+            if combine == "fitted":
+                raise PredictorError(f"{problem}; rerun code/ensemble.py")
+            saved, mode = None, "average"
+        if saved is not None and mode != "average":
+            names_used, weights = saved.models, saved.average_weights
+            if mode == "fitted":   # members the fit left out (weight 0) are not needed
+                names_used, weights = zip(*[(n, w) for n, w in zip(saved.models, saved.fitted_weights) if w > 0])
+            untrained = [n for n in names_used if not trained_folds(Path(models_dir) / n)]
             if untrained:
-                problem = f"the saved stacker stacks {', '.join(untrained)}, with no trained folds in {models_dir}"
-                if combine == "stacker":
+                problem = (f"the saved {'stacker stacks' if mode == 'stacker' else 'fitted combination weighs'} "
+                           f"{', '.join(untrained)}, with no trained folds in {models_dir}")
+                if combine != "auto":
                     raise PredictorError(f"{problem}; train them or use --combine average")
                 print(f"note: {problem}; using the weighted average", file=sys.stderr)
-                stacker = None
-        if stacker is not None:
-            # every member the stacker was trained on, weight-0 ones too, with its weights
-            members = choose_members(models_dir, profile, stacker.models, stacker.average_weights)
-        else:
-            members = choose_members(models_dir, profile, names)
-        return cls(models_dir, members, stacker)
+                saved, mode = None, "average"
+        if saved is not None and mode != "average":
+            # every member the combination was fitted on (for the stacker, weight-0 ones too), with its weights
+            members = choose_members(models_dir, profile, list(names_used), list(weights))
+            return cls(models_dir, members, saved, mode)
+        return cls(models_dir, choose_members(models_dir, profile, names), None, "average")
 
     @property
     def combination(self) -> str:
         """What `score` returns, in words."""
-        if self.stacker is not None:
+        if self.mode == "stacker":
             return "stacker over the models' fold-mean 3-TTA scores and their weighted average"
+        if self.mode == "fitted":
+            return "weighted average of the models' fold-mean 3-TTA scores, weights fitted on their out-of-fold scores"
         return "weighted average of the models' fold-mean 3-TTA scores"
 
     @property
     def combiner(self) -> str:
-        return "stacker" if self.stacker is not None else "weighted average"
+        return {"stacker": "stacker", "fitted": "fitted weights"}.get(self.mode, "weighted average")
 
     def member_scores(self, clips: ClipData, batch_size: int, workers: int) -> list[np.ndarray]:
         return [m.scores(clips, len(self.classes), batch_size, workers) for m in self.members]
 
     def combine(self, member_scores: list[np.ndarray]) -> np.ndarray:
-        """The submission's combination of the members' scores."""
+        """The submission's combination of the members' scores (the fitted combination is
+        a weighted average whose members carry the fitted weights)."""
         average = weighted_average(member_scores, np.array([m.weight for m in self.members], np.float64))
-        if self.stacker is None:
+        if self.mode != "stacker":
             return average
         return self.stacker.apply(self.models_dir, stack_inputs(member_scores, average))
 
@@ -285,16 +334,25 @@ class Predictor:
         """(clips, classes): the scores the submission would give these clips."""
         return self.combine(self.member_scores(clips, batch_size, workers))
 
+    @property
+    def calibration(self) -> dict | None:
+        if self.mode == "stacker":
+            return self.stacker.calibration
+        if self.mode == "fitted":
+            return self.stacker.fitted_calibration
+        return None
+
     def readable(self, scores: np.ndarray) -> np.ndarray:
-        """`score`'s output as a person reads it: the stacker's through its calibration
-        (same ranking); the weighted average as it is."""
-        return calibrate(scores, self.stacker.calibration if self.stacker is not None else None)
+        """`score`'s output as a person reads it: through the combination's saved
+        calibration (same ranking); the weighted average as it is."""
+        return calibrate(scores, self.calibration)
 
     @property
     def scale(self) -> str:
         """What `readable` scores are, in words (figure titles, the JSON)."""
-        if self.stacker is not None and self.stacker.calibration.get("method") == "platt":
-            return "stacker output calibrated on its out-of-fold predictions (Platt, one map for all classes)"
-        if self.stacker is not None:
-            return "stacker output, uncalibrated"
-        return "weighted average of the members' probabilities"
+        calibrated = (self.calibration or {}).get("method") == "platt"
+        if self.mode == "average":
+            return "weighted average of the members' probabilities"
+        if calibrated:
+            return f"{self.combiner} output calibrated on its out-of-fold predictions (Platt, one map for all classes)"
+        return f"{self.combiner} output, uncalibrated"

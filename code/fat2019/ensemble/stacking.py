@@ -8,7 +8,6 @@ without improvement.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -20,23 +19,24 @@ from fat2019 import layout
 from fat2019.train import commit, seeds
 from fat2019.util import shutdown
 from fat2019.eval.metrics import lrap
-from fat2019.ensemble.predictor import STACKER_BATCH, stacker_mean
+from fat2019.ensemble.predictor import StackerNet, stacker_mean
 from fat2019.nn.models import build_stacker
 
 
 class ScoreBeforeEpoch(keras.callbacks.Callback):
     """Scores the validation fold before each epoch's fit (so the score "before epoch e" is
     that of the stacker trained for e epochs; e = 0 is the untrained stacker), keeps the
-    best weights and stops after `patience` epochs without improvement."""
+    best weights and stops after `patience` epochs without improvement. It predicts with
+    `net` (the run's one prediction network, StackerNet), into which it copies the weights."""
 
-    def __init__(self, x_val, y_val, patience: int):
+    def __init__(self, x_val, y_val, patience: int, net: StackerNet):
         super().__init__()
-        self.x_val, self.y_val, self.patience = x_val, y_val, patience
+        self.x_val, self.y_val, self.patience, self.net = x_val, y_val, patience, net
         self.best_score, self.best_weights, self.best_epoch = -1.0, None, 0
         self.untrained_score, self.epochs_run = None, 0
 
     def on_epoch_begin(self, epoch, logs=None):
-        score = lrap(self.y_val, predict_batches(self.model, self.x_val, STACKER_BATCH))
+        score = lrap(self.y_val, self.net.predict(self.x_val, self.model.get_weights()))
         if self.untrained_score is None:
             self.untrained_score = score
         if score > self.best_score:
@@ -59,40 +59,52 @@ class ScoreBeforeEpoch(keras.callbacks.Callback):
                 f"(untrained: {self.untrained_score:.4f}); stopped after {self.epochs_run}")
 
 
-def predict_batches(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """model.predict(x, batch_size=batch_size)'s values without its per-call set-up (a data
-    adapter and an iterator each time: 0.43 s vs 5 ms for a validation fold here), which the
-    stacker paid before each of up to 1000 epochs per fold."""
-    parts = [keras.ops.convert_to_numpy(model.predict_on_batch(x[i: i + batch_size]))
-             for i in range(0, len(x), batch_size)]
-    return np.concatenate(parts) if parts else np.zeros((0, *model.outputs[0].shape[1:]), np.float32)
-
-
-def fit_stacker_fold(k: int, x, y, folds, profile, seed: int) -> tuple[keras.Model, ScoreBeforeEpoch]:
+def fit_stacker_fold(k: int, x, y, folds, profile, seed: int, net: StackerNet
+                     ) -> tuple[keras.Model, ScoreBeforeEpoch]:
     """The stacker of fold k, trained on the other folds' clips; its randomness (initial
     state, batch shuffling) comes from (seed, "stacker", fold k) alone."""
     val, train = folds == k, folds != k
     seeds.reset_global_generators(seeds.unit_seed(seed, "stacker", layout.fold_prefix(k)))
     stacker = build_stacker(y.shape[1], x.shape[-1], lr=profile.stacker_lr, offset=profile.stacker_offset)
-    scorer = ScoreBeforeEpoch(x[val], y[val], profile.stacker_patience)
+    scorer = ScoreBeforeEpoch(x[val], y[val], profile.stacker_patience, net)
     stacker.fit(x[train], y[train], batch_size=profile.stacker_batch_size, epochs=profile.stacker_epochs,
                 callbacks=[scorer], verbose=0)
     return stacker, scorer
 
 
-def inputs_digest(x, y, folds, x_test, profile, seed: int) -> str:
-    """What a stacker fold's training depends on, hashed: a committed fold is reused only
-    for the same inputs."""
-    digest = hashlib.sha256(json.dumps([dataclasses.asdict(profile), seed], default=str).encode())
-    for array in (x, y, folds, x_test):
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.dtype}{array.shape}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
+def fit_stacker(x, y, folds, x_test, profile, seed: int, save_dir: Path | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Out-of-fold and mean test predictions of one stacker per fold, and each fold's
+    per-class weights over the inputs (n_folds, n_classes, n_inputs): per fold, so that
+    the report can tell the folds that kept the untrained stacker from those that trained.
+    Each fold's stacker is saved to `save_dir`/fold<k>.weights.h5 (for tag.py), one commit
+    per fold; a run killed midway resumes at its next fold."""
+    oof = np.zeros(y.shape, np.float32)
+    class_weights = np.zeros((profile.n_folds, *x.shape[1:]), np.float64)
+    stackers = []
+    net = StackerNet(y.shape[1], x.shape[-1], profile.stacker_offset)
+    state = resumed_folds(save_dir, inputs_digest(x, y, folds, x_test, profile, seed))
+    for k in range(profile.n_folds):
+        if k < state["next_epoch"]:   # committed by a killed run on the same inputs
+            weights = net.load(layout.stacker_weights_path(save_dir, k)).model.get_weights()
+            summary = state["summaries"][k]
+        else:
+            stacker, scorer = fit_stacker_fold(k, x, y, folds, profile, seed, net)
+            weights, summary = stacker.get_weights(), scorer.summary(k)
+            if save_dir is not None:
+                commit_fold(stacker, save_dir, state, k, summary)
+        oof[folds == k] = net.predict(x[folds == k], weights)
+        class_weights[k] = net.classwise_weights()
+        stackers.append(weights)
+        print(summary)
+    if save_dir is not None:
+        commit.finish(save_dir, layout.STACKER_RUN, profile.n_folds)
+    return oof, stacker_mean(net, stackers, x_test), class_weights
 
 
 def resumed_folds(save_dir: Path | None, digest: str) -> dict:
-    """The stacker folds a killed run committed for these same inputs (commit.py); {} when none."""
+    """The stacker folds a killed run committed for these same inputs (commit.py); none
+    committed when there are none, or they were for other inputs."""
     if save_dir is None:
         return {"next_epoch": 0, "summaries": []}
     state = commit.recover(save_dir, layout.STACKER_RUN, layout.stacker_temporaries(save_dir))
@@ -112,31 +124,32 @@ def commit_fold(stacker: keras.Model, save_dir: Path, state: dict, k: int, summa
         commit.publish(save_dir, state, step)
 
 
-def fit_stacker(x, y, folds, x_test, profile, seed: int, save_dir: Path | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Out-of-fold and mean test predictions of one stacker per fold, and each fold's
-    per-class weights over the inputs (n_folds, n_classes, n_inputs): per fold, so that
-    the report can tell the folds that kept the untrained stacker from those that trained.
-    Each fold's stacker is saved to `save_dir`/fold<k>.weights.h5 (for tag.py), one commit
-    per fold; a run killed midway resumes at its next fold."""
-    oof = np.zeros(y.shape, np.float32)
-    class_weights = np.zeros((profile.n_folds, *x.shape[1:]), np.float64)
-    stackers = []
-    state = resumed_folds(save_dir, inputs_digest(x, y, folds, x_test, profile, seed))
-    for k in range(profile.n_folds):
-        if k < state["next_epoch"]:   # committed by a killed run on the same inputs
-            stacker = build_stacker(y.shape[1], x.shape[-1], lr=profile.stacker_lr, offset=profile.stacker_offset)
-            stacker.load_weights(layout.stacker_weights_path(save_dir, k))
-            summary = state["summaries"][k]
-        else:
-            stacker, scorer = fit_stacker_fold(k, x, y, folds, profile, seed)
-            summary = scorer.summary(k)
-            if save_dir is not None:
-                commit_fold(stacker, save_dir, state, k, summary)
-        oof[folds == k] = stacker.predict(x[folds == k], verbose=0, batch_size=STACKER_BATCH)
-        class_weights[k] = keras.ops.convert_to_numpy(stacker.get_layer("classwise_weights").kernel)
-        stackers.append(stacker)
-        print(summary)
-    if save_dir is not None:
-        commit.finish(save_dir, layout.STACKER_RUN, profile.n_folds)
-    return oof, stacker_mean(stackers, x_test), class_weights
+def inputs_digest(x, y, folds, x_test, profile, seed: int) -> str:
+    """sha256 of everything the fold stackers' fit reads: the stack inputs (OOF and test),
+    the labels, the folds, the stacker's settings, the seed and the backend. The same
+    digest gives the same stackers, so a rerun reuses the saved ones (`apply_saved`)."""
+    digest = hashlib.sha256()
+    settings = {"n_folds": profile.n_folds, "lr": profile.stacker_lr, "batch_size": profile.stacker_batch_size,
+                "epochs": profile.stacker_epochs, "patience": profile.stacker_patience,
+                "offset": profile.stacker_offset, "seed": seed, "backend": keras.backend.backend()}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for array in (x, y, folds, x_test):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def apply_saved(paths: list[Path], x, folds, x_test, offset: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """fit_stacker's three results from the saved fold stackers (their weights files, fold
+    order) instead of fitting them: each fold's OOF rows, the test mean, the per-class weights."""
+    n_classes, n_inputs = x.shape[1:]
+    net = StackerNet(n_classes, n_inputs, offset)
+    oof = np.zeros(x.shape[:2], np.float32)
+    class_weights = np.zeros((len(paths), n_classes, n_inputs), np.float64)
+    fold_weights = []
+    for k, path in enumerate(paths):
+        fold_weights.append(net.load(path).model.get_weights())
+        oof[folds == k] = net.predict(x[folds == k])
+        class_weights[k] = net.classwise_weights()
+    return oof, stacker_mean(net, fold_weights, x_test), class_weights

@@ -217,6 +217,16 @@ def beaten_stacker_note(overall: dict[str, float], best: str) -> str | None:
             f"({overall['stacker']:.4f}) on out-of-fold lwlrap")
 
 
+def beaten_submission_note(scores: dict, model_names: list[str], submission: str) -> str | None:
+    """beaten_stacker_note for a submission that is not the stacker: a warning line when a
+    single model scores a higher OOF lwlrap than the submission's combination."""
+    best = max(model_names, key=lambda n: scores[n]["cv_lwlrap"])
+    if scores[best]["cv_lwlrap"] <= scores[submission]["cv_lwlrap"]:
+        return None
+    return (f"note: the best single model, {best} ({scores[best]['cv_lwlrap']:.4f}) beats the submission's "
+            f"combination, {submission} ({scores[submission]['cv_lwlrap']:.4f}), on out-of-fold lwlrap")
+
+
 def draw_per_class(ax, table: pd.DataFrame, order: np.ndarray, best: str, overall: dict[str, float]) -> None:
     """Left panel: each class's OOF lwlrap of the best single model, the weighted average
     and the stacker, one row per class, worst (by the stacker) on top; its legend right
@@ -276,12 +286,17 @@ def draw_stacker_weights(fig, ax, per_fold: np.ndarray, order: np.ndarray, model
 
 def ensemble_report(out_dir: Path, classes: list[str], y_true: np.ndarray, model_names: list[str],
                     model_scores: list[np.ndarray], average: np.ndarray, stacker: np.ndarray,
-                    stacker_weights: np.ndarray | None) -> pd.DataFrame:
+                    stacker_weights: np.ndarray | None, scores: dict | None = None, submission: str = "stacker",
+                    reliability: dict | None = None) -> pd.DataFrame:
     """submissions/per_class.csv and submissions/report.png from the OOF predictions.
 
     stacker_weights: the stacker's per-class weights over the models and the weighted
     average (last column), per fold (n_folds, n_classes, n_models + 1), or one set
-    (n_classes, n_models + 1); None leaves the heatmap out.
+    (n_classes, n_models + 1); None leaves the heatmap out. `scores` ({row name:
+    {"cv_lwlrap", test_set.ALL: test lwlrap (when scored)}}, the models' and each
+    combination's) and `reliability` ({"on": what, "curves": {label: Reliability}}, the
+    submission's scores) add a row of two panels under those: the scores side by side,
+    the best named, and the reliability curves with their expected calibration errors.
     """
     out_dir = Path(out_dir)
     table, best = per_class_table(classes, y_true, model_names, model_scores, average, stacker)
@@ -290,33 +305,89 @@ def ensemble_report(out_dir: Path, classes: list[str], y_true: np.ndarray, model
 
     overall = {"stacker": lwlrap(y_true, stacker), "average": lwlrap(y_true, average),
                "best": lwlrap(y_true, model_scores[model_names.index(best)])}
-    fig = ensemble_figure(table, best, overall, model_names, len(classes), len(y_true), stacker_weights)
+    fig = ensemble_figure(table, best, overall, model_names, len(classes), len(y_true), stacker_weights,
+                          scores=scores, submission=submission, reliability=reliability)
     save_figure(fig, out_dir / layout.REPORT_PNG)
     return table
 
 
+def draw_combination_scores(ax, scores: dict, model_names: list[str], submission: str) -> None:
+    """CV and test lwlrap (when scored) of the best model and of each combination, side by
+    side, the best on each named in the title; the submission's combination marked."""
+    from fat2019.eval.test_set import ALL
+
+    best_model = max(model_names, key=lambda n: scores[n]["cv_lwlrap"])
+    rows = [best_model] + [n for n in scores if n not in model_names]
+    keys = [("cv_lwlrap", "CV (out-of-fold)", "C0")] + ([(ALL, "test", "C1")] if ALL in scores[rows[0]] else [])
+    height = 0.8 / len(keys)
+    for j, (key, label, colour) in enumerate(keys):
+        values = [scores[n][key] for n in rows]
+        at = np.arange(len(rows)) - 0.4 + height * (j + 0.5)
+        ax.barh(at, values, height=height, color=colour, label=label)
+        for y, v in zip(at, values):
+            ax.text(v, y, f" {v:.4f}", va="center", fontsize=8)
+    names = [f"best model: {n}" if n == best_model else f"{n} (submission)" if n == submission else n for n in rows]
+    ax.set_yticks(np.arange(len(rows)), [textwrap.fill(n, 28) for n in names], fontsize=8)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    low = min(scores[n][k] for n in rows for k, *_ in keys)
+    ax.set_xlim(max(0.0, np.floor(low * 20 - 1) / 20), 1.08)
+    ax.set_xlabel("lwlrap")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=len(keys), frameon=False)
+    winners = [f"{label}: {max(rows, key=lambda n: scores[n][key])}" for key, label, _ in keys]
+    ax.set_title("each combination against the best model\nbest on " + "; ".join(winners), fontsize=10)
+
+
+def draw_reliability(ax, reliability: dict) -> None:
+    """The reliability curves (mean score against the share of true labels per bin), the
+    diagonal a calibrated score would follow, each curve's ECE in the legend."""
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="calibrated")
+    for (label, curve), marker in zip(reliability["curves"].items(), "os^"):
+        ax.plot(curve.mean_score, curve.frequency, marker=marker, markersize=4,
+                label=f"{label}: ECE {curve.ece:.3f}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean score in the bin")
+    ax.set_ylabel("share of true labels")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"reliability of the submission's scores\non {reliability['on']}", fontsize=10)
+
+
 def ensemble_figure(table: pd.DataFrame, best: str, overall: dict[str, float], model_names: list[str],
-                    n_classes: int, n_clips: int, stacker_weights: np.ndarray | None) -> Figure:
+                    n_classes: int, n_clips: int, stacker_weights: np.ndarray | None, scores: dict | None = None,
+                    submission: str = "stacker", reliability: dict | None = None) -> Figure:
     """report.png's figure: the per-class panel, the stacker's weights beside it (unless
-    None), a red note under both when the stacker is not the best predictor."""
+    None), a red note under both when the stacker is not the best predictor; with
+    `scores`, the combinations' scores and the reliability curves in a row under them."""
     # classes with positives only, worst (by the stacker) on top
     shown = np.flatnonzero(table["n_positives"].to_numpy() > 0)
     order = shown[np.argsort(table["lwlrap_stacker"].to_numpy()[shown], kind="stable")]
     n = len(order)
     heat = stacker_weights is not None
-    fig = Figure(figsize=(13 if heat else 8.5, max(4.5, 0.17 * n + 2.8)), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True, width_ratios=[3, 1.3 + 0.35 * len(model_names)]) if heat \
-        else [fig.subplots(1, 1)]
+    top_height = max(4.5, 0.17 * n + 2.8)
+    bottom = scores is not None
+    fig = Figure(figsize=(13 if heat or bottom else 8.5, top_height + (4.2 if bottom else 0)), layout="constrained")
+    top_fig, bottom_fig = fig.subfigures(2, 1, height_ratios=[top_height, 4.2]) if bottom else (fig, None)
+    axes = top_fig.subplots(1, 2, sharey=True, width_ratios=[3, 1.3 + 0.35 * len(model_names)]) if heat \
+        else [top_fig.subplots(1, 1)]
     draw_per_class(axes[0], table, order, best, overall)
     if heat:
         per_fold = np.asarray(stacker_weights, np.float64)
-        draw_stacker_weights(fig, axes[1], per_fold if per_fold.ndim == 3 else per_fold[None], order, model_names)
+        draw_stacker_weights(top_fig, axes[1], per_fold if per_fold.ndim == 3 else per_fold[None], order,
+                             model_names)
     axes[0].set_ylim(n - 0.5, -0.5)   # after the heatmap, which would reset the shared limits
+    if bottom:
+        panels = bottom_fig.subplots(1, 2 if reliability else 1, width_ratios=[1.6, 1] if reliability else None)
+        panels = np.atleast_1d(panels)
+        draw_combination_scores(panels[0], scores, model_names, submission)
+        if reliability:
+            draw_reliability(panels[1], reliability)
     left_out = f" ({n_classes - n} without clips left out)" if n < n_classes else ""
     title = (f"Ensemble on out-of-fold predictions: {len(model_names)} model(s), {n} classes{left_out}, "
              f"{n_clips} clips")
     fig.suptitle(title, fontsize=12)
-    note = beaten_stacker_note(overall, best)
+    note = beaten_stacker_note(overall, best) if not bottom or submission == "stacker" else \
+        beaten_submission_note(scores, model_names, submission)
     if note:  # red, under the panels: the submission is not the best predictor of these OOF rows
         fig.supxlabel(textwrap.fill(note, width=int(8 * fig.get_figwidth())), fontsize=11, color="C3")  # ~8 chars/inch
     return fig
