@@ -62,15 +62,19 @@ def recorded(folder: Path, prefix: str) -> dict:
 
 def stale_start(models_dir: Path, folder: Path, prefix: str) -> str | None:
     """Why the run `prefix` (finished or under way) no longer matches the pretraining it
-    started from, naming both files; None when it does, or started from scratch."""
+    started from, naming both files; None when it does, when it started from scratch, or
+    when that pretraining is not in the models folder at all (a folder of copied folds:
+    nothing can have changed it; one redone since is compared again once it exists)."""
     start = recorded(folder, prefix).get("started_from") or {}
     if start.get("kind") != "pretraining":
         return None
     source = Path(models_dir) / start["file"]
+    if not source.exists() and not layout.state_path(source.parent, layout.PRETRAIN).exists():
+        return None   # no pretraining at all (only the folds were copied, or it was deleted): nothing changed it
     now = file_sha256(source) if layout.is_finished(source.parent, layout.PRETRAIN) else None
     if now == start["sha256"]:
         return None
-    change = "is now missing or unfinished" if now is None else f"has changed since (now sha256 {now[:12]})"
+    change = "is now unfinished" if now is None else f"has changed since (now sha256 {now[:12]})"
     return (f"{layout.weights_path(folder, prefix)} was trained from {source} (sha256 {start['sha256'][:12]}), "
             f"which {change}")
 
