@@ -51,7 +51,7 @@ from fat2019.ensemble.predictions import read_predictions, write_predictions
 from fat2019.util import machine
 
 if TYPE_CHECKING:
-    from fat2019.train.workspace import Workspace
+    from fat2019.engine.workspace import Workspace
 
 
 def complete_rows(all_fnames: list[str], fnames: list[str], scores: np.ndarray) -> np.ndarray:
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                                             stack_inputs, weighted_average)
     from fat2019.ensemble.stacking import apply_saved, fit_stacker, inputs_digest
     from fat2019.eval import reports
-    from fat2019.train.workspace import Workspace
+    from fat2019.engine.workspace import Workspace
 
     ws = Workspace(args, "ensemble")
     check_ready(ws)

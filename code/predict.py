@@ -23,7 +23,7 @@ import numpy as np
 
 from fat2019.cli import BadInput, run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019 import layout, provenance
-from fat2019.train import ray_scheduler
+from fat2019.engine import ray_scheduler
 from fat2019.util.digest import file_sha256
 from fat2019.ensemble.predictions import read_predictions, write_predictions
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:   # the stage imports these when it runs: --help stays free of
 
     from fat2019.data.batches import ClipData
     from fat2019.ensemble.predictor import Member
-    from fat2019.train.workspace import Workspace
+    from fat2019.engine.workspace import Workspace
 
 
 def predict_fold(ws: Workspace, member: Member, k: int, test: ClipData, model: keras.Model | None = None
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = ray_scheduler.plan(parser, args)
     # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
     from fat2019.ensemble.predictor import Member, trained_folds
-    from fat2019.train.workspace import Workspace
+    from fat2019.engine.workspace import Workspace
 
     ws = Workspace(args, "predict", chosen)
     refuse_stale(ws)

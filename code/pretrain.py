@@ -16,7 +16,7 @@ import sys
 
 from fat2019.cli import run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019 import config
-from fat2019.train import ray_scheduler
+from fat2019.engine import ray_scheduler
 from fat2019 import layout
 from fat2019.util.progress import UnitProgress
 
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
     from fat2019 import provenance
     from fat2019.nn.models import build_model
-    from fat2019.train import seeds, training
-    from fat2019.train.workspace import Workspace, unit_sizes
+    from fat2019.engine import seeds, training
+    from fat2019.engine.workspace import Workspace, unit_sizes
     from fat2019.util.digest import file_sha256
 
     ws = Workspace(args, "pretrain", chosen)

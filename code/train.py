@@ -22,20 +22,20 @@ import sys
 from typing import TYPE_CHECKING
 
 from fat2019.cli import run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
-from fat2019.train import ray_scheduler
+from fat2019.engine import ray_scheduler
 from fat2019.util.progress import UnitProgress
 from fat2019 import layout
 
 if TYPE_CHECKING:
     from fat2019 import config
-    from fat2019.train.workspace import Workspace
+    from fat2019.engine.workspace import Workspace
 
 
 def gather_history(folder, n_folds: int) -> None:
     """models/<name>/history.csv: fold, epoch, lr, loss, val_lrap, val_lwlrap."""
     import pandas as pd
 
-    from fat2019.train import training
+    from fat2019.engine import training
     from fat2019.util.atomic import atomic_write_text
 
     parts = []
@@ -71,7 +71,7 @@ def finish_model(ws: Workspace, model_cfg, pretrained, use_pretrained: bool) -> 
 
 def train_on_ray(ws: Workspace, options: list[str], chosen: ray_scheduler.Plan, use_pretrained: bool) -> int:
     """--gpus N / --cluster: each fold a Ray task on one GPU (ray_scheduler.py)."""
-    from fat2019.train import training
+    from fat2019.engine import training
 
     ws.folds  # models/folds.csv made here once, not by the units at the same time
     models = [ws.profile.scale(m) for m in ws.models]
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     from fat2019 import provenance
     from fat2019.data.dataset import NOISY_CSV
     from fat2019.nn.models import build_model
-    from fat2019.train import seeds, training
-    from fat2019.train.workspace import Workspace, unit_sizes
+    from fat2019.engine import seeds, training
+    from fat2019.engine.workspace import Workspace, unit_sizes
 
     ws = Workspace(args, "train", chosen)
     folds = ws.fold_numbers()

@@ -25,7 +25,7 @@ import re
 import sys
 
 from fat2019.cli import BadInput, run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
-from fat2019.train import ray_scheduler
+from fat2019.engine import ray_scheduler
 from fat2019.tune import space
 from fat2019.util import machine
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     space.check(values)
 
     # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
-    from fat2019.train.workspace import Workspace
+    from fat2019.engine.workspace import Workspace
 
     ws = Workspace(args)
     ws.fold_numbers()   # in the profile's range

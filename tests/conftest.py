@@ -7,6 +7,7 @@ import pytest
 
 CODE_DIR = Path(__file__).resolve().parent.parent / "code"
 sys.path.insert(0, str(CODE_DIR))
+sys.path.insert(1, str(CODE_DIR / "tools"))   # the measuring tools' scripts
 from fat2019 import cli  # noqa: E402  (sets TensorFlow's C++ log level for this machine, as every script does)
 
 

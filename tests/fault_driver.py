@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 
 from fat2019 import config, layout  # noqa: E402
 from fat2019.ensemble import stacking  # noqa: E402
-from fat2019.train import training  # noqa: E402
+from fat2019.engine import training  # noqa: E402
 from fat2019.util import faults, shutdown  # noqa: E402
 
 SEED = 1234

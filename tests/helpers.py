@@ -90,7 +90,7 @@ def run_tiny_pipeline(root: Path, monkeypatch) -> dict:
     import pretrain
     import train
     from fat2019.ensemble import predictor
-    from fat2019.train import training
+    from fat2019.engine import training
 
     data = make_dataset(root / "data", n_curated=12, n_noisy=6, n_test=4)
     common = ["--profile", "demo", "--data-dir", str(data), "--models-dir", str(root / "models"),
@@ -165,7 +165,7 @@ def run_under_jax(snippet: str, cwd: Path | None = None, blocked=NOT_ON_JAX_MACH
     import textwrap
 
     tests_dir = Path(__file__).resolve().parent
-    prelude = _JAX_PRELUDE.format(paths=[str(tests_dir.parent / "code"), str(tests_dir)],
+    prelude = _JAX_PRELUDE.format(paths=[str(tests_dir.parent / "code"), str(tests_dir.parent / "code" / "tools"), str(tests_dir)],
                                   blocked=tuple(blocked))
     # Unoptimised CPU code compiles several times faster; tests run tiny models, whose time
     # is mostly compilation.

@@ -17,10 +17,10 @@ OWN_FORMATS = {
     "fat2019/data/dataset.py": "the dataset's input files (the competition's format, never written by a stage)",
     "fat2019/data/feature_cache.py": "the feature cache's own files, inside its folder",
     "fat2019/data/cache_builder.py": "the feature cache's bad_files.csv, beside them",
-    "fat2019/bench/gpu_variants.py": "scratch files of a save-time measurement in a temporary folder",
+    "fat2019/tools/bench/gpu_variants.py": "scratch files of a save-time measurement in a temporary folder",
     "fat2019/data/release.py": "the public release's own metadata CSVs, read to build the dataset's files",
-    "bench_ray.py": "the benchmark's own logs, in its scratch folder",
-    "rehearse.py": "the rehearsal's own record and logs, in its work folder",
+    "tools/bench_ray.py": "the benchmark's own logs, in its scratch folder",
+    "tools/rehearse.py": "the rehearsal's own record and logs, in its work folder",
 }
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 
 import bench
-from fat2019.bench import feed, report
+from fat2019.tools.bench import feed, report
 from fat2019.data import cache_builder
 from fat2019.data.audio import global_features
 from fat2019.data.dataset import ClipSet
@@ -72,6 +72,6 @@ def test_the_report_goes_to_its_own_file_and_benchmarks_md_only_when_told(tmp_pa
 def test_the_memory_probe_runs_as_a_package_module(tmp_path):
     paths = feed.write_clips(tmp_path / "audio", 2, seed=3)
     cache_builder.build_set(ClipSet("bench", [p.name for p in paths], paths, None), tmp_path / "cache", 1, False)
-    from fat2019.bench import rss_probe
+    from fat2019.tools.bench import rss_probe
     result = rss_probe.run_probe(tmp_path / "cache", 0, 2)
     assert result["clips"] == 2 and result["rss_pipeline_mb"] > 0

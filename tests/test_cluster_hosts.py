@@ -31,7 +31,7 @@ import pytest
 import features
 from cluster_hosts import Hosts, why_no_namespaces
 from fat2019 import layout
-from fat2019.train import ray_scheduler
+from fat2019.engine import ray_scheduler
 from fat2019.util import locks
 from helpers import make_dataset
 

@@ -19,8 +19,8 @@ import pytest
 import tensorflow as tf
 
 from fat2019 import layout
-from fat2019.train import distribute
-from fat2019.train import training
+from fat2019.engine import distribute
+from fat2019.engine import training
 from fat2019.data.batches import ClipData, TrainBatches
 from helpers import run_under_jax
 
@@ -33,7 +33,7 @@ RECORDING_RUN = """
 import json, sys
 import train
 from fat2019.data import batches
-from fat2019.train import training
+from fat2019.engine import training
 
 seen = {"batches": {}, "runs": []}
 real_getitem, real_fit = batches.TrainBatches.__getitem__, training.fit
@@ -154,7 +154,7 @@ def test_jax_gets_one_device_and_tensorflow_only_options_are_refused():
     run_under_jax("""
         import pytest
         from fat2019 import cli
-        from fat2019.train import distribute, workspace
+        from fat2019.engine import distribute, workspace
         strategy = distribute.make_strategy("default")
         assert strategy.num_replicas_in_sync == 1
         with strategy.scope():

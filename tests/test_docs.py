@@ -34,11 +34,11 @@ MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
 WORD = re.compile(r"[\w./<>{}*\[\]$-]+")
 
 # References in files that their owners rewrite in this round (the scripts in code/ and
-# fat2019/bench/, fat2019/nn/): (file, reference) pairs, each to be fixed there and then
+# fat2019/tools/bench/, fat2019/nn/): (file, reference) pairs, each to be fixed there and then
 # removed from here. BENCHMARKS.md's GPU marker must change together with gpu_bench.py's
 # SECTION_START, which finds the section by it.
 PENDING = {
-    ("code/fat2019/bench/gpu_setup.py", "../shared/gpu-wheels.sh"),  # a script outside the repository
+    ("code/fat2019/tools/bench/gpu_setup.py", "../shared/gpu-wheels.sh"),  # a script outside the repository
     ("BENCHMARKS.md", "../shared/gpu-wheels.sh"),                 # quoted from gpu_bench.py's command
     (".gitignore", "../shared/gpu-wheels.sh"),
 }
@@ -178,7 +178,7 @@ def test_a_dangling_reference_in_a_python_comment_is_found(tiny_repo):
 
 
 def test_the_readme_zoo_table_is_what_zoo_table_prints():
-    """The README says `code/zoo_table.py` prints its zoo table: it must, character for
+    """The README says `code/tools/zoo_table.py` prints its zoo table: it must, character for
     character (it builds the six full-size models, so it takes a few seconds)."""
     import zoo_table
     from fat2019 import config

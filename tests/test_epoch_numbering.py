@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from fat2019 import config
-from fat2019.train.training import Schedule
+from fat2019.engine.training import Schedule
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

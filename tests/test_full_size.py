@@ -17,7 +17,7 @@ import soundfile as sf
 import make_full_size_data
 import rehearse
 from fat2019.data.feature_cache import FeatureCache
-from fat2019.rehearsal import data_plan
+from fat2019.tools.rehearsal import data_plan
 from helpers import make_dataset
 
 CODE = Path(__file__).resolve().parent.parent / "code"
@@ -113,7 +113,7 @@ def test_batches_with_prefetch_are_the_batches_of_plain_crops(tmp_path):
     makes it: crops drawn one rng value per clip in order, then mixup's draw; the 3-TTA
     crops are those of place() at their position."""
     from fat2019.data.batches import ClipData, TrainBatches, place
-    from fat2019.rehearsal.feed import write_plan_cache
+    from fat2019.tools.rehearsal.feed import write_plan_cache
     plan = data_plan.make_plan(0.004, seed=1, n_classes=80)["curated"]
     write_plan_cache(tmp_path / "curated", plan, workers=1)
     cache = FeatureCache(tmp_path / "curated")
@@ -187,7 +187,7 @@ def test_the_rehearsals_fault_check_kills_the_noisy_features_at_half_and_the_res
 
 
 def test_the_rehearsal_report_gives_each_stages_growth_per_clip_in_cpu_seconds():
-    from fat2019.rehearsal import report
+    from fat2019.tools.rehearsal import report
 
     def run(scale, clips, wall, cpu):
         stage = dict(clips=clips, wall_s=wall, peak_rss_mb=500.0, disk_mb=10.0, load_start=1.0, load_end=2.0,
@@ -214,7 +214,7 @@ def test_crops_are_read_as_stored_without_mapping_the_clips_into_memory(tmp_path
     process's file-mapped memory does not grow with the clips it crops (through the map it
     grew by about a whole clip per crop: the kernel maps folios and reads ahead)."""
     from fat2019.data.batches import crop_start, place
-    from fat2019.rehearsal.feed import write_plan_cache
+    from fat2019.tools.rehearsal.feed import write_plan_cache
     plan = data_plan.make_plan(0.004, seed=2, n_classes=80)["noisy"]      # 79 clips of about 15 s
     write_plan_cache(tmp_path / "noisy", plan, workers=1)
     cache = FeatureCache(tmp_path / "noisy")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fat2019 import config
-from fat2019.bench import gpu_projection, gpu_report, gpu_setup, report
+from fat2019.tools.bench import gpu_projection, gpu_report, gpu_setup, report
 from fat2019.data.batches import TrainBatches
 from helpers import run_under_jax
 

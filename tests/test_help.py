@@ -56,7 +56,7 @@ def test_help_prints_no_tensorflow_log_lines():
     assert run.stderr == ""
 
 
-SCRIPTS = sorted(p.name for p in CODE.glob("*.py"))
+SCRIPTS = sorted(p.relative_to(CODE).as_posix() for p in [*CODE.glob("*.py"), *CODE.glob("tools/*.py")])
 HEAVY = ("tensorflow", "keras", "jax")
 PROBE = """
 import runpy, sys

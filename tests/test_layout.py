@@ -7,8 +7,13 @@ CODE = Path(__file__).resolve().parent.parent / "code"
 PACKAGE = CODE / "fat2019"
 
 
+def script_paths() -> list[Path]:
+    """The pipeline's and user tools' scripts (code/*.py) and the measuring tools' (code/tools/*.py)."""
+    return [*CODE.glob("*.py"), *CODE.glob("tools/*.py")]
+
+
 def scripts() -> set[str]:
-    return {p.stem for p in CODE.glob("*.py")}
+    return {p.stem for p in script_paths()}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -35,13 +40,13 @@ def test_the_package_imports_no_script():
 
 
 def test_no_script_imports_another():
-    offenders = {p.name: sorted(imported_modules(p) & (scripts() - {p.stem})) for p in CODE.glob("*.py")}
+    offenders = {p.name: sorted(imported_modules(p) & (scripts() - {p.stem})) for p in script_paths()}
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
 def test_every_library_module_lives_in_the_package():
     # a script is something with a main; a flat library module in code/ breaks the layout
-    for p in CODE.glob("*.py"):
+    for p in script_paths():
         tree = ast.parse(p.read_text())
         assert any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test) for n in tree.body), \
             f"{p.name} has no `if __name__ == '__main__'`: library code belongs in code/fat2019/"
@@ -55,7 +60,7 @@ def test_the_check_sees_a_script_import(tmp_path):
 
 def test_every_script_runs_through_cli_run_stage():
     # one way to parse options, report errors and set exit codes (fat2019/cli.py)
-    for p in CODE.glob("*.py"):
+    for p in script_paths():
         tree = ast.parse(p.read_text())
         guard = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
         assert guard and "run_stage(main)" in ast.unparse(guard[0]), f"{p.name}: its main is not run by cli.run_stage"
@@ -109,3 +114,24 @@ def test_no_package_module_installs_a_warnings_filter_when_imported():
         for node in ast.parse(p.read_text()).body:
             assert "filterwarnings" not in ast.unparse(node) or not isinstance(node, ast.Expr), \
                 f"{p.relative_to(CODE)}: a module-level warnings filter"
+
+
+def test_the_pipeline_never_imports_the_measuring_tools():
+    # the tools measure the pipeline; the pipeline runs without them (code/fat2019/tools/)
+    offenders = {}
+    for p in PACKAGE.rglob("*.py"):
+        if "tools" in p.relative_to(PACKAGE).parts:
+            continue
+        tree = ast.parse(p.read_text())
+        names = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+        names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        bad = sorted(n for n in names if n.startswith("fat2019.tools"))
+        if bad:
+            offenders[str(p.relative_to(CODE))] = bad
+    assert offenders == {}
+
+
+def test_the_measuring_tools_live_apart():
+    # `ls code` shows the pipeline and the user tools; the measuring tools are in code/tools/
+    assert not {p.stem for p in CODE.glob("*.py")} & {p.stem for p in CODE.glob("tools/*.py")}
+    assert not (PACKAGE / "bench").exists() and not (PACKAGE / "rehearsal").exists()

@@ -120,7 +120,7 @@ def test_full_refuses_the_cpu_of_a_gpu_machine_unless_the_cpu_is_chosen(devices)
 
 
 def test_a_ray_driver_names_where_its_units_go_without_asking_for_devices(devices):
-    from fat2019.train.ray_scheduler import Plan
+    from fat2019.engine.ray_scheduler import Plan
     devices["listed"] = [machine.Gpu(0, H100)]   # would refuse if the driver asked the backend
     assert machine.stage_line("train", "full", environ={}, ray_plan=Plan(gpus=4)) == (
         "train: TensorFlow 2.20.0, one unit per GPU on 4 GPUs of this machine (Ray); each unit's log starts "

@@ -128,7 +128,7 @@ def test_model_trains_one_step(model_config):
 
 @pytest.mark.parametrize("mixed", ["float16", "bfloat16"])
 def test_model_under_mixed_precision_keeps_float32_logmel_and_output(mixed):
-    from fat2019.train import workspace
+    from fat2019.engine import workspace
     workspace.set_precision(mixed)  # what the stages' --mixed-precision does
     try:
         cfg = tiny(config.ZOO_BY_NAME["v1mix"])

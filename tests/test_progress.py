@@ -43,7 +43,7 @@ def test_the_epoch_progress_callback_lets_jax_run_steps_ahead():
     run_under_jax("""
         import threading
         import numpy as np
-        from fat2019.train import training
+        from fat2019.engine import training
 
         def threads_of(callback_class):
             seen = []
@@ -114,7 +114,7 @@ def test_the_eta_prices_each_model_by_its_measured_units_and_unmeasured_ones_by_
 
 def test_units_of_several_models_are_sized_by_their_flops_and_one_models_are_not(monkeypatch):
     from fat2019 import config
-    from fat2019.train import workspace
+    from fat2019.engine import workspace
     built = []
     monkeypatch.setattr(workspace, "model_flops", lambda m, n: built.append(m.name) or {"a": 1e9, "b": 4e9}[m.name])
     a, b = (config.ModelConfig(name=n, backbone="conv", pool_modes=("max", "avemax1")) for n in "ab")

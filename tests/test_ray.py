@@ -30,8 +30,8 @@ import features
 import pretrain
 import train
 from fat2019 import layout
-from fat2019.train import ray_scheduler
-from fat2019.train.ray_scheduler import Plan, Unit
+from fat2019.engine import ray_scheduler
+from fat2019.engine.ray_scheduler import Plan, Unit
 from fat2019.cli import stage_parser
 from fat2019.util import locks
 from helpers import make_dataset
@@ -221,7 +221,7 @@ def test_a_node_without_the_shared_folders_fails_at_once_naming_itself(cluster, 
 # a driver of fake units on the cluster, killed by the test
 DRIVER = """import sys, pathlib
 sys.path.insert(0, {code!r})
-from fat2019.train import ray_scheduler
+from fat2019.engine import ray_scheduler
 out = pathlib.Path(sys.argv[1])
 units = [ray_scheduler.Unit(f"fold {{k}}", [sys.executable, str(out / "fake_unit.py"), str(out), f"fold{{k}}"],
                             out / f"fold{{k}}.log", (out / f"fold{{k}}.done").exists) for k in range(3)]

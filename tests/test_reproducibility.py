@@ -18,10 +18,10 @@ from fat2019 import config
 import features
 import predict
 import pretrain
-from fat2019.train import seeds
+from fat2019.engine import seeds
 from fat2019.ensemble import stacking
 import train
-from fat2019.train import training
+from fat2019.engine import training
 from helpers import make_dataset
 
 TINY = ["epochs=2", "pretrain_epochs=1", "n_folds=2", "width=0.0625", "duration=0.5", "lr_milestones=1",

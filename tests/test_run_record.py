@@ -9,9 +9,9 @@ import pytest
 
 from fat2019 import cli, config, layout, run_record
 from fat2019.nn.models import build_model
-from fat2019.train import training
+from fat2019.engine import training
 from fat2019.cli import run_stage, stage_parser
-from fat2019.train.workspace import Workspace
+from fat2019.engine.workspace import Workspace
 import tag
 import train
 from helpers import PIPELINE_SETTINGS

@@ -18,7 +18,7 @@ import features
 import train
 import tune
 from fat2019 import cli, config, layout
-from fat2019.train import training
+from fat2019.engine import training
 from fat2019.tune import space
 from helpers import make_dataset
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fat2019 import config
-from fat2019.train import training
+from fat2019.engine import training
 
 
 class OneBatch(keras.utils.PyDataset):
@@ -128,7 +128,7 @@ def test_after_a_bad_file_train_points_to_bad_files_csv_and_skip_bad(tmp_path, c
 # --- the profile guard -------------------------------------------------------------------------------
 
 def test_profile_warning_names_the_reason_the_estimate_and_the_demo_hint():
-    from fat2019.train.workspace import profile_warning
+    from fat2019.engine.workspace import profile_warning
     text = profile_warning("train", 40, on_gpu=False, seconds=7 * 3600, demo_seconds=240)
     assert "profile full on 40 curated clips" in text and "a CPU without a GPU" in text
     assert "at least 7.0 h" in text and "--profile demo (its estimate: 4 min)" in text
@@ -141,7 +141,7 @@ def test_profile_warning_names_the_reason_the_estimate_and_the_demo_hint():
 def test_the_cpu_estimate_is_the_models_flops_at_the_measured_rate():
     from fat2019.nn.flops import count_flops
     from fat2019.nn.models import build_model
-    from fat2019.train import workspace
+    from fat2019.engine import workspace
     full = config.PROFILES["full"]
     v1mix = config.ZOO_BY_NAME["v1mix"]
     flops = count_flops(build_model(full.scale(v1mix), 19))["total"]
@@ -153,7 +153,7 @@ def test_the_cpu_estimate_is_the_models_flops_at_the_measured_rate():
 
 def test_train_on_small_own_data_with_the_full_profile_warns_first_and_goes_on(tmp_path, monkeypatch, capsys):
     import train
-    from fat2019.train import workspace
+    from fat2019.engine import workspace
     rows = [[f"c{i:03d}.wav", "Bark" if i % 2 else "Chirp"] for i in range(8)]
     data = own_data(tmp_path / "my_data", rows)
     assert run_features(data) == 0

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from fat2019 import layout
-from fat2019.train import commit, seeds
+from fat2019.engine import commit, seeds
 from fat2019.util import shutdown
 from fat2019.eval.metrics import lrap
 from fat2019.ensemble.predictor import StackerNet, stacker_mean

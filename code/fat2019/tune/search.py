@@ -32,7 +32,7 @@ from ray.tune.search import BasicVariantGenerator   # noqa: E402
 
 from fat2019 import config, layout   # noqa: E402
 from fat2019.cli import BadInput   # noqa: E402
-from fat2019.train import ray_scheduler   # noqa: E402
+from fat2019.engine import ray_scheduler   # noqa: E402
 from fat2019.tune import space, trial   # noqa: E402
 from fat2019.util import shutdown   # noqa: E402
 from fat2019.util.atomic import atomic_write_text   # noqa: E402

@@ -52,7 +52,7 @@ def read_record(folder: Path) -> dict:
 def prepare_process(context: Context) -> None:
     """Before the backend is imported: the driver's priority and thread settings (Ray
     gives its workers others), and no CUDA device under pretend GPUs."""
-    from fat2019.train import ray_scheduler
+    from fat2019.engine import ray_scheduler
 
     try:
         os.setpriority(os.PRIO_PROCESS, 0, context.niceness)
@@ -88,8 +88,8 @@ def train_folds(trial: dict, context: Context, args: argparse.Namespace, folder:
     from ray import tune
 
     from fat2019.nn.models import build_model
-    from fat2019.train import seeds, training
-    from fat2019.train.workspace import Workspace
+    from fat2019.engine import seeds, training
+    from fat2019.engine.workspace import Workspace
 
     ws = Workspace(args)
     frontend, duration = space.frontend_of(trial)

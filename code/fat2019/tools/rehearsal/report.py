@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fat2019.util.atomic import atomic_write_text
 
-BEGIN = "<!-- rehearsal: start (written by code/rehearse.py --report) -->"
+BEGIN = "<!-- rehearsal: start (written by code/tools/rehearse.py --report) -->"
 END = "<!-- rehearsal: end -->"
 
 
@@ -96,7 +96,7 @@ def generation_lines(runs: list[dict]) -> list[str]:
 def section(runs: list[dict]) -> str:
     first = runs[0]
     out = [BEGIN, "## Full-size rehearsal (host side)", "",
-           f"`code/rehearse.py` on data of `code/make_full_size_data.py` (FSDKaggle2019's counts and lengths, "
+           f"`code/tools/rehearse.py` on data of `code/tools/make_full_size_data.py` (FSDKaggle2019's counts and lengths, "
            f"times the scale); profile `full` with `--set {' '.join(first['settings'])}`, models "
            f"{', '.join(first['models'])}, on {first['cpus']} shared CPU cores (load: the 1-minute load "
            f"average at the stage's start and end). Disk: what the stage added under the work folder. "

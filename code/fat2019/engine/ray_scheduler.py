@@ -479,7 +479,7 @@ def connect(chosen: Plan):
         # (a driver joining a loopback cluster from the interface address waits for ever)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
-    from fat2019.train import ray_scheduler
+    from fat2019.engine import ray_scheduler
     ray.cloudpickle.register_pickle_by_value(ray_scheduler)   # workers need not import the package
     common = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     if chosen.address is None:

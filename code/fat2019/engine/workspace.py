@@ -13,7 +13,7 @@ import numpy as np
 from fat2019 import cli
 from fat2019 import config
 from fat2019 import run_record
-from fat2019.train import distribute
+from fat2019.engine import distribute
 from fat2019.data import folds as folds_lib
 from fat2019.data.batches import ClipData
 from fat2019.data.dataset import ClipSet, Dataset, load_dataset
@@ -132,7 +132,7 @@ class Workspace:
 
     def announce_replicas(self) -> None:
         """Say once how several replicas change the schedule (Schedule.for_replicas)."""
-        from fat2019.train import training   # imported here: it builds on Keras, which the stage has just configured
+        from fat2019.engine import training   # imported here: it builds on Keras, which the stage has just configured
 
         replicas = self.strategy.num_replicas_in_sync
         for model in self.models:

@@ -36,11 +36,11 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from fat2019.train import distribute
+from fat2019.engine import distribute
 import fat2019.nn  # noqa: F401  (registers the custom layers, so load_model needs no custom_objects)
 from fat2019 import layout
 from fat2019.util import locks
-from fat2019.train import commit, seeds
+from fat2019.engine import commit, seeds
 from fat2019.util import shutdown
 from fat2019.data.batches import ClipData, TrainBatches, predict_tta
 from fat2019.config import ModelConfig, Profile

@@ -55,7 +55,7 @@ def batch_rate(folder: Path, *, threads: int, n_batches: int, crop_samples: int,
 
 
 def _render(job: tuple) -> tuple:
-    from fat2019.rehearsal.data_plan import render
+    from fat2019.tools.rehearsal.data_plan import render
     name, i, n, labels, seed = job
     return i, render(name, i, n, labels, seed)
 

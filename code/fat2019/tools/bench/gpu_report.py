@@ -10,9 +10,9 @@ import platform
 import numpy as np
 
 from fat2019 import config
-from fat2019.bench.gpu_setup import GPU_COMMAND, N_CURATED, N_NOISY, N_TEST, Settings
-from fat2019.bench.gpu_variants import STEP_MODEL, fastest_unroll, step_profile_rows
-from fat2019.bench.gpu_projection import recipe_hours
+from fat2019.tools.bench.gpu_setup import GPU_COMMAND, N_CURATED, N_NOISY, N_TEST, Settings
+from fat2019.tools.bench.gpu_variants import STEP_MODEL, fastest_unroll, step_profile_rows
+from fat2019.tools.bench.gpu_projection import recipe_hours
 
 
 # bf16 dense tensor-core peaks, TFLOP/s (NVIDIA datasheets; half their "with sparsity"

@@ -1,4 +1,4 @@
-"""The CPU benchmark's report (code/bench.py): the machine, one table row per figure with
+"""The CPU benchmark's report (code/tools/bench.py): the machine, one table row per figure with
 its ratio and goal verdict, and the notes on what limits the figures that miss their goal.
 Also the sections of BENCHMARKS.md that the benchmarks rewrite, each between two markers,
 so a report replaces only its own section and leaves the rest of the file alone.
@@ -43,9 +43,9 @@ class Section:
         return text
 
 
-CPU_SECTION = Section("<!-- cpu-bench: start (code/bench.py --update rewrites this section) -->",
+CPU_SECTION = Section("<!-- cpu-bench: start (code/tools/bench.py --update rewrites this section) -->",
                       "<!-- cpu-bench: end -->")
-GPU_SECTION = Section("<!-- gpu-bench: start (code/bench.py --gpu --update rewrites this section) -->",
+GPU_SECTION = Section("<!-- gpu-bench: start (code/tools/bench.py --gpu --update rewrites this section) -->",
                       "<!-- gpu-bench: end -->")
 
 NOTES = [

@@ -22,7 +22,7 @@ N_CLASSES = 80
 POLICIES = ("mixed_bfloat16", "float32")   # measured in this order; the recipe would run the first
 GPU_COMMAND = ("sh ../shared/gpu-wheels.sh .whl  # here, with network; then on the GPU machine:\n"
                "python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && "
-               "PYTHONPATH=/tmp/site KERAS_BACKEND=jax python3 code/bench.py --gpu")
+               "PYTHONPATH=/tmp/site KERAS_BACKEND=jax python3 code/tools/bench.py --gpu")
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,16 @@ Per unit: the seconds from submission until its task started, and until the fold
 training (Python, the backend's import, the data, the model), against its epochs' time.
 Prints a Markdown section for BENCHMARKS.md.
 
-    .venv/bin/python code/bench_ray.py                     # makes the demo data if needed
-    .venv/bin/python code/bench_ray.py --work /tmp/bench_ray --epochs 3
+    .venv/bin/python code/tools/bench_ray.py                     # makes the demo data if needed
+    .venv/bin/python code/tools/bench_ray.py --work /tmp/bench_ray --epochs 3
 
 Takes about 15 minutes on an idle 2-core CPU (three demo trainings of 3 folds).
 """
 from __future__ import annotations
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the library, fat2019, is in code/
 
 from fat2019 import cli
 import argparse
@@ -22,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-CODE = Path(__file__).resolve().parent
+CODE = Path(__file__).resolve().parents[1]     # the stage scripts
 REPO = CODE.parent
 EPOCH_LINE = re.compile(r"^(?P<unit>\S+ fold \d+) epoch +\d+/\d+ .* (?P<seconds>\d+)s$")
 HEADER = re.compile(r"^=== unit \S+ (?P<clock>\S+) .*?: started on node .*?, (?P<after>[\d.]+) s after submission"

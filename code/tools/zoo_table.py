@@ -1,11 +1,15 @@
 """Print the model zoo as a markdown table: parameters and FLOPs per clip of every member.
 
-    .venv/bin/python code/zoo_table.py                  # the original sizes (5 s crops, full width)
-    .venv/bin/python code/zoo_table.py --profile demo   # the demo profile's scaled-down models
+    .venv/bin/python code/tools/zoo_table.py                  # the original sizes (5 s crops, full width)
+    .venv/bin/python code/tools/zoo_table.py --profile demo   # the demo profile's scaled-down models
 
 FLOPs: see flops.py (analytic, per layer; a multiply-add counts as 2).
 """
 from __future__ import annotations
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the library, fat2019, is in code/
 
 from fat2019 import cli  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019 import config

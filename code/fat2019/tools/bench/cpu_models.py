@@ -1,4 +1,4 @@
-"""The CPU benchmark's model measurements (code/bench.py, items 4, 6, 7): a float32 matmul
+"""The CPU benchmark's model measurements (code/tools/bench.py, items 4, 6, 7): a float32 matmul
 as this machine's yardstick, full-size v1mix training and inference, every zoo member's
 per-clip prediction cost extrapolated to the test set, and TensorFlow on a GPU when one is
 visible. Each measurement says what it starts, since one can run for many minutes.
@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from fat2019 import config
-from fat2019.bench.feed import ClipData
+from fat2019.tools.bench.feed import ClipData
 from fat2019.data.batches import TrainBatches
 
 N_TEST_CLIPS = 3361          # the competition's test set

@@ -1,10 +1,10 @@
 """Benchmarks: our pipeline against a reference implementation of the original's approach
 and against the machine itself, every ratio measured within one run.
 
-    .venv/bin/python code/bench.py --quick      # a smoke run: 37 min measured on the 2-core CPU
+    .venv/bin/python code/tools/bench.py --quick      # a smoke run: 37 min measured on the 2-core CPU
                                                 #   under load ~20 (a shared machine; BENCHMARKS.md)
-    .venv/bin/python code/bench.py              # the full run: longer (23.5 min measured idle)
-    .venv/bin/python code/bench.py --update BENCHMARKS.md   # and put the figures into BENCHMARKS.md
+    .venv/bin/python code/tools/bench.py              # the full run: longer (23.5 min measured idle)
+    .venv/bin/python code/tools/bench.py --update BENCHMARKS.md   # and put the figures into BENCHMARKS.md
 
 The report goes to models/bench/cpu.md (--out FILE to choose), never to the tracked
 BENCHMARKS.md unless --update names it: then the file's CPU section (between its
@@ -27,15 +27,19 @@ lengths (median 5 s, mean about 7.5 s, 0.3-30 s):
    full zoo x 10 folds x 3 TTA on the 3,361 test clips.
 7. GPU (only where one is visible): v1mix train / inference clips/s, float32 vs mixed.
 
-    .venv/bin/python code/bench.py --gpu    # the GPU benchmark under JAX (fat2019/bench/gpu_bench.py),
+    .venv/bin/python code/tools/bench.py --gpu    # the GPU benchmark under JAX (fat2019/tools/bench/gpu_bench.py),
                                             # to models/bench/gpu.md; --update: BENCHMARKS.md's GPU section
 
 The --gpu path imports neither TensorFlow, kapre, librosa nor soundfile (the GPU machines
 lack them), so those are imported only by the functions of the CPU benchmark that use them.
-The measurements live in fat2019/bench/: feed.py (data, features, input pipeline),
+The measurements live in fat2019/tools/bench/: feed.py (data, features, input pipeline),
 cpu_models.py (training and prediction), rss_probe.py (memory), report.py (the tables).
 """
 from __future__ import annotations
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the library, fat2019, is in code/
 
 import os
 import shutil
@@ -73,22 +77,22 @@ def parse_args(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from fat2019.bench import report   # after parsing: --help stays free of TensorFlow/Keras
+    from fat2019.tools.bench import report   # after parsing: --help stays free of TensorFlow/Keras
     from fat2019.util.atomic import atomic_write_text
 
     out = args.out or REPORTS / ("gpu.md" if args.gpu else "cpu.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     section = report.GPU_SECTION if args.gpu else report.CPU_SECTION
     if args.gpu:
-        from fat2019.bench import gpu_bench
+        from fat2019.tools.bench import gpu_bench
 
-        command = ".venv/bin/python code/bench.py --gpu" + (" --quick" if args.quick else "") + \
+        command = ".venv/bin/python code/tools/bench.py --gpu" + (" --quick" if args.quick else "") + \
             (f" --budget {args.budget:g}" if args.budget != 6.5 else "") + \
             (f" --models {' '.join(args.models)}" if args.models else "")
         text = gpu_bench.run(out, command, quick=args.quick, budget_minutes=args.budget,
                              model_names=args.models, workers=args.workers, work=args.work)
     else:
-        command = ".venv/bin/python code/bench.py" + (" --quick" if args.quick else "")
+        command = ".venv/bin/python code/tools/bench.py" + (" --quick" if args.quick else "")
         start = time.perf_counter()
         rows = cpu_rows(args)
         text = report.report(rows, command, time.perf_counter() - start)
@@ -106,7 +110,7 @@ def cpu_rows(args) -> list[dict]:
     """Every figure of the CPU benchmark, one step after another, each announced."""
     import tensorflow as tf
 
-    from fat2019.bench import cpu_models, feed, rss_probe
+    from fat2019.tools.bench import cpu_models, feed, rss_probe
 
     tf.get_logger().setLevel("ERROR")  # retracing notes: each zoo model is traced once, on purpose
     n_clips, n_pipeline = (40, 2_000) if args.quick else (200, 8_000)

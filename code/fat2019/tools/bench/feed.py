@@ -1,4 +1,4 @@
-"""The CPU benchmark's data and input measurements (code/bench.py, items 1-3): generated
+"""The CPU benchmark's data and input measurements (code/tools/bench.py, items 1-3): generated
 clips with the curated set's spread of lengths, the features stage against the original's
 per-clip work, loading from the cache against decoding again, and the training input
 pipeline's rate.

@@ -1,9 +1,9 @@
 """The full-size rehearsal: every stage of the pipeline at FSDKaggle2019's counts and shapes,
 measured (docs/rehearsal.md). Not part of the test suite: at full size it takes hours here.
 
-    .venv/bin/python code/make_full_size_data.py --out /work/rehearsal_data/s025 --scale 0.25
-    .venv/bin/python code/rehearse.py --data /work/rehearsal_data/s025 --work /work/rehearsal_data/work_s025
-    .venv/bin/python code/rehearse.py --report W1/rehearsal.json W2/rehearsal.json   # the BENCHMARKS.md section
+    .venv/bin/python code/tools/make_full_size_data.py --out /work/rehearsal_data/s025 --scale 0.25
+    .venv/bin/python code/tools/rehearse.py --data /work/rehearsal_data/s025 --work /work/rehearsal_data/work_s025
+    .venv/bin/python code/tools/rehearse.py --report W1/rehearsal.json W2/rehearsal.json   # the BENCHMARKS.md section
 
 The `full` profile with only the width (1/16) and the schedule (1 epoch, 1 pretraining
 epoch) cut: 10 folds, 5 s crops, 3-TTA of every OOF and test clip, the stacker's 1000-epoch
@@ -16,6 +16,10 @@ rerun skips the stages that finished.
 """
 from __future__ import annotations
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the library, fat2019, is in code/
+
 import argparse
 import hashlib
 import json
@@ -27,11 +31,11 @@ from pathlib import Path
 from fat2019 import cli
 from fat2019.data.dataset import CURATED_CSV
 from fat2019.data.feature_cache import INDEX
-from fat2019.rehearsal import report
-from fat2019.rehearsal.measure import python_script, run_stage
+from fat2019.tools.rehearsal import report
+from fat2019.tools.rehearsal.measure import python_script, run_stage
 from fat2019.util.atomic import atomic_write_text
 
-CODE = Path(__file__).resolve().parent
+CODE = Path(__file__).resolve().parents[1]     # the stage scripts
 ROOT = CODE.parent
 RESULTS = "rehearsal.json"
 # Only the width and the schedule differ from the original's `full` profile.
@@ -147,11 +151,11 @@ class Rehearsal:
             self.fault_check()
         if self.wanted("feed"):
             self.stage("host feed", c["curated"] + c["noisy"],
-                       python_script(CODE, "rehearse.py", "--probe", "feed", str(feats), str(self.path)),
+                       python_script(CODE, "tools/rehearse.py", "--probe", "feed", str(feats), str(self.path)),
                        "train batches from the curated and noisy caches")
         if self.wanted("stacker"):
             self.stage("stacker, 6 models + average", c["curated"],
-                       python_script(CODE, "rehearse.py", "--probe", "stacker", str(self.args.data), str(self.path)),
+                       python_script(CODE, "tools/rehearse.py", "--probe", "stacker", str(self.args.data), str(self.path)),
                        f"inputs {c['curated']} x 80 x 7, 10 folds, 1000-epoch budget, patience 15")
         later = [
             ("pretrain", c["noisy"], "pretrain.py", "1 epoch on the noisy set; val = curated, 3-TTA"),
@@ -191,7 +195,7 @@ def probe(kind: str, target: str, results_path: str) -> int:
     results = {}
     if kind == "feed":
         from fat2019.config import SAMPLE_RATE
-        from fat2019.rehearsal.feed import batch_rate
+        from fat2019.tools.rehearsal.feed import batch_rate
         rows = []
         for clip_set in [s for s in ("curated", "noisy") if (Path(target) / s).is_dir()]:
             for threads in (1, 2):
@@ -208,7 +212,7 @@ def probe(kind: str, target: str, results_path: str) -> int:
         from fat2019.config import get_profile
         from fat2019.data.dataset import load_dataset
         from fat2019.data.folds import assign_folds
-        from fat2019.rehearsal import stacker_probe
+        from fat2019.tools.rehearsal import stacker_probe
         ds = load_dataset(Path(target), check_files=False)
         labels = ds.curated.labels.astype(np.float32)
         profile = get_profile("full")
@@ -248,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data or not args.work:
         parser.error("--data and --work are needed (or --report)")
     if not (args.data / CURATED_CSV).is_file():
-        print(f"error: {args.data} has no {CURATED_CSV}; make it with code/make_full_size_data.py",
+        print(f"error: {args.data} has no {CURATED_CSV}; make it with code/tools/make_full_size_data.py",
               file=sys.stderr)
         return 2
     return Rehearsal(args).run()

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from fat2019 import config
-from fat2019.bench.gpu_setup import N_CLASSES, Settings, clip_data, train_batches
+from fat2019.tools.bench.gpu_setup import N_CLASSES, Settings, clip_data, train_batches
 from fat2019.nn import pooling
 from fat2019.nn import recurrent
 from fat2019.data.batches import CropBatches
@@ -95,7 +95,7 @@ def bench_feed(cache: FeatureCache, s: Settings) -> dict:
 def time_training(model, cache: FeatureCache, s: Settings, crop: int) -> tuple[float, float]:
     """(seconds of the compiling warm-up fit, seconds of s.train_steps timed steps) through
     the pipeline's TrainBatches, fitted as training.fit fits an epoch."""
-    from fat2019.train.training import EpochProgress
+    from fat2019.engine.training import EpochProgress
 
     def fit(n_steps):
         batches = train_batches(clip_data(cache, n_steps * s.profile.batch_size), s, crop, s.workers)

@@ -1,4 +1,4 @@
-"""The GPU benchmark (`.venv/bin/python code/bench.py --gpu`): the zoo's training and prediction speed
+"""The GPU benchmark (`.venv/bin/python code/tools/bench.py --gpu`): the zoo's training and prediction speed
 under JAX on one accelerator, and the whole recipe's hours projected from it.
 
 It needs only numpy, pandas, h5py, keras and jax (no TensorFlow, kapre, librosa or
@@ -39,11 +39,11 @@ import tempfile
 from pathlib import Path
 
 from fat2019 import config
-from fat2019.bench.report import GPU_SECTION
-from fat2019.bench.gpu_setup import Budget, Settings, synthetic_cache
-from fat2019.bench.gpu_variants import (STEP_MODEL, STEP_VARIANTS, bench_branch, bench_feed, bench_model, bench_pool,
+from fat2019.tools.bench.report import GPU_SECTION
+from fat2019.tools.bench.gpu_setup import Budget, Settings, synthetic_cache
+from fat2019.tools.bench.gpu_variants import (STEP_MODEL, STEP_VARIANTS, bench_branch, bench_feed, bench_model, bench_pool,
                                          bench_step_variant, fastest_unroll)
-from fat2019.bench.gpu_report import report
+from fat2019.tools.bench.gpu_report import report
 from fat2019.util.atomic import atomic_write_text
 
 

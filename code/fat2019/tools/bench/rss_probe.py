@@ -1,8 +1,8 @@
-"""The CPU benchmark's memory measurement (code/bench.py, item 5): the peak resident set
+"""The CPU benchmark's memory measurement (code/tools/bench.py, item 5): the peak resident set
 of a pretraining-sized run (an epoch of batches over a big cache, then a few full-size
 training steps), each probe in a fresh process so that peaks do not mix:
 
-    python -m fat2019.bench.rss_probe CACHE_DIR TRAIN_STEPS BATCH_SIZE   # prints one JSON line
+    python -m fat2019.tools.bench.rss_probe CACHE_DIR TRAIN_STEPS BATCH_SIZE   # prints one JSON line
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 
 from fat2019 import config
-from fat2019.bench.cpu_models import full_model, model_batch, say
-from fat2019.bench.feed import epoch_of_batches, make_repeated_cache, repeated
+from fat2019.tools.bench.cpu_models import full_model, model_batch, say
+from fat2019.tools.bench.feed import epoch_of_batches, make_repeated_cache, repeated
 from fat2019.data.feature_cache import FeatureCache
 
-CODE_DIR = Path(__file__).resolve().parents[2]   # the folder that holds the package
+CODE_DIR = Path(__file__).resolve().parents[3]   # the folder that holds the package
 
 
 def peak_rss_mb() -> float:
@@ -49,9 +49,9 @@ def rss_probe(cache_dir: Path, train_steps: int, batch_size: int) -> dict:
 
 
 def run_probe(cache_dir: Path, train_steps: int, batch_size: int) -> dict:
-    """rss_probe in a fresh process (`python -m fat2019.bench.rss_probe`), so peaks do not mix."""
+    """rss_probe in a fresh process (`python -m fat2019.tools.bench.rss_probe`), so peaks do not mix."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(CODE_DIR), os.environ.get("PYTHONPATH")])))
-    out = subprocess.run([sys.executable, "-m", "fat2019.bench.rss_probe", str(cache_dir), str(train_steps),
+    out = subprocess.run([sys.executable, "-m", "fat2019.tools.bench.rss_probe", str(cache_dir), str(train_steps),
                           str(batch_size)], capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"the memory probe failed (exit {out.returncode}):\n{out.stderr[-3000:]}")

@@ -1,11 +1,11 @@
 """Write a synthetic dataset of FSDKaggle2019's real sizes, for the full-size rehearsal.
 
-    .venv/bin/python code/make_full_size_data.py --out /work/rehearsal_data/full              # ~31 GB
-    .venv/bin/python code/make_full_size_data.py --out DIR --scale 0.25 --workers 2
+    .venv/bin/python code/tools/make_full_size_data.py --out /work/rehearsal_data/full              # ~31 GB
+    .venv/bin/python code/tools/make_full_size_data.py --out DIR --scale 0.25 --workers 2
 
 4,970 curated, 19,815 noisy and 3,361 test clips (times --scale), curated and test
 0.3-30 s (mean 7.6 s), noisy mostly 15 s, the 80 real class names, 1-5 labels per clip in
-the real proportions (fat2019/rehearsal/data_plan.py; docs/rehearsal.md). Mono 16-bit
+the real proportions (fat2019/tools/rehearsal/data_plan.py; docs/rehearsal.md). Mono 16-bit
 44.1 kHz WAV, in the competition's layout (train_curated.csv, train_noisy.csv,
 sample_submission.csv, audio_train/, audio_test/). The audio is cheap (tones over noise);
 it exists to give every stage the real counts, lengths and bytes.
@@ -13,6 +13,10 @@ it exists to give every stage the real counts, lengths and bytes.
 A rerun keeps every file already written at its expected size and writes the rest.
 """
 from __future__ import annotations
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the library, fat2019, is in code/
 
 import argparse
 import csv
@@ -26,7 +30,7 @@ from pathlib import Path
 
 from fat2019 import cli
 from fat2019.data.dataset import CURATED_CSV, NOISY_CSV, SUBMISSION_CSV, TEST_AUDIO, TRAIN_AUDIO
-from fat2019.rehearsal import data_plan
+from fat2019.tools.rehearsal import data_plan
 from fat2019.util.atomic import atomic_write_text
 from fat2019.util.progress import Progress
 

@@ -4,7 +4,7 @@ measured training and prediction rates."""
 from __future__ import annotations
 
 from fat2019 import config
-from fat2019.bench.gpu_setup import N_CURATED, N_NOISY, N_TEST
+from fat2019.tools.bench.gpu_setup import N_CURATED, N_NOISY, N_TEST
 from fat2019.data.batches import TTA_POSITIONS
 
 
