@@ -20,7 +20,6 @@ finished, unfinished ones resume at their last epoch. --force starts a new searc
 """
 from __future__ import annotations
 
-import os
 import re
 import sys
 
@@ -81,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ws = Workspace(args)
     ws.fold_numbers()   # in the profile's range
     ws.folds   # models/folds.csv made here once, not by the trials at the same time
-    if chosen is None or chosen.address is None or ray_scheduler.on_loopback(chosen.address):
-        # as ray_scheduler.connect does, but before search.py imports Ray: a local Ray stays on 127.0.0.1
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray_scheduler.stay_on_loopback(None if chosen is None else chosen.address)   # before search.py imports Ray
     from fat2019.tune import report, search
 
     max_epochs = ws.profile.epochs * len(args.folds)

@@ -471,13 +471,19 @@ def stamp() -> str:
 
 # --- in the driver ----------------------------------------------------------------------------
 
+def stay_on_loopback(address: str | None) -> None:
+    """For a local Ray (`address` None) or a loopback cluster, before Ray is imported: make
+    this node's address 127.0.0.1, not the network interface's (a driver joining a loopback
+    cluster from the interface address waits for ever). Ray 2.60 reads this flag, named for
+    Windows and macOS, at import and offers no other switch for it."""
+    if address is None or on_loopback(address):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def connect(chosen: Plan):
     """Start (or join) Ray; returns the ray module. A local Ray keeps all of its traffic on
     127.0.0.1 (Ray binds to the network interface otherwise) and starts no dashboard."""
-    if chosen.address is None or on_loopback(chosen.address):
-        # read when Ray is imported: this node's address is then 127.0.0.1, not the interface's
-        # (a driver joining a loopback cluster from the interface address waits for ever)
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    stay_on_loopback(chosen.address)
     import ray
     from fat2019.engine import ray_scheduler
     ray.cloudpickle.register_pickle_by_value(ray_scheduler)   # workers need not import the package
