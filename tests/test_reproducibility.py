@@ -20,6 +20,7 @@ import predict
 import pretrain
 from fat2019.engine import seeds
 from fat2019.ensemble import stacking
+from fat2019.ensemble.predictor import StackerNet
 import train
 from fat2019.engine import training
 from helpers import make_dataset
@@ -94,14 +95,15 @@ def test_a_stacker_fold_alone_equals_it_after_other_folds():
     profile = config.PROFILES["demo"]
     profile = dataclasses.replace(profile, n_folds=3, stacker_epochs=4, stacker_patience=10, stacker_lr=1e-2,
                                   stacker_batch_size=8)   # several batches: their order is random
-    after, scorer = [stacking.fit_stacker_fold(k, x, y, folds, profile, seed=0) for k in (0, 1)][1]
+    net = StackerNet(6, 3, profile.stacker_offset)        # the run's one prediction network
+    after, scorer = [stacking.fit_stacker_fold(k, x, y, folds, profile, 0, net) for k in (0, 1)][1]
     assert scorer.best_epoch > 0
     keras.utils.set_random_seed(123)       # anything else the process did meanwhile
     np.random.random(17)
-    alone = stacking.fit_stacker_fold(1, x, y, folds, profile, seed=0)[0]
+    alone = stacking.fit_stacker_fold(1, x, y, folds, profile, 0, net)[0]
     for a, b in zip(after.get_weights(), alone.get_weights()):
         assert np.array_equal(a, b)
-    other = stacking.fit_stacker_fold(1, x, y, folds, profile, seed=1)[0]
+    other = stacking.fit_stacker_fold(1, x, y, folds, profile, 1, net)[0]
     assert not all(np.array_equal(a, b) for a, b in zip(alone.get_weights(), other.get_weights()))
 
 

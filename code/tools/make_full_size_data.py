@@ -34,14 +34,14 @@ from fat2019.tools.rehearsal import data_plan
 from fat2019.util.atomic import atomic_write_text
 from fat2019.util.progress import Progress
 
-CLASSES_FILE = Path(__file__).resolve().parent / "fat2019" / "data" / "fsd2019_classes.txt"
 MARKER = "FULL_SIZE_DATASET"
 SPLIT_AUDIO = {"curated": TRAIN_AUDIO, "noisy": TRAIN_AUDIO, "test": TEST_AUDIO}
 CSV_NAME = {"curated": CURATED_CSV, "noisy": NOISY_CSV}
 
 
 def load_class_names() -> list[str]:
-    return [line.strip() for line in CLASSES_FILE.read_text().splitlines() if line.strip()]
+    from fat2019.data.release import competition_classes   # the one class list file
+    return competition_classes()
 
 
 def write_tables(out: Path, plans: dict, classes: list[str]) -> None:

@@ -25,7 +25,6 @@ from fat2019.util.progress import Progress
 # dataset, so a rerun regenerates instead of keeping stale files.
 GENERATOR_VERSION = 1
 MARKER_NAME = "DEMO_DATASET"
-CLASSES_FILE = Path(__file__).resolve().parent / "fat2019" / "data" / "fsd2019_classes.txt"
 
 
 class RefuseToOverwrite(Exception):
