@@ -193,3 +193,12 @@ def stand_in_nvidia_smi(folder: Path, gpus: list[str], driver: str = "550.54.15"
     path.write_text("#!/bin/sh\n" + body)
     path.chmod(0o755)
     return path
+
+
+def weight_arrays(path: Path) -> dict:
+    """Every array of a Keras weights file, by its path inside the HDF5 file."""
+    import h5py
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
+    return arrays

@@ -23,7 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,7 +32,7 @@ from cluster_hosts import Hosts, why_no_namespaces
 from fat2019 import layout
 from fat2019.engine import ray_scheduler
 from fat2019.util import locks
-from helpers import make_dataset
+from helpers import make_dataset, weight_arrays
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "clusters.md"
@@ -160,12 +159,6 @@ def finish(driver: subprocess.Popen, out: Path, limit: float = LIMIT_S) -> tuple
     return rc, out.read_text()
 
 
-def weights_of(path: Path) -> dict[str, np.ndarray]:
-    arrays = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
-    return arrays
-
 
 def test_a_cluster_without_gpus_exits_2_at_once_naming_what_it_has(cluster, data, tmp_path):
     began = time.monotonic()
@@ -254,7 +247,7 @@ def test_a_host_killed_mid_fold_costs_one_epoch_and_changes_nothing(workers, dat
                        DRIVER_ENV, timeout=LIMIT_S)
     assert done.returncode == 0, done.stdout + done.stderr
     for k in (0, 1):
-        mine, theirs = (weights_of(layout.weights_path(m / "v1mix", f"fold{k}")) for m in (models, reference))
+        mine, theirs = (weight_arrays(layout.weights_path(m / "v1mix", f"fold{k}")) for m in (models, reference))
         assert mine.keys() == theirs.keys() and all(np.array_equal(mine[n], theirs[n]) for n in mine), k
     pd.testing.assert_frame_equal(pd.read_csv(folder / layout.HISTORY_CSV),
                                   pd.read_csv(reference / "v1mix" / layout.HISTORY_CSV))

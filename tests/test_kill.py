@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 
 import features
-from helpers import make_dataset
+from helpers import make_dataset, weight_arrays
 
 CODE = Path(__file__).resolve().parent.parent / "code"
 EPOCHS = 2
@@ -228,12 +228,6 @@ def test_sigterm_during_a_write_waits_for_it(sigterm_handler, tmp_path):
 
 
 # --- killed and resumed = never killed ----------------------------------------------------------
-
-def weight_arrays(path: Path) -> dict:
-    arrays = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
-    return arrays
 
 
 def test_killed_and_resumed_folds_equal_an_uninterrupted_run(runs):

@@ -21,7 +21,6 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")   # before Ray is imported: loopback only
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,7 +33,7 @@ from fat2019.engine import ray_scheduler
 from fat2019.engine.ray_scheduler import Plan, Unit
 from fat2019.cli import stage_parser
 from fat2019.util import locks
-from helpers import make_dataset
+from helpers import make_dataset, weight_arrays
 
 CODE = Path(__file__).resolve().parent.parent / "code"
 TINY = ["n_folds=2", "width=0.0625", "duration=0.5", "lr_milestones=1", "batch_size=8", "predict_batch_size=8",
@@ -329,12 +328,6 @@ def test_a_stage_skips_the_units_another_run_holds(data, tmp_path, capsys):
     assert list(folder.iterdir()) == []   # nothing written; the locks went with their holder
 
 
-def weights_of(path: Path) -> dict[str, np.ndarray]:
-    arrays = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
-    return arrays
-
 
 def test_a_node_lost_mid_fold_costs_one_epoch_and_changes_nothing(cluster, data, tmp_path):
     """`train.py --cluster` on 2 folds; the node running a fold is removed as soon as that
@@ -379,7 +372,7 @@ def test_a_node_lost_mid_fold_costs_one_epoch_and_changes_nothing(cluster, data,
     reference = tmp_path / "one_process"
     assert train.main([*stage_args(data, reference, epochs), "--from-scratch"]) == 0
     for k in (0, 1):
-        mine, theirs = (weights_of(layout.weights_path(m / "v1mix", f"fold{k}")) for m in (models, reference))
+        mine, theirs = (weight_arrays(layout.weights_path(m / "v1mix", f"fold{k}")) for m in (models, reference))
         assert mine.keys() == theirs.keys() and all(np.array_equal(mine[n], theirs[n]) for n in mine), k
     pd.testing.assert_frame_equal(pd.read_csv(folder / layout.HISTORY_CSV),
                                   pd.read_csv(reference / "v1mix" / layout.HISTORY_CSV))
@@ -491,7 +484,7 @@ def test_warm_workers_serve_unit_after_unit_bit_exact_and_a_crashed_worker_resum
     assert run.returncode == 0, run.stdout + run.stderr
     for name in names:
         for k in (0, 1):
-            mine, theirs = (weights_of(layout.weights_path(m / name, f"fold{k}")) for m in (models, reference))
+            mine, theirs = (weight_arrays(layout.weights_path(m / name, f"fold{k}")) for m in (models, reference))
             assert mine.keys() == theirs.keys() and all(np.array_equal(mine[n], theirs[n]) for n in mine), (name, k)
     print(f"warm workers: killed worker pid {pid} during {crashed[0]} fold {crashed[1]};",
           "\n".join(line for line in console.splitlines() if "done in" in line or "started" in line))

@@ -9,7 +9,6 @@ import dataclasses
 import types
 from pathlib import Path
 
-import h5py
 import keras
 import numpy as np
 import pytest
@@ -23,18 +22,12 @@ from fat2019.ensemble import stacking
 from fat2019.ensemble.predictor import StackerNet
 import train
 from fat2019.engine import training
-from helpers import make_dataset
+from helpers import make_dataset, weight_arrays
 
 TINY = ["epochs=2", "pretrain_epochs=1", "n_folds=2", "width=0.0625", "duration=0.5", "lr_milestones=1",
         "pretrain_lr_milestones=1", "pretrain_keep_from_epoch=0", "batch_size=4", "predict_batch_size=8",
         "early_stop_min_epoch=0", "early_stop_patience=10", "lr_multiplier=1"]
 
-
-def weight_arrays(path: Path) -> dict:
-    arrays = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
-    return arrays
 
 
 def assert_same_weights(a: Path, b: Path) -> None:

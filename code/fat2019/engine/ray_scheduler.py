@@ -42,7 +42,7 @@ from typing import Callable
 
 from fat2019 import layout
 from fat2019.cli import BadInput
-from fat2019.util import locks, shutdown
+from fat2019.util import locks, machine, shutdown
 from fat2019.util.progress import UnitProgress, duration
 
 TAIL_LINES = 20   # of a failed unit's log, printed by the driver
@@ -154,11 +154,7 @@ def visible_gpus() -> list[str]:
                 break
             ids.append(d)
         return ids
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(i) for i, line in enumerate(l for l in out.splitlines() if l.startswith("GPU "))]
+    return [str(gpu.index) for gpu in machine.listed_gpus()]
 
 
 def unit_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
@@ -286,6 +282,17 @@ def take_over_stale_lock(path: str | None, dead_nodes: set[str]) -> str | None:
             f"which Ray reports dead: stale, taken over")
 
 
+def free_unit_lock(ray, lock: str | None, attempt: int, say) -> None:
+    """Before a unit runs (on a fresh or a warm worker): a lock held for a node Ray reports
+    dead is taken over; a retry waits, bounded, for the lock of its lost attempt."""
+    dead = {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
+    taken = take_over_stale_lock(lock, dead)
+    if taken:
+        say(taken)
+    elif attempt > 1:
+        wait_for_lock(lock, LOCK_WAIT_S, say)
+
+
 def wait_for_lock(path: str | None, limit_s: float, say) -> bool:
     """Until nobody holds the lock at `path`, at most `limit_s`: a retried unit's lost
     attempt may still be saving and exiting when the retry starts. Whether it is free."""
@@ -336,12 +343,7 @@ def run_unit(spec: dict) -> dict:
                   f"{node}, GPU {env['CUDA_VISIBLE_DEVICES']}, {started - spec['submitted']:.2f} s after "
                   f"submission: {' '.join(command)}\n")
         out.flush()
-        dead = {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
-        taken = take_over_stale_lock(spec["lock"], dead)
-        if taken:
-            say(taken)
-        elif attempt > 1:
-            wait_for_lock(spec["lock"], LOCK_WAIT_S, say)
+        free_unit_lock(ray, spec["lock"], attempt, say)
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env=env, cwd=spec["cwd"],
                                    preexec_fn=functools.partial(prepare_unit_process, spec["niceness"]))
@@ -400,12 +402,7 @@ class UnitWorker:
                       f"{node}, GPU {os.environ['CUDA_VISIBLE_DEVICES']}, {started - spec['submitted']:.2f} s after "
                       f"submission, warm worker pid {os.getpid()} unit {self.served + 1}: "
                       f"{' '.join(spec['command'])}\n")
-            dead = {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
-            taken = take_over_stale_lock(spec["lock"], dead)
-            if taken:
-                say(taken)
-            elif attempt > 1:
-                wait_for_lock(spec["lock"], LOCK_WAIT_S, say)
+            free_unit_lock(ray, spec["lock"], attempt, say)
             if spec["jax_cache"] and os.environ.get("KERAS_BACKEND") == "jax":
                 # compiled programs kept beside the run: a restarted worker, or another node, loads them
                 import jax
