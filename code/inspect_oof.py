@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.top < 1:
         p.error("--top must be at least 1")
     from fat2019.eval import oof_analysis as oa   # after parsing: --help stays quick
-    from fat2019.ensemble.predictions import read_any
+    from fat2019.ensemble.predictions import read_table
     from fat2019.eval.oof_inputs import read_folds, read_truth
 
     _, paths = cli.resolve(args)
@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     folds_csv = None if args.no_folds else args.folds or paths.models / layout.FOLDS_CSV
     out = args.out or oof_csv.parent / layout.INSPECT_DIR
 
-    fnames, classes, scores = read_any(oof_csv)
+    fnames, classes, scores = read_table(oof_csv)
+    if not fnames:
+        raise DatasetError(f"bad prediction CSV {oof_csv}", [f"{oof_csv}: no rows"])
     y, n_labelled = read_truth(labels_csv, oof_csv, fnames, classes)
     oof = oa.OutOfFold(fnames, classes, y > 0.5, scores, read_folds(folds_csv, fnames) if folds_csv else None)
     confusions = oa.confusion_counts(oof.truth, oof.scores)

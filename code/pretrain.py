@@ -78,12 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in sources:
         model_cfg = ws.profile.scale(config.ZOO_BY_NAME[name])
         folder = ws.model_dir(name)
-        unfinished = args.force or not layout.is_finished(folder, layout.PRETRAIN)
         weights = layout.weights_path(folder, layout.PRETRAIN)
         before = file_sha256(weights) if args.force and layout.is_finished(folder, layout.PRETRAIN) else None
-        with training.claim(folder, layout.PRETRAIN, f"{name}: pretraining", args.force) as mine:
-            if not mine:
-                if unfinished:   # another run holds it
+        with training.hold(folder, layout.PRETRAIN, f"{name}: pretraining") as mine:
+            if mine and args.force:
+                training.clear(folder, layout.PRETRAIN)
+            elif not mine or training.skip_finished(folder, layout.PRETRAIN, f"{name}: pretraining"):
+                if f"{name} pretrain" in pending:   # counted, but another run holds it or has finished it since
                     progress.skipped(f"{name} pretrain")
                 continue
             progress.starting(f"{name} pretrain")

@@ -136,10 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             stale = provenance.stale_start(ws.paths.models, folder, prefix)
             if stale:
                 print(f"{label}: {stale}: training it again")
-            unfinished = args.force or stale or not layout.is_finished(folder, prefix)
-            with training.claim(folder, prefix, f"{label}:", args.force or bool(stale)) as mine:
-                if not mine:
-                    if unfinished:   # another run holds it
+            with training.hold(folder, prefix, f"{label}:") as mine:
+                if mine and (args.force or stale):
+                    training.clear(folder, prefix)
+                elif not mine or training.skip_finished(folder, prefix, f"{label}:"):
+                    if label in pending:   # counted, but another run holds it or has finished it since
                         progress.skipped(label)
                     continue
                 progress.starting(label)

@@ -85,6 +85,25 @@ def test_a_stage_says_where_it_is_in_its_whole_job_with_an_eta():
     ]
 
 
+def test_a_failed_unit_is_counted_as_failed_neither_done_nor_left():
+    """On Ray the other units go on after one fails: the line says so, and the estimate is
+    the time per finished unit times the units still to end."""
+    log, now = LogFile(), [0.0]
+    progress = UnitProgress("train", 4, stream=log, clock=lambda: now[0])
+    now[0] = 60.0
+    progress.failed("v1mix fold 1")               # no unit done yet: no estimate
+    now[0] = 300.0
+    progress.finished("v1mix fold 0")
+    progress.skipped("v1mix fold 2")              # another run holds it: not this run's work
+    now[0] = 600.0
+    progress.finished("v1mix fold 3")
+    assert log.getvalue().splitlines() == [
+        "train: 0/4 units done, 1 failed (last: v1mix fold 1, failed), 1m00s",
+        "train: 1/4 units done, 1 failed (last: v1mix fold 0), 5m00s, about 10m00s left",
+        "train: 2/3 units done, 1 failed (last: v1mix fold 3), 10m00s",
+    ]
+
+
 def test_the_eta_prices_each_model_by_its_measured_units_and_unmeasured_ones_by_flops():
     """A small model's folds first, a model 4x its FLOPs last: after the first small fold
     the big folds cost 4x a small one; once a big fold is measured, its own time counts."""

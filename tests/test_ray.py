@@ -164,13 +164,16 @@ def test_each_unit_sees_one_gpu_never_one_another_uses_and_units_queue(cluster, 
     assert sorted(outcome.done) == [f"fold {k}" for k in range(6)] and outcome.failed == []
     runs = {k: runs_of(tmp_path, k) for k in range(6)}
     assert all(len(r) == 1 for r in runs.values()), "a unit ran twice or never"
-    spans = []
+    spans, pinning = [], {}
     for k, (run,) in runs.items():
-        record = outcome.runs[f"fold {k}"]
-        assert run["gpu"] == record["gpu"] == record["ray_gpu"] and run["gpu"].isdigit()   # exactly one GPU
+        (header,) = [line for line in (tmp_path / f"fold{k}.log").read_text().splitlines()
+                     if line.startswith(ray_scheduler.HEADER)]
+        node, gpu = (part.split(" ", 1)[1] for part in ray_scheduler.where(header).split(", "))
+        assert run["gpu"] == gpu and run["gpu"].isdigit()               # exactly one GPU, the task's
         assert run["omp"] == os.environ.get("OMP_NUM_THREADS")          # the driver's, not Ray's
         assert run["nice"] == os.getpriority(os.PRIO_PROCESS, 0)        # the driver's, not Ray's 15
-        spans.append((record["node"], run["gpu"], run["start"], run["end"]))
+        spans.append((node, run["gpu"], run["start"], run["end"]))
+        pinning[f"fold {k}"] = (node, gpu)
     for i, (node, gpu, start, end) in enumerate(spans):
         for other_node, other_gpu, other_start, other_end in spans[i + 1:]:
             if node == other_node and start < other_end and other_start < end:
@@ -178,8 +181,7 @@ def test_each_unit_sees_one_gpu_never_one_another_uses_and_units_queue(cluster, 
     # 6 units, 3 GPUs: at most 3 at a time, the others queued
     events = sorted([(s, 1) for _, _, s, _ in spans] + [(e, -1) for _, _, _, e in spans])
     assert max(np.cumsum([d for _, d in events])) <= 3
-    print("pinning:", sorted((f"fold {k}", outcome.runs[f'fold {k}']['node'], outcome.runs[f'fold {k}']['gpu'])
-                             for k in range(6)))
+    print("pinning:", sorted(pinning.items()))
 
 
 def test_a_failed_unit_is_reported_with_its_log_tail_the_others_finish_and_a_rerun_does_the_rest(
@@ -187,7 +189,7 @@ def test_a_failed_unit_is_reported_with_its_log_tail_the_others_finish_and_a_rer
     c, _ = cluster
     units = fake_units(tmp_path, 4, fail=["fold2"], held=["fold1"])
     outcome = ray_scheduler.run(units, Plan(address=c.address), "test")
-    assert outcome.failed == ["fold 2"] and outcome.unfinished == ["fold 1"]   # held by another run: never done
+    assert outcome.failed == ["fold 2"] and outcome.held == ["fold 1"]   # held by another run: never done
     assert sorted(outcome.done) == ["fold 0", "fold 3"]
     assert ray_scheduler.exit_code(outcome) == 1
     out, err = capsys.readouterr()
@@ -195,7 +197,8 @@ def test_a_failed_unit_is_reported_with_its_log_tail_the_others_finish_and_a_rer
     assert "the loss of fold2 is nan" in err                          # the tail of its log
     assert "1 unit(s) failed: fold 2" in err and "1 unit(s) not finished: fold 1" in err
     assert "fold 1: NOT FINISHED (fold1: held by pid 999 on elsewhere; skipped)" in err
-    assert "test: 4/4 units done" in out                              # the whole job's progress
+    # the whole job's progress: the held unit is not this run's work, the failed one is not done
+    assert re.search(r"^test: 2/[34] units done, 1 failed \(last: ", out, re.M) and "4/4 units done" not in out
 
     set_control(tmp_path)                                             # fixed, and the holder gone
     outcome = ray_scheduler.run(units, Plan(address=c.address), "test")
@@ -249,7 +252,7 @@ def test_a_killed_driver_leaves_no_unit_running_and_a_rerun_does_only_what_is_mi
             time.sleep(0.1)
     units = fake_units(tmp_path, 3, sleep=0.05)
     outcome = ray_scheduler.run(units, Plan(address=c.address), "test")
-    assert outcome.skipped == ["fold 0"] and sorted(outcome.done) == ["fold 1", "fold 2"]
+    assert outcome.already_finished == ["fold 0"] and sorted(outcome.done) == ["fold 1", "fold 2"]
     assert runs_of(tmp_path, 0) == []
 
 

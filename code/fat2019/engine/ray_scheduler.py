@@ -211,11 +211,11 @@ def stage_unit(label: str, script: str, options: list[str], model: str, fold: in
 
 @dataclass
 class Outcome:
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)      # finished before this run
-    unfinished: list[str] = field(default_factory=list)   # ended without finishing: another run holds it
-    failed: list[str] = field(default_factory=list)
-    runs: dict[str, dict] = field(default_factory=dict)   # unit label -> its task's record (node, GPU, times)
+    """What became of each unit of a stage run on Ray: its label is in one of these."""
+    done: list[str] = field(default_factory=list)               # finished by this run
+    already_finished: list[str] = field(default_factory=list)   # finished before it: not submitted
+    held: list[str] = field(default_factory=list)               # left unfinished: another run holds it
+    failed: list[str] = field(default_factory=list)             # ended by an error (its exit code, or Ray's)
 
 
 # --- in the task (a Ray worker process) -----------------------------------------------------
@@ -604,36 +604,35 @@ class Submitted:
     worker: object = None   # the warm worker it was given to (None: a process of its own)
 
 
-def report(job: Submitted, record: dict | None, error: BaseException | None, outcome: Outcome) -> None:
-    """One line for a unit that ended (with its log's tail if it failed)."""
+def report(job: Submitted, record: dict | None, error: BaseException | None) -> str:
+    """One line for a unit that ended (with its log's tail if it failed); which of
+    Outcome's lists it goes in: "done", "held" or "failed"."""
     label, log = job.unit.label, job.unit.log
     if error is not None:
-        outcome.failed.append(label)
         cause = getattr(error, "cause", None) or error
         print(f"{label}: FAILED: {type(cause).__name__}: {cause}", file=sys.stderr, flush=True)
-        return
+        return "failed"
     attempts = record["attempt"]
     again = f" (attempt {attempts}: Ray ran it again after losing its worker or node)" if attempts > 1 else ""
-    outcome.runs[label] = {**record, "attempts": attempts}
     for note in record["notes"]:
         print(f"{label}: {note}", flush=True)
     took = record["ended"] - record["started"]
     at = f"[node {record['node']}, GPU {record['gpu']}] {label}"
     tail = log_tail(log, job.log_start)
     if record["rc"] != 0:
-        outcome.failed.append(label)
         print(f"{at}: FAILED (exit code {record['rc']}) after {took:.0f} s{again}; the end of {log}:\n"
               + "\n".join("    " + line for line in tail.splitlines()), file=sys.stderr, flush=True)
-    elif job.unit.is_done():
-        outcome.done.append(label)
+        return "failed"
+    if job.unit.is_done():
         warm = (f" (warm worker pid {record['worker_pid']}, its unit {record['served']}, {record['rss_mb']:.0f} MiB)"
                 if "worker_pid" in record else "")
         print(f"{at}: done in {took:.0f} s{again}{warm}", flush=True)
-    else:   # exited cleanly without finishing: another run holds the unit (its log says who)
-        outcome.unfinished.append(label)
-        lines = [line.strip() for line in tail.splitlines() if line.strip() and not line.startswith("===")]
-        note = next((line for line in reversed(lines) if locks.HELD_BY in line), lines[-1] if lines else "no output")
-        print(f"{at}: NOT FINISHED ({note})", file=sys.stderr, flush=True)
+        return "done"
+    # exited cleanly without finishing: another run holds the unit (its log says who)
+    lines = [line.strip() for line in tail.splitlines() if line.strip() and not line.startswith("===")]
+    note = next((line for line in reversed(lines) if locks.HELD_BY in line), lines[-1] if lines else "no output")
+    print(f"{at}: NOT FINISHED ({note})", file=sys.stderr, flush=True)
+    return "held"
 
 
 def check_gpus(ray, chosen: Plan) -> int:
@@ -650,84 +649,118 @@ def check_gpus(ray, chosen: Plan) -> int:
 
 def run(units: list[Unit], chosen: Plan, stage: str, *, redo: bool = False) -> Outcome:
     """Run every unit not yet done (all of them with `redo`, cleared first) as a Ray task
-    needing one GPU; Ray queues the ones for which no GPU is free. Returns what was done,
-    skipped, left unfinished, failed."""
+    needing one GPU; Ray queues the ones for which no GPU is free. Returns what became of
+    each unit (Outcome)."""
     outcome = Outcome()
     result_env = result_environment()   # before Ray is imported: it sets OMP_NUM_THREADS
-    for record in dict.fromkeys(unit.record for unit in units if unit.record):   # before --force clears anything
-        try:
-            check_record(stage, str(record), result_env["KERAS_BACKEND"])
-        except Refused as e:
-            raise BadInput(str(e)) from None
-    pending = []
-    for unit in units:
-        if redo:
-            if not clear_unit(unit, outcome):
-                continue
-        elif unit.is_done():
-            outcome.skipped.append(unit.label)
-            print(f"{unit.label}: finished, skipped", flush=True)
-            continue
-        pending.append(unit)
+    check_records(units, stage, result_env["KERAS_BACKEND"])   # before --force clears anything
+    pending = units_to_run(units, redo, outcome)
     if not pending:
         return outcome
     keep_driver_off_the_gpus()
     ray = connect(chosen)
     jobs: list[Submitted] = []
-    code = str(Path(__file__).resolve().parents[2])
     try:
         gpus = check_gpus(ray, chosen)
         print(f"{stage}: {len(pending)} unit(s) on Ray, {gpus} GPU(s) "
               f"({'pretend, ' if chosen.pretend else ''}{chosen.address or 'local'}); each unit's output goes to "
               f"its log", flush=True)
         submission = uuid.uuid4().hex[:12]
-        queue = []
-        for unit in pending:
-            unit.log = unit.log.resolve()
-            unit.log.parent.mkdir(parents=True, exist_ok=True)
-            queue.append((unit, {
-                "label": unit.label, "command": unit.command, "script": unit.script, "log": str(unit.log),
-                "cwd": os.getcwd(), "code": code, "needs": [str(Path(p).resolve()) for p in unit.needs],
-                "lock": str(unit.lock.resolve()) if unit.lock else None,
-                "record": str(unit.record.resolve()) if unit.record else None,
-                "jax_cache": str(layout.jax_cache(unit.record.resolve().parent)) if unit.record else None,
-                "env": result_env, "pretend": chosen.pretend, "submission": submission,
-                "niceness": os.getpriority(os.PRIO_PROCESS, 0)}))
-
-        def submit(worker=None) -> Submitted | None:
-            if not queue:
-                return None
-            unit, spec = queue.pop(0)
-            spec["submitted"] = time.time()
-            ref = worker.run.remote(spec) if worker is not None else task.remote(spec)
-            return Submitted(unit, ref, log_size(unit.log), spec["submitted"], worker=worker)
-
-        if chosen.workers == "warm" and all(unit.script for unit in pending):
-            # one per GPU, restarted by Ray (at most 3 times) if its process or node dies, and its unit then
-            # runs again: the unit is retried until its worker is back (a host that dies is "unavailable"
-            # for a few seconds, and each try then counts as an attempt), the worker's restarts are bounded
-            actor = ray.remote(num_gpus=1, num_cpus=0, max_restarts=3, max_task_retries=-1)(UnitWorker)
-            workers = [actor.remote(code, result_env, chosen.pretend, os.getpriority(os.PRIO_PROCESS, 0))
-                       for _ in range(min(gpus, len(queue)))]
-            jobs.extend(submit(worker) for worker in workers)
-        else:
-            task = ray.remote(num_gpus=1, num_cpus=0, max_calls=1)(run_unit)
-            while queue:
-                jobs.append(submit())
+        queue = [(unit, unit_spec(unit, chosen.pretend, result_env, submission)) for unit in pending]
+        submit = submit_units(ray, chosen, gpus, queue, result_env, jobs)
         wait_for(ray, jobs, outcome, UnitProgress(stage, len(pending)), submission, submit)
     except BaseException as stopped:   # Ctrl-C, SIGTERM: the units get a SIGTERM too (prepare_unit_process), save and stop
-        ray._private.worker.print_to_stdstream = lambda *args, **kwargs: None   # Ray's notes of our own kills
-        for job in jobs:
-            if job.worker is not None:
-                ray.kill(job.worker, no_restart=True)
-            else:
-                ray.cancel(job.ref, force=True)
+        stop_units(ray, jobs)
         if shutdown.received() and not isinstance(stopped, shutdown.Terminated):
             raise shutdown.Terminated(shutdown.EXIT_CODE) from None   # Ray's wait made SIGTERM a SystemExit(1)
         raise
     finally:
         ray.shutdown()
     return outcome
+
+
+def check_records(units: list[Unit], stage: str, backend: str | None) -> None:
+    """Exit 2 if the units' run record (run.json) was made on another Keras backend than `backend`."""
+    for record in dict.fromkeys(unit.record for unit in units if unit.record):
+        try:
+            check_record(stage, str(record), backend)
+        except Refused as e:
+            raise BadInput(str(e)) from None
+
+
+def units_to_run(units: list[Unit], redo: bool, outcome: Outcome) -> list[Unit]:
+    """The units to submit: with `redo` (--force) each one cleared first, except one another
+    run holds; else each one not finished. A unit left out is said and put in `outcome`."""
+    pending = []
+    for unit in units:
+        if redo:
+            if not clear_unit(unit, outcome):
+                continue
+        elif unit.is_done():
+            outcome.already_finished.append(unit.label)
+            print(f"{unit.label}: finished, skipped", flush=True)
+            continue
+        pending.append(unit)
+    return pending
+
+
+def code_root() -> str:
+    """The folder holding fat2019 and the stage scripts, at the same path on every node."""
+    return str(Path(__file__).resolve().parents[2])
+
+
+def unit_spec(unit: Unit, pretend: bool, result_env: dict, submission: str) -> dict:
+    """What a task or a warm worker gets of `unit`: plain data, every path absolute (the
+    unit's log too, and its folder made)."""
+    unit.log = unit.log.resolve()
+    unit.log.parent.mkdir(parents=True, exist_ok=True)
+    return {"label": unit.label, "command": unit.command, "script": unit.script, "log": str(unit.log),
+            "cwd": os.getcwd(), "code": code_root(), "needs": [str(Path(p).resolve()) for p in unit.needs],
+            "lock": str(unit.lock.resolve()) if unit.lock else None,
+            "record": str(unit.record.resolve()) if unit.record else None,
+            "jax_cache": str(layout.jax_cache(unit.record.resolve().parent)) if unit.record else None,
+            "env": result_env, "pretend": pretend, "submission": submission,
+            "niceness": os.getpriority(os.PRIO_PROCESS, 0)}
+
+
+def submit_units(ray, chosen: Plan, gpus: int, queue: list[tuple[Unit, dict]], result_env: dict,
+                 jobs: list[Submitted]) -> Callable:
+    """Submit the queued (unit, spec)s, adding each to `jobs`: with warm workers, one
+    worker per GPU (at most one per unit) given its first unit; else every unit as a task
+    of its own. Returns `submit(worker)`, which gives a warm worker that is free the next
+    queued unit (None when the queue is empty)."""
+    def submit(worker=None) -> Submitted | None:
+        if not queue:
+            return None
+        unit, spec = queue.pop(0)
+        spec["submitted"] = time.time()
+        ref = worker.run.remote(spec) if worker is not None else task.remote(spec)
+        return Submitted(unit, ref, log_size(unit.log), spec["submitted"], worker=worker)
+
+    if chosen.workers == "warm" and all(unit.script for unit, _ in queue):
+        # one per GPU, restarted by Ray (at most 3 times) if its process or node dies, and its unit then
+        # runs again: the unit is retried until its worker is back (a host that dies is "unavailable"
+        # for a few seconds, and each try then counts as an attempt), the worker's restarts are bounded
+        actor = ray.remote(num_gpus=1, num_cpus=0, max_restarts=3, max_task_retries=-1)(UnitWorker)
+        workers = [actor.remote(code_root(), result_env, chosen.pretend, os.getpriority(os.PRIO_PROCESS, 0))
+                   for _ in range(min(gpus, len(queue)))]
+        jobs.extend(submit(worker) for worker in workers)
+    else:
+        task = ray.remote(num_gpus=1, num_cpus=0, max_calls=1)(run_unit)
+        while queue:
+            jobs.append(submit())
+    return submit
+
+
+def stop_units(ray, jobs: list[Submitted]) -> None:
+    """The driver is stopping: its warm workers killed and its tasks cancelled (each unit
+    then gets a SIGTERM, prepare_unit_process, saves at a safe point and stops)."""
+    ray._private.worker.print_to_stdstream = lambda *args, **kwargs: None   # Ray's notes of our own kills
+    for job in jobs:
+        if job.worker is not None:
+            ray.kill(job.worker, no_restart=True)
+        else:
+            ray.cancel(job.ref, force=True)
 
 
 def clear_unit(unit: Unit, outcome: Outcome) -> bool:
@@ -742,7 +775,7 @@ def clear_unit(unit: Unit, outcome: Outcome) -> bool:
         if lock.held:
             unit.clear()
             return True
-    outcome.unfinished.append(unit.label)
+    outcome.held.append(unit.label)
     print(f"{unit.label}: NOT FINISHED ({lock.holder}); not cleared for --force", file=sys.stderr, flush=True)
     return False
 
@@ -783,8 +816,14 @@ def wait_for(ray, jobs: list[Submitted], outcome: Outcome, progress: UnitProgres
                 record, error = ray.get(job.ref), None
             except ray.exceptions.RayError as e:
                 record, error = None, e
-            report(job, record, error, outcome)
-            progress.finished(job.unit.label)
+            ended = report(job, record, error)
+            getattr(outcome, ended).append(job.unit.label)
+            if ended == "done":
+                progress.finished(job.unit.label)
+            elif ended == "failed":
+                progress.failed(job.unit.label)
+            else:   # held by another run: not this run's work
+                progress.skipped(job.unit.label)
             if job.worker is not None:   # a warm worker is free: its next unit, or it goes
                 following = submit(job.worker)
                 if following is not None:
@@ -799,7 +838,7 @@ def exit_code(outcome: Outcome) -> int:
     if outcome.failed:
         print(f"{len(outcome.failed)} unit(s) failed: {', '.join(outcome.failed)} (the end of each log is above); "
               f"rerun the same command to retry them (finished work is kept)", file=sys.stderr)
-    if outcome.unfinished:
-        print(f"{len(outcome.unfinished)} unit(s) not finished: {', '.join(outcome.unfinished)}: another run holds "
+    if outcome.held:
+        print(f"{len(outcome.held)} unit(s) not finished: {', '.join(outcome.held)}: another run holds "
               f"them (above); rerun once it is done, or once it has died", file=sys.stderr)
-    return 1 if outcome.failed or outcome.unfinished else 0
+    return 1 if outcome.failed or outcome.held else 0

@@ -141,22 +141,22 @@ class EpochProgress(keras.callbacks.Callback):
 
 
 @contextlib.contextmanager
-def claim(folder: Path, prefix: str, label: str, force: bool):
-    """Holds the lock of the run `prefix` while the caller trains it. Yields False, after
-    saying why, when another run holds it or it is finished (after --force clears it, it
-    is not); True when this process should train it."""
+def hold(folder: Path, prefix: str, label: str):
+    """Holds the lock of the run `prefix` while the caller trains it. Yields whether this
+    process holds it, after saying who does when another run holds it."""
     with locks.try_hold(layout.lock_path(folder, prefix)) as lock:
         if not lock.held:
             print(f"{label} {lock.holder}; skipped (a rerun picks it up if that run dies unfinished)")
-            yield False
-            return
-        if force:
-            clear(folder, prefix)
-        if layout.is_finished(folder, prefix):
-            print(f"{label} finished, skipped (--force to redo)")
-            yield False
-            return
-        yield True
+        yield lock.held
+
+
+def skip_finished(folder: Path, prefix: str, label: str) -> bool:
+    """Whether the run `prefix` is finished (checked with its lock held), saying it is
+    skipped when it is."""
+    if not layout.is_finished(folder, prefix):
+        return False
+    print(f"{label} finished, skipped (--force to redo)")
+    return True
 
 
 def clear(folder: Path, prefix: str) -> None:
@@ -237,25 +237,15 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
     A model built inside a tf.distribute strategy's scope trains on its replicas, with the
     schedule scaled by `Schedule.for_replicas`. Returns the finished run's summary (also in
     <prefix>.json)."""
-    strategy = distribute.model_strategy(model)
-    schedule = schedule.for_replicas(strategy.num_replicas_in_sync)
+    replicas = distribute.model_strategy(model).num_replicas_in_sync
+    schedule = schedule.for_replicas(replicas)
     folder.mkdir(parents=True, exist_ok=True)
-    replicas = strategy.num_replicas_in_sync
     state = commit.recover(folder, prefix)   # the last committed epoch, and nothing else
-    last_path = layout.checkpoint_path(folder, prefix)
     if state is not None and state.get("finished"):   # killed after its last commit: finish it
-        commit.finish(folder, prefix, state["next_epoch"], remove=(last_path,))
+        commit.finish(folder, prefix, state["next_epoch"], remove=(layout.checkpoint_path(folder, prefix),))
         return json.loads(layout.summary_path(folder, prefix).read_text())
-    if state is not None and last_path.is_file():
-        with strategy.scope():  # its variables must live on the same replicas
-            model = keras.models.load_model(last_path)
-        check_crop(model, crop_samples, last_path)
-        print(f"{label}: resuming at epoch {state['next_epoch'] + 1}")
-        started_on = state.get("replicas", 1)
-        if started_on != replicas:
-            print(f"warning: {label} started on {started_on} replica(s) and resumes on {replicas}: from epoch "
-                  f"{state['next_epoch'] + 1} the global batch is {schedule.batch_size} and the lr x "
-                  f"sqrt({replicas}) (see history.csv); --force restarts it on {replicas}", file=sys.stderr)
+    if state is not None and layout.checkpoint_path(folder, prefix).is_file():
+        model = resume(model, folder, prefix, state, schedule, crop_samples, label)
     else:
         state = {"next_epoch": 0, "best_epoch": None, "best_score": -1.0, "history": [], "seconds": 0.0,
                  "provenance": dict(provenance or {})}
@@ -265,51 +255,92 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
     # a time, and the callback would restart its step count at every call (and on resume).
     writer = open_tensorboard(folder, prefix) if tensorboard else None
     for epoch in range(state["next_epoch"], schedule.epochs):  # stops_before: see `last` below
-        start = time.perf_counter()
-        seeds.reset_epoch_generators(seeds.epoch_seed(seed, epoch))
-        lr = schedule.lr_at(epoch)
-        model.optimizer.learning_rate.assign(lr)
-        batches = TrainBatches(train, schedule.batch_size, crop_samples, seed=seed, epoch=epoch,
-                               mixup_prob=schedule.mixup_at(epoch), mixup_weight=schedule.mixup_weight,
-                               label_smoothing=schedule.label_smoothing, workers=workers,
-                               min_batch=strategy.num_replicas_in_sync)
-        # shuffle=False: TrainBatches already orders the epoch from (seed, epoch); Keras would
-        # shuffle the batches again with Python's global `random`, a stream other work consumes.
-        steps = EpochProgress(f"{label} epoch {epoch + 1}/{schedule.epochs}", len(batches))
-        loss = model.fit(batches, epochs=1, verbose=0, shuffle=False, callbacks=[steps]).history["loss"][-1]
-        scores = predict_tta(model, val, crop_samples, schedule.predict_batch_size, workers)
-        val_lrap, val_lwlrap = lrap(val.labels, scores), lwlrap(val.labels, scores)
-
-        improved = epoch >= schedule.keep_from_epoch and val_lrap > state["best_score"]
-        if improved:
-            state["best_epoch"], state["best_score"] = epoch, val_lrap
-        state["history"].append({"epoch": epoch + 1, "lr": lr, "loss": loss,
-                                 "val_lrap": val_lrap, "val_lwlrap": val_lwlrap})
-        state["next_epoch"] = epoch + 1
-        took = time.perf_counter() - start
-        state["seconds"] += took
-        print(f"{label} epoch {epoch + 1:>3}/{schedule.epochs}  lr {lr:.1e}  loss {loss:.4f}  "
-              f"val LRAP {val_lrap:.4f}  lwlrap {val_lwlrap:.4f}{'  *' if improved else '   '}  {took:.0f}s",
-              flush=True)
-
-        stopping = epoch + 1 < schedule.epochs and schedule.stops_before(epoch + 1, state["best_epoch"])
-        if stopping:
-            print(schedule.stop_message(label, epoch, state["best_epoch"]), flush=True)
-        last = epoch + 1 == schedule.epochs or stopping
+        row, took = run_epoch(model, train, val, schedule, crop_samples, epoch, seed=seed, label=label,
+                              workers=workers, min_batch=replicas)
+        improved = record_epoch(state, row, took, schedule.keep_from_epoch)
+        print(f"{label} epoch {epoch + 1:>3}/{schedule.epochs}  lr {row['lr']:.1e}  loss {row['loss']:.4f}  "
+              f"val LRAP {row['val_lrap']:.4f}  lwlrap {row['val_lwlrap']:.4f}{'  *' if improved else '   '}  "
+              f"{took:.0f}s", flush=True)
+        last = ends_after(schedule, epoch, state["best_epoch"], label)
         if last and state["best_epoch"] is None:   # no epoch reached keep_from_epoch (a schedule shorter than it)
             improved, state["best_epoch"] = True, epoch
-        end_epoch(model, folder, prefix, state, improved, last)
+        end_epoch(model, folder, prefix, state, improved, last)   # the epoch's commit point
         if writer is not None:
             # step = the epoch of history.csv, so a resumed run continues the same curves
-            log_scalars(writer, epoch + 1, {name: state["history"][-1][name] for name in HISTORY_COLUMNS[1:]})
+            log_scalars(writer, epoch + 1, {name: row[name] for name in HISTORY_COLUMNS[1:]})
         if on_epoch is not None:
-            on_epoch(state["history"][-1])
+            on_epoch(row)
         if last:
             break
 
     if writer is not None:
         writer.close()
     return summary_of(state)
+
+
+def resume(model: keras.Model, folder: Path, prefix: str, state: dict, schedule: Schedule, crop_samples: int,
+           label: str) -> keras.Model:
+    """The interrupted run's model from its checkpoint (optimizer included), on the
+    replicas `model` lives on; a warning when it started on another number of them
+    (`schedule` is already scaled for the current one)."""
+    path = layout.checkpoint_path(folder, prefix)
+    strategy = distribute.model_strategy(model)
+    with strategy.scope():  # its variables must live on the same replicas
+        model = keras.models.load_model(path)
+    check_crop(model, crop_samples, path)
+    print(f"{label}: resuming at epoch {state['next_epoch'] + 1}")
+    started_on, replicas = state.get("replicas", 1), strategy.num_replicas_in_sync
+    if started_on != replicas:
+        print(f"warning: {label} started on {started_on} replica(s) and resumes on {replicas}: from epoch "
+              f"{state['next_epoch'] + 1} the global batch is {schedule.batch_size} and the lr x "
+              f"sqrt({replicas}) (see history.csv); --force restarts it on {replicas}", file=sys.stderr)
+    return model
+
+
+def run_epoch(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, crop_samples: int,
+              epoch: int, *, seed: int, label: str, workers: int, min_batch: int) -> tuple[dict, float]:
+    """Epoch `epoch` (0-based): one pass of random crops at the schedule's learning rate,
+    every draw from (seed, epoch), then the validation clips scored with 3-TTA. Returns
+    its history row and the seconds it took."""
+    start = time.perf_counter()
+    seeds.reset_epoch_generators(seeds.epoch_seed(seed, epoch))
+    lr = schedule.lr_at(epoch)
+    model.optimizer.learning_rate.assign(lr)
+    batches = TrainBatches(train, schedule.batch_size, crop_samples, seed=seed, epoch=epoch,
+                           mixup_prob=schedule.mixup_at(epoch), mixup_weight=schedule.mixup_weight,
+                           label_smoothing=schedule.label_smoothing, workers=workers, min_batch=min_batch)
+    # shuffle=False: TrainBatches already orders the epoch from (seed, epoch); Keras would
+    # shuffle the batches again with Python's global `random`, a stream other work consumes.
+    steps = EpochProgress(f"{label} epoch {epoch + 1}/{schedule.epochs}", len(batches))
+    loss = model.fit(batches, epochs=1, verbose=0, shuffle=False, callbacks=[steps]).history["loss"][-1]
+    scores = predict_tta(model, val, crop_samples, schedule.predict_batch_size, workers)
+    row = {"epoch": epoch + 1, "lr": lr, "loss": loss, "val_lrap": lrap(val.labels, scores),
+           "val_lwlrap": lwlrap(val.labels, scores)}
+    return row, time.perf_counter() - start
+
+
+def record_epoch(state: dict, row: dict, took: float, keep_from_epoch: int) -> bool:
+    """The epoch of history row `row` into the run's state (not yet committed: end_epoch
+    does that); whether it is the new best (only epochs from `keep_from_epoch` may be)."""
+    epoch = row["epoch"] - 1
+    improved = epoch >= keep_from_epoch and row["val_lrap"] > state["best_score"]
+    if improved:
+        state["best_epoch"], state["best_score"] = epoch, row["val_lrap"]
+    state["history"].append(row)
+    state["next_epoch"] = epoch + 1
+    state["seconds"] += took
+    return improved
+
+
+def ends_after(schedule: Schedule, epoch: int, best_epoch: int | None, label: str) -> bool:
+    """Whether the run ends after epoch `epoch` (0-based): the schedule's last, or early
+    stopping would skip the next one (said, with why)."""
+    if epoch + 1 == schedule.epochs:
+        return True
+    if schedule.stops_before(epoch + 1, best_epoch):
+        print(schedule.stop_message(label, epoch, best_epoch), flush=True)
+        return True
+    return False
 
 
 class CropMismatch(RunRecordError):

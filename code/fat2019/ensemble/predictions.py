@@ -1,6 +1,8 @@
 """Prediction CSVs, read and written in one place: `fname` then one column per class, the
 sample_submission format. predict.py writes each model's, ensemble.py the submission's,
-tag.py its --csv; ensemble.py and predict.py read them back, inspect_oof.py reads any."""
+tag.py its --csv. One reader checks them (`read_table`): inspect_oof.py reads any CSV with
+it; ensemble.py and predict.py read theirs back for the clips and classes they expect
+(`read_predictions`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,30 +29,17 @@ def write_predictions(path: Path, fnames: list[str], classes: list[str], scores:
     atomic_write_text(path, table.to_csv(index=False, float_format=FLOAT_FORMAT))
 
 
-def read_predictions(path: Path, fnames: list[str], classes: list[str]) -> np.ndarray:
-    """Scores of the clips `fnames` (in that order) for `classes`, from a CSV that must have
-    exactly those columns; a clear error naming the file if it does not fit."""
-    table = pd.read_csv(path, dtype={"fname": str})
-    problems = []
-    if list(table.columns) != ["fname", *classes]:
-        problems.append(f"{path}: columns differ from fname + the {len(classes)} classes")
-    absent = set(fnames) - set(table["fname"])
-    if absent:
-        problems.append(f"{path}: {len(absent)} clip(s) missing, e.g. {sorted(absent)[:3]}")
-    if problems:
-        raise DatasetError("predictions do not match the dataset", problems)
-    return table.set_index("fname").loc[fnames, classes].to_numpy(np.float32)
-
-
 def classes_of(path: Path) -> list[str]:
     """The class columns of a prediction CSV (its header after `fname`), checked as
     sample_submission.csv's are."""
     return read_classes(path)
 
 
-def read_any(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """(fnames, classes, scores) of a prediction CSV whose clips and classes are not known
-    beforehand (inspect_oof.py); every problem found is raised at once, each naming its line."""
+def read_table(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """(fnames, classes, scores) of a prediction CSV, whatever its clips and classes (no
+    rows at all is fine: a dataset without test clips); every problem found (a bad header,
+    a row of another length, a score that is no finite number, a clip twice) is raised at
+    once, each naming its line."""
     path = Path(path)
     header, rows = read_rows(path)
     problems = []
@@ -71,11 +60,26 @@ def read_any(path: Path) -> tuple[list[str], list[str], np.ndarray]:
                         f"{text.iat[r, c]!r} is not a finite number")
     fnames = [fields[0] for _, fields in kept]
     problems += [f"{path.name}: clip {f!r} appears {n} times" for f, n in repeated_names(fnames).items()]
-    if not kept and not problems:
-        problems.append(f"{path}: no rows")
     if problems:
         raise DatasetError(f"bad prediction CSV {path}", problems)
     return fnames, classes, scores
+
+
+def read_predictions(path: Path, fnames: list[str], classes: list[str]) -> np.ndarray:
+    """Scores of the clips `fnames` (in that order) for `classes` (float32), from a
+    prediction CSV (`read_table`) that must have exactly those class columns and every one
+    of those clips; a clear error naming the file if it does not fit."""
+    found, columns, scores = read_table(path)
+    row = {fname: i for i, fname in enumerate(found)}
+    problems = []
+    if columns != list(classes):
+        problems.append(f"{path}: columns differ from fname + the {len(classes)} classes")
+    absent = set(fnames) - set(row)
+    if absent:
+        problems.append(f"{path}: {len(absent)} clip(s) missing, e.g. {sorted(absent)[:3]}")
+    if problems:
+        raise DatasetError("predictions do not match the dataset", problems)
+    return scores[[row[fname] for fname in fnames]].astype(np.float32)
 
 
 def repeated_names(names: list[str]) -> dict[str, int]:

@@ -81,9 +81,10 @@ class Progress:
 
 
 class UnitProgress:
-    """Where a stage is in its whole job, one plain line per finished unit (the same in a
+    """Where a stage is in its whole job, one plain line per unit that ends (the same in a
     terminal and in a log): 'train: 4/18 units done (last: v1mix fold 1), 12m30s, about
-    25m left'.
+    25m left'; once a unit failed (on Ray the others go on) 'train: 4/18 units done,
+    1 failed (last: se fold 2, failed), ...'. A failed unit is neither done nor left.
 
     Without `sizes` the estimate is the wall time so far per finished unit times the units
     left, which holds also when several run at once (on Ray). With `sizes` (each unit's
@@ -95,7 +96,7 @@ class UnitProgress:
 
     def __init__(self, stage: str, total: int, *, sizes: dict[str, tuple[str, float]] | None = None,
                  stream=None, clock=time.monotonic):
-        self.stage, self.total, self.done = stage, total, 0
+        self.stage, self.total, self.done, self.failures = stage, total, 0, 0
         self.sizes = dict(sizes or {})
         self.left = set(self.sizes)
         self.began: dict[str, float] = {}
@@ -105,24 +106,31 @@ class UnitProgress:
         self.started = clock()
 
     def skipped(self, label: str) -> None:
-        """A unit that turned out not to be this run's (another run holds it)."""
+        """A unit counted in the total that turned out not to be this run's work (another
+        run holds it, or finished it meanwhile)."""
         self.total -= 1
         self.left.discard(label)
 
     def starting(self, label: str) -> None:
         """The unit's number and the wall-clock time (a long log's landmarks)."""
         self.began[label] = self.clock()
-        print(f"{self.stage}: unit {self.done + 1}/{self.total}: {label}, starting at {time.strftime('%H:%M:%S')}",
-              file=self.stream, flush=True)
+        print(f"{self.stage}: unit {self.total - self.units_left() + 1}/{self.total}: {label}, starting at "
+              f"{time.strftime('%H:%M:%S')}", file=self.stream, flush=True)
+
+    def units_left(self) -> int:
+        """Neither done nor failed."""
+        return self.total - self.done - self.failures
 
     def seconds_left(self, elapsed: float) -> float:
+        """The estimate for the units left, once one is done."""
         if not self.sizes:
-            return elapsed / self.done * (self.total - self.done)
+            return elapsed / self.done * self.units_left()
         measured = {model: sum(t) / len(t) for model, t in self.took.items()}
         per_flop = sum(map(sum, self.took.values())) / self.flops_done if self.flops_done else 0.0
         return sum(measured.get(model, flops * per_flop) for model, flops in map(self.sizes.get, self.left))
 
     def finished(self, label: str) -> None:
+        """A unit this run finished: its line."""
         self.done += 1
         now = self.clock()
         if label in self.sizes:
@@ -130,12 +138,22 @@ class UnitProgress:
             self.took.setdefault(model, []).append(now - self.began.get(label, now))
             self.flops_done += flops
             self.left.discard(label)
+        self.line(label, now)
+
+    def failed(self, label: str) -> None:
+        """A unit of this run that ended without finishing (an error): its line. Its time
+        prices no other unit."""
+        self.failures += 1
+        self.left.discard(label)
+        self.line(f"{label}, failed", self.clock())
+
+    def line(self, last: str, now: float) -> None:
         elapsed = now - self.started
-        left = self.total - self.done
+        failed = f", {self.failures} failed" if self.failures else ""
         eta = ""
-        if left:
+        if self.units_left() and self.done:
             eta = f", about {duration(self.seconds_left(elapsed))} left"
             if self.sizes:
                 eta += " (measured per model; models not run yet by their FLOPs)"
-        print(f"{self.stage}: {self.done}/{self.total} units done (last: {label}), {duration(elapsed)}{eta}",
+        print(f"{self.stage}: {self.done}/{self.total} units done{failed} (last: {last}), {duration(elapsed)}{eta}",
               file=self.stream, flush=True)
