@@ -147,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
     from fat2019.ensemble import fitted
-    from fat2019.ensemble.predictor import (PredictorError, SavedStacker, fit_calibration, normalised_weights,
-                                            stack_inputs, weighted_average)
-    from fat2019.ensemble.stacking import apply_saved, fit_stacker, inputs_digest
+    from fat2019.ensemble.predictor import (SavedStacker, fit_calibration, normalised_weights, stack_inputs,
+                                            weighted_average)
+    from fat2019.ensemble.stacking import inputs_digest
     from fat2019.eval import reports
     from fat2019.engine.workspace import Workspace
 
@@ -171,46 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     avg_oof, avg_test = weighted_average(oofs, weights), weighted_average(tests, weights)
     x_oof, x_test = stack_inputs(oofs, avg_oof), stack_inputs(tests, avg_test)
     digest = inputs_digest(x_oof, y, ws.folds, x_test, ws.profile, args.seed)
-    stacker_dir = layout.stacker_dir(ws.paths.models)
-    try:
-        saved = SavedStacker.load(ws.paths.models)
-    except PredictorError:   # weights missing: refit
-        saved = None
-    if saved is not None and saved.inputs_sha256 == digest and saved.n_folds == ws.profile.n_folds and not args.force:
-        print(f"stacker: its inputs (the models' predictions, labels, folds, settings, seed) are unchanged since "
-              f"{stacker_dir} was fitted (sha256 {digest[:12]}); reusing it (--force refits)")
-        stack_oof, stack_test, stack_weights = apply_saved(saved.weights_paths(ws.paths.models), x_oof, ws.folds,
-                                                           x_test, saved.offset)
-    else:
-        stacker_dir.mkdir(parents=True, exist_ok=True)
-        layout.stacker_json(ws.paths.models).unlink(missing_ok=True)   # written last: the saved stacker is complete
-        stack_oof, stack_test, stack_weights = fit_stacker(x_oof, y, ws.folds, x_test, ws.profile, args.seed,
-                                                           save_dir=stacker_dir)
+    stack_oof, stack_test, stack_weights = stacker_predictions(ws, x_oof, y, x_test, digest, args.seed, args.force)
     fit = fitted.cross_fit(oofs, y, ws.folds, ws.profile.n_folds)
-    print("fitted weights: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(names, fit.weights))
-          + (f" (left out: {', '.join(n for n, w in zip(names, fit.weights) if w == 0)})" if (fit.weights == 0).any()
-             else ""))
+    print_fitted_weights(names, fit.weights)
     combinations = {"average": (avg_oof, avg_test), "stacker": (stack_oof, stack_test),
                     "fitted": (fit.oof, fit.test(tests))}
     calibrations = {name: fit_calibration(o, y) for name, (o, _) in combinations.items() if name != "average"}
     SavedStacker(names, weights.tolist(), ws.classes, ws.profile.n_folds, ws.profile.stacker_offset,
                  calibrations["stacker"], fit.weights.tolist(), calibrations["fitted"], args.combine,
                  digest).save(ws.paths.models)
-
-    for name, (o, t) in combinations.items():
-        oof_csv, test_csv = layout.COMBINATION_CSVS[name]
-        write_predictions(out / oof_csv, curated.fnames, ws.classes, o)
-        if all_test:
-            write_predictions(out / test_csv, all_test, ws.classes, complete_rows(all_test, test.fnames, t))
-    if all_test:
-        write_predictions(out / layout.SUBMISSION_CSV, all_test, ws.classes,
-                          complete_rows(all_test, test.fnames, combinations[args.combine][1]))
-    else:   # own data without test clips: out-of-fold results only; no stale test files either
-        for name in [t for _, t in layout.COMBINATION_CSVS.values()] + [layout.SUBMISSION_CSV]:
-            (out / name).unlink(missing_ok=True)
-        print(f"note: no test clips in {ws.dataset.test_from}, so no {layout.SUBMISSION_CSV} or other test "
-              f"predictions; the out-of-fold results are {out / layout.COMBINATION_CSVS[args.combine][0]} and the "
-              f"other *_oof.csv files there")
+    write_combinations(ws, curated.fnames, test.fnames, combinations, args.combine)
 
     rows = [*zip(names, oofs, tests), *((name, o, t) for name, (o, t) in combinations.items())]
     scores, groups = score_rows(ws, test.fnames, y, rows)
@@ -224,6 +194,55 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{result}; per-class report: {out / layout.REPORT_PNG}")
     print(machine.summary())   # CPU runs' last digits depend on it (docs/reproducibility-across-cpus.md)
     return 0
+
+
+def stacker_predictions(ws: Workspace, x_oof, y, x_test, digest: str, seed: int, force: bool) -> tuple:
+    """The stacker's (out-of-fold, test, per-class weights): the saved fold stackers
+    applied when they were fitted on inputs of this `digest` (and not `force`), else
+    stackers fitted and saved again."""
+    from fat2019.ensemble.predictor import PredictorError, SavedStacker
+    from fat2019.ensemble.stacking import apply_saved, fit_stacker
+
+    stacker_dir = layout.stacker_dir(ws.paths.models)
+    try:
+        saved = SavedStacker.load(ws.paths.models)
+    except PredictorError:   # weights missing: refit
+        saved = None
+    if saved is not None and saved.inputs_sha256 == digest and saved.n_folds == ws.profile.n_folds and not force:
+        print(f"stacker: its inputs (the models' predictions, labels, folds, settings, seed) are unchanged since "
+              f"{stacker_dir} was fitted (sha256 {digest[:12]}); reusing it (--force refits)")
+        return apply_saved(saved.weights_paths(ws.paths.models), x_oof, ws.folds, x_test, saved.offset)
+    stacker_dir.mkdir(parents=True, exist_ok=True)
+    layout.stacker_json(ws.paths.models).unlink(missing_ok=True)   # written last: the saved stacker is complete
+    return fit_stacker(x_oof, y, ws.folds, x_test, ws.profile, seed, save_dir=stacker_dir)
+
+
+def print_fitted_weights(names: list[str], weights: np.ndarray) -> None:
+    left_out = [n for n, w in zip(names, weights) if w == 0]
+    print("fitted weights: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights))
+          + (f" (left out: {', '.join(left_out)})" if left_out else ""))
+
+
+def write_combinations(ws: Workspace, fnames: list[str], test_fnames: list[str], combinations: dict,
+                       combine: str) -> None:
+    """Each combination's out-of-fold and test CSVs, and submission.csv (the `combine`
+    one's test predictions), every test clip of the dataset in them (complete_rows). Data
+    without test clips: the out-of-fold CSVs only, and no stale test CSV left (said)."""
+    out, all_test = ws.paths.submissions, ws.dataset.test.fnames
+    for name, (o, t) in combinations.items():
+        oof_csv, test_csv = layout.COMBINATION_CSVS[name]
+        write_predictions(out / oof_csv, fnames, ws.classes, o)
+        if all_test:
+            write_predictions(out / test_csv, all_test, ws.classes, complete_rows(all_test, test_fnames, t))
+    if all_test:
+        write_predictions(out / layout.SUBMISSION_CSV, all_test, ws.classes,
+                          complete_rows(all_test, test_fnames, combinations[combine][1]))
+    else:   # own data without test clips: out-of-fold results only; no stale test files either
+        for name in [t for _, t in layout.COMBINATION_CSVS.values()] + [layout.SUBMISSION_CSV]:
+            (out / name).unlink(missing_ok=True)
+        print(f"note: no test clips in {ws.dataset.test_from}, so no {layout.SUBMISSION_CSV} or other test "
+              f"predictions; the out-of-fold results are {out / layout.COMBINATION_CSVS[combine][0]} and the "
+              f"other *_oof.csv files there")
 
 
 def submission_reliability(ws: Workspace, test_fnames: list[str], y, scores: tuple, calibration: dict | None
