@@ -157,3 +157,30 @@ def test_fitted_weights_are_saved_and_tag_uses_them(copied_run, capsys, tmp_path
     # the submission's test rows are those scores (the test CSV rows are the wavs' in order)
     submitted = pd.read_csv(subs / "submission.csv").set_index("fname").loc[[w.name for w in wavs]].to_numpy()
     np.testing.assert_allclose(submitted, expected, atol=1e-5)
+
+
+def test_a_prediction_csv_is_read_back_exactly_for_the_clips_asked_and_a_bad_one_is_refused(tmp_path):
+    """read_predictions, the stages' use of the one reader (read_table): the written digits
+    back in the order asked; a score that is no number or a repeated clip names its line,
+    and a CSV of other clips or classes names what differs."""
+    from fat2019.data.dataset import DatasetError
+    from fat2019.ensemble.predictions import FLOAT_FORMAT, read_predictions, write_predictions
+
+    fnames, classes = ["a.wav", "b.wav", "c.wav"], ["Bark", "Drip"]
+    scores = np.random.default_rng(0).random((3, 2)).astype(np.float32)
+    path = tmp_path / "oof.csv"
+    write_predictions(path, fnames, classes, scores)
+    read = read_predictions(path, ["c.wav", "a.wav"], classes)
+    assert read.dtype == np.float32
+    np.testing.assert_array_equal(read, np.float32([[float(FLOAT_FORMAT % v) for v in scores[i]] for i in (2, 0)]))
+    write_predictions(tmp_path / "none.csv", [], classes, np.zeros((0, 2), np.float32))   # data without test clips
+    assert read_predictions(tmp_path / "none.csv", [], classes).shape == (0, 2)
+
+    with pytest.raises(DatasetError, match=r"columns differ(.|\n)*clip\(s\) missing, e.g. \['d.wav'\]"):
+        read_predictions(path, ["a.wav", "d.wav"], ["Bark", "Cough"])
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], lines[1].rsplit(",", 1)[0] + ",nan", *lines[2:], lines[1]]) + "\n")
+    with pytest.raises(DatasetError) as error:
+        read_predictions(path, fnames, classes)
+    assert "oof.csv line 2, column 'Drip': 'nan' is not a finite number" in str(error.value)
+    assert "clip 'a.wav' appears 2 times" in str(error.value)

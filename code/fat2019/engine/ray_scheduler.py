@@ -791,18 +791,7 @@ def wait_for(ray, jobs: list[Submitted], outcome: Outcome, progress: UnitProgres
         ready, _ = ray.wait([job.ref for job in running], num_returns=1, timeout=POLL_S)
         now = time.monotonic()
         for job in running:
-            headers = new_headers(job.unit.log, job.log_start, submission)
-            for header in headers[job.attempts_seen:]:
-                attempt = attempt_of(header)
-                again = f" (attempt {attempt})" if attempt > 1 else ""
-                print(f"[{where(header)}] {job.unit.label}: started{again} (log {job.unit.log})", flush=True)
-            job.attempts_seen = len(headers)
-            if not headers and not job.told_unplaced and time.time() - job.submitted > PLACEMENT_S:
-                job.told_unplaced = True
-                free = ray.available_resources().get("GPU", 0)
-                total = ray.cluster_resources().get("GPU", 0)
-                print(f"{job.unit.label}: not started {PLACEMENT_S:.0f} s after submission: it needs 1 GPU; the "
-                      f"cluster has {total:g}, {free:g} free now (busy ones run other units)", flush=True)
+            tell_start(ray, job, submission)
         if now - last_status >= STATUS_S:
             last_status = now
             for job in running:
@@ -812,18 +801,7 @@ def wait_for(ray, jobs: list[Submitted], outcome: Outcome, progress: UnitProgres
                           f"{duration(time.time() - job.submitted)} since submission", flush=True)
         for job in [j for j in running if j.ref in ready]:
             running.remove(job)
-            try:
-                record, error = ray.get(job.ref), None
-            except ray.exceptions.RayError as e:
-                record, error = None, e
-            ended = report(job, record, error)
-            getattr(outcome, ended).append(job.unit.label)
-            if ended == "done":
-                progress.finished(job.unit.label)
-            elif ended == "failed":
-                progress.failed(job.unit.label)
-            else:   # held by another run: not this run's work
-                progress.skipped(job.unit.label)
+            settle(ray, job, outcome, progress)
             if job.worker is not None:   # a warm worker is free: its next unit, or it goes
                 following = submit(job.worker)
                 if following is not None:
@@ -831,6 +809,39 @@ def wait_for(ray, jobs: list[Submitted], outcome: Outcome, progress: UnitProgres
                     jobs.append(following)
                 else:   # its GPU is then free for a worker Ray restarts after losing its node
                     ray.kill(job.worker, no_restart=True)
+
+
+def tell_start(ray, job: Submitted, submission: str) -> None:
+    """A line for each start of `job` not told yet (its log's headers of this submission),
+    and one if Ray has not started it PLACEMENT_S after its submission."""
+    headers = new_headers(job.unit.log, job.log_start, submission)
+    for header in headers[job.attempts_seen:]:
+        attempt = attempt_of(header)
+        again = f" (attempt {attempt})" if attempt > 1 else ""
+        print(f"[{where(header)}] {job.unit.label}: started{again} (log {job.unit.log})", flush=True)
+    job.attempts_seen = len(headers)
+    if not headers and not job.told_unplaced and time.time() - job.submitted > PLACEMENT_S:
+        job.told_unplaced = True
+        free = ray.available_resources().get("GPU", 0)
+        total = ray.cluster_resources().get("GPU", 0)
+        print(f"{job.unit.label}: not started {PLACEMENT_S:.0f} s after submission: it needs 1 GPU; the "
+              f"cluster has {total:g}, {free:g} free now (busy ones run other units)", flush=True)
+
+
+def settle(ray, job: Submitted, outcome: Outcome, progress: UnitProgress) -> None:
+    """An ended unit: its line (report), its list in `outcome`, and the stage's progress."""
+    try:
+        record, error = ray.get(job.ref), None
+    except ray.exceptions.RayError as e:
+        record, error = None, e
+    ended = report(job, record, error)
+    getattr(outcome, ended).append(job.unit.label)
+    if ended == "done":
+        progress.finished(job.unit.label)
+    elif ended == "failed":
+        progress.failed(job.unit.label)
+    else:   # held by another run: not this run's work
+        progress.skipped(job.unit.label)
 
 
 def exit_code(outcome: Outcome) -> int:
