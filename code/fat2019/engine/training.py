@@ -313,7 +313,7 @@ def fit(model: keras.Model, train: ClipData, val: ClipData, schedule: Schedule, 
 
 
 class CropMismatch(RunRecordError):
-    """A checkpoint built for other crops than the run's (exit 2; run_record.settle refuses
+    """A checkpoint built for other crops than the run's (exit 2; settings.resolve refuses
     such options before any stage starts, this guards a folder whose record was removed)."""
 
 
