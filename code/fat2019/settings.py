@@ -30,6 +30,7 @@ NOT_SET = ("name", "demo_sizes", "frontend")
 
 @dataclass(frozen=True)
 class Paths:
+    """A run's folders."""
     data: Path          # train_curated.csv, train_noisy.csv, sample_submission.csv, audio_*/
     features: Path      # the features stage's cache
     models: Path        # folds.csv, one folder per model
@@ -38,6 +39,7 @@ class Paths:
 
 @dataclass(frozen=True)
 class Settings:
+    """What a run is: the stage runs with it, run_record.make records it."""
     profile: config.Profile     # to run with: the record's, else the named one with --frontend and --set applied
     paths: Paths
     precision: str              # the Keras dtype policy the run's models are built in (float32, mixed_<type>)
@@ -51,8 +53,8 @@ def resolve(args: argparse.Namespace, *, record: bool = True) -> Settings:
     that works on a models folder): read its run.json, refuse options that contradict it
     (run_record.RunRecordError, exit 2, naming each field), and run with the recorded
     profile and precision. Without (features.py, inspect_oof.py: they need the folders
-    only) the record is left unread. The data's class list is the stage's to check
-    against the record (run_record.check_classes): this needs no data."""
+    only) the record is left unread. It reads no data: Workspace checks the data's class
+    list against the record (run_record.check_classes)."""
     profile = _named_profile(args)
     frontend_file = getattr(args, "frontend", None)
     if frontend_file is not None:   # before --set, which may change its crop length again
