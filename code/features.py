@@ -24,6 +24,7 @@ import time
 
 from fat2019 import cli
 from fat2019 import layout
+from fat2019 import settings
 
 
 def describe_build(n_clips: int, decoded: int, n_bad: int, seconds: float, skip_bad: bool) -> str:
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from fat2019.util import locks, machine
 
     print(machine.stage_line("features", None, decoding_workers=args.workers))
-    _, paths = cli.resolve(args)
+    paths = settings.resolve(args, record=False).paths
     dataset = load_dataset(paths.data, check_files=False)   # a DatasetError: exit code 2 (cli.run_stage)
     # no profile here: the features are the same for every profile (it only picks the default folders)
     print(f"features: data {paths.data}, cache {paths.features}")

@@ -22,6 +22,7 @@ from pathlib import Path
 from fat2019 import cli
 from fat2019.data.dataset import TEST_LABELS_CSV
 from fat2019 import config
+from fat2019 import settings
 from fat2019.data import download
 from fat2019.data.download import (DataError, check_free_space, fetch, fetched_line, file_table, gib,
                                    offline_help, remote_size)
@@ -31,7 +32,7 @@ from fat2019.util.progress import duration
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dest", type=Path, default=config.PROFILES["full"].paths().data,
+    parser.add_argument("--dest", type=Path, default=settings.profile_folders(config.PROFILES["full"]).data,
                         help="the data folder to lay out (default: input/, the full profile's)")
     parser.add_argument("--from", dest="from_dir", type=Path,
                         help="use the archives in this folder, download nothing (the Zenodo files, or the "
@@ -113,7 +114,7 @@ def print_summary(dest: Path, summary: dict, seconds: float) -> None:
     labels = f"{TEST_LABELS_CSV} ({parts})" if parts else TEST_LABELS_CSV
     print(f"  CSVs: train_curated.csv, train_noisy.csv, sample_submission.csv"
           + (f", {labels}" if summary["test_labels"] else " (no test labels: the test lwlrap will not be printed)"))
-    print("next: .venv/bin/python code/features.py" + ("" if dest.resolve() == config.PROFILES["full"].paths().data.resolve()
+    print("next: .venv/bin/python code/features.py" + ("" if dest.resolve() == settings.profile_folders(config.PROFILES["full"]).data.resolve()
                                             else f" --data-dir {dest}"))
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from fat2019 import cli
 from fat2019 import layout
+from fat2019 import settings
 from fat2019.data.dataset import CURATED_CSV, DatasetError
 
 ENSEMBLE_OOF = {name: oof for name, (oof, _) in layout.COMBINATION_CSVS.items()}
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from fat2019.ensemble.predictions import read_table
     from fat2019.eval.oof_inputs import read_folds, read_truth
 
-    _, paths = cli.resolve(args)
+    paths = settings.resolve(args, record=False).paths
     oof_csv = resolve_oof(args.oof, args.ensemble, paths.models, paths.submissions)
     labels_csv = args.labels or paths.data / CURATED_CSV
     folds_csv = None if args.no_folds else args.folds or paths.models / layout.FOLDS_CSV

@@ -29,13 +29,14 @@ from pathlib import Path
 
 from fat2019 import cli
 from fat2019 import config
+from fat2019 import settings
 
 
 def parse_args(argv: list[str] | None = None):
     demo = config.PROFILES["demo"]
     sizes = demo.demo_sizes
     parser = cli.script_parser(__doc__)
-    parser.add_argument("--out", type=Path, default=config.REPO_ROOT / demo.data_dir,
+    parser.add_argument("--out", type=Path, default=settings.profile_folders(demo).data,
                         help="output folder (default: the demo profile's data dir, %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="master seed (default %(default)s)")
     parser.add_argument("--curated", type=int, default=sizes["curated"],

@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from fat2019.engine.workspace import Workspace
 
     ws = Workspace(args, "predict", chosen)
+    ws.use_precision()   # the models predict in the policy they were trained in
     refuse_stale(ws)
     if chosen is not None:   # each fold's prediction a Ray task on one GPU; then gathered below
         failed = predict_on_ray(ws, ray_scheduler.unit_options(parser, args), chosen)

@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     from fat2019.util.digest import file_sha256
 
     ws = Workspace(args, "pretrain", chosen)
+    ws.record_run()
+    ws.use_precision()
     if not len(ws.dataset.noisy):
         print("pretrain: no train_noisy.csv clips; nothing to pretrain (train.py starts from scratch)")
         return 0

@@ -55,7 +55,7 @@ import numpy as np
 from fat2019 import cli
 from fat2019 import config
 from fat2019 import layout
-from fat2019 import run_record
+from fat2019 import settings
 from fat2019.data import segments
 from fat2019.data.audio import AudioError, cache_entry, featurise
 from fat2019.data.dataset import DatasetError, audio_extensions, load_classes
@@ -315,8 +315,8 @@ def tag_files(argv: list[str] | None) -> int:
     args = parse_args(argv)
     from fat2019.ensemble.predictor import Predictor   # after parsing: --help stays quick
 
-    profile, paths = cli.resolve(args)
-    profile, record = run_record.settle(args, profile, paths.models, None, write=False)
+    resolved = settings.resolve(args)
+    profile, paths, record = resolved.profile, resolved.paths, resolved.record
     predictor = Predictor.load(paths.models, profile, names=args.models, combine=args.combine)
     if record is not None:
         classes, classes_from = record["classes"], layout.run_json(paths.models)

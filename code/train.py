@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     from fat2019.engine.workspace import Workspace, unit_sizes
 
     ws = Workspace(args, "train", chosen)
+    ws.record_run()
+    ws.use_precision()
     folds = ws.fold_numbers()
     use_pretrained = not args.from_scratch and len(ws.dataset.noisy) > 0
     print(f"train: profile {ws.profile.name}, {len(ws.curated)} curated clips, folds {folds}")

@@ -63,14 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--trials {args.trials}: expected at least 1")
     if args.models and len(args.models) > 1:
         parser.error(f"--models {' '.join(args.models)}: a search trains one model; name one")
-    from fat2019 import cli, config, layout, run_record
+    from fat2019 import config, layout, settings
 
     args.models = args.models or [config.ZOO[0].name]
     args.folds = args.folds or [0]
     # the space is checked first, before anything is written or trained
-    profile, paths = cli.resolve(args)
-    profile, _ = run_record.settle(args, profile, paths.models, None, write=False)
-    values = space.default_space(profile)
+    values = space.default_space(settings.resolve(args).profile)
     values.update({p.name: getattr(args, p.name) for p in space.PARAMETERS if getattr(args, p.name)})
     space.check(values)
 
@@ -78,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from fat2019.engine.workspace import Workspace
 
     ws = Workspace(args)
+    ws.record_run()
     ws.fold_numbers()   # in the profile's range
     ws.folds   # models/folds.csv made here once, not by the trials at the same time
     ray_scheduler.stay_on_loopback(None if chosen is None else chosen.address)   # before search.py imports Ray

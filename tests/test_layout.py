@@ -135,3 +135,35 @@ def test_the_measuring_tools_live_apart():
     # `ls code` shows the pipeline and the user tools; the measuring tools are in code/tools/
     assert not {p.stem for p in CODE.glob("*.py")} & {p.stem for p in CODE.glob("tools/*.py")}
     assert not (PACKAGE / "bench").exists() and not (PACKAGE / "rehearsal").exists()
+
+
+PROFILE_FOLDER_FIELDS = {"data_dir", "models_dir", "submissions_dir"}
+
+
+def folder_computations(path: Path) -> list[str]:
+    """Where a file makes a run's folders itself: builds a `Paths`, or joins REPO_ROOT with
+    a profile's folder field (`config.REPO_ROOT / profile.data_dir`)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] == "Paths":
+            found.append(f"Paths(...) (line {node.lineno})")
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            names = {n.attr if isinstance(n, ast.Attribute) else getattr(n, "id", None) for n in ast.walk(node)}
+            if "REPO_ROOT" in names and names & PROFILE_FOLDER_FIELDS:
+                found.append(f"{ast.unparse(node)} (line {node.lineno})")
+    return found
+
+
+def test_only_the_settings_module_computes_a_runs_folders():
+    # one decision in one place: settings.resolve (and settings.profile_folders for a profile's defaults)
+    offenders = {str(p.relative_to(CODE)): folder_computations(p) for p in CODE.rglob("*.py")
+                 if p != PACKAGE / "settings.py"}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_folder_check_sees_one(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from fat2019 import config, settings\nout = config.REPO_ROOT / demo.data_dir\n"
+                     "p = settings.Paths(data=out, features=out, models=out, submissions=out)\n"
+                     "ok = config.REPO_ROOT / 'models' / 'bench'\n")
+    assert folder_computations(probe) == ["config.REPO_ROOT / demo.data_dir (line 2)", "Paths(...) (line 3)"]

@@ -128,8 +128,7 @@ def test_model_trains_one_step(model_config):
 
 @pytest.mark.parametrize("mixed", ["float16", "bfloat16"])
 def test_model_under_mixed_precision_keeps_float32_logmel_and_output(mixed):
-    from fat2019.engine import workspace
-    workspace.set_precision(mixed)  # what the stages' --mixed-precision does
+    keras.mixed_precision.set_global_policy(f"mixed_{mixed}")  # what the stages' --mixed-precision does
     try:
         cfg = tiny(config.ZOO_BY_NAME["v1mix"])
         model = models.build_model(cfg, N_CLASSES)
@@ -137,7 +136,7 @@ def test_model_under_mixed_precision_keeps_float32_logmel_and_output(mixed):
         pred = model(x, training=False)
         loss, _ = train_one_step(model, cfg)
     finally:
-        workspace.set_precision(None)
+        keras.mixed_precision.set_global_policy("float32")
     assert keras.config.dtype_policy().name == "float32"
     assert model.get_layer("logmel").output.dtype == "float32"
     assert model.get_layer("block1_1_conv").compute_dtype == mixed

@@ -9,6 +9,7 @@ import pytest
 
 from fat2019 import cli
 from fat2019 import config
+from fat2019 import settings
 import ensemble
 import features
 import predict
@@ -98,14 +99,15 @@ def test_without_either_csv_both_are_named(tmp_path):
 def resolve(*argv):
     parser = argparse.ArgumentParser()
     cli.add_common_args(parser)
-    return cli.resolve(parser.parse_args([str(a) for a in argv]))
+    resolved = settings.resolve(parser.parse_args([str(a) for a in argv]), record=False)
+    return resolved.profile, resolved.paths
 
 
 def test_own_data_dir_keeps_models_and_submissions_beside_it(tmp_path):
     data = tmp_path / "my_data"
     profile, paths = resolve("--data-dir", data)
     assert profile.name == "full"       # real data, whatever input/ holds
-    assert paths == config.Paths(data=data, features=data / "features", models=data / "models" / "full",
+    assert paths == settings.Paths(data=data, features=data / "features", models=data / "models" / "full",
                                  submissions=data / "submissions" / "full")
     profile, paths = resolve("--data-dir", data, "--profile", "demo", "--set", "n_folds=2")
     assert (profile.name, profile.n_folds) == ("demo", 2)
@@ -115,12 +117,12 @@ def test_own_data_dir_keeps_models_and_submissions_beside_it(tmp_path):
 
 
 def test_the_profiles_own_data_dirs_keep_their_folders():
-    demo = config.PROFILES["demo"].paths()
+    demo = settings.profile_folders(config.PROFILES["demo"])
     profile, paths = resolve("--data-dir", demo.data)
     assert profile.name == "demo" and paths == demo
     assert resolve("--profile", "demo")[1] == demo
-    assert resolve("--profile", "full", "--data-dir", config.PROFILES["full"].paths().data)[1] == \
-        config.PROFILES["full"].paths()
+    full = settings.profile_folders(config.PROFILES["full"])
+    assert resolve("--profile", "full", "--data-dir", full.data)[1] == full
 
 
 def test_tag_takes_the_class_list_from_the_labels_before_predict(tmp_path):

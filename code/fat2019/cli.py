@@ -20,7 +20,6 @@ error (native_log_level).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import warnings
@@ -62,25 +61,10 @@ def script_parser(description: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def default_profile(data_dir: Path | None = None) -> str:
-    """`demo` for the generated demo data, `full` for real data. Without --data-dir: `full`
-    when input/train_curated.csv exists, else `demo`. With --data-dir: `demo` for the
-    demo's folder (input/demo/), `full` for any other (your own data)."""
-    from fat2019.data.dataset import CURATED_CSV   # here: the dataset module needs pandas
-
-    if data_dir is not None:
-        return "demo" if same_folder(data_dir, config.PROFILES["demo"].paths().data) else "full"
-    full = config.PROFILES["full"].paths()
-    return "full" if (full.data / CURATED_CSV).is_file() else "demo"
-
-
-def same_folder(a: Path, b: Path) -> bool:
-    return Path(a).resolve() == Path(b).resolve()
-
-
 def add_common_args(parser: argparse.ArgumentParser, *, features: bool = True, submissions: bool = True,
                     overrides: bool = True) -> None:
-    """--profile, --data-dir, --models-dir, and the folder and profile options a script uses."""
+    """--profile, --data-dir, --models-dir, and the folder and profile options a script uses
+    (settings.resolve decides the run's settings from them)."""
     g = parser.add_argument_group("profile and folders")
     g.add_argument("--profile", choices=sorted(config.PROFILES), default=None,
                    help="hyperparameter set: 'full' = the original's (default for real data: input/ with "
@@ -99,51 +83,6 @@ def add_common_args(parser: argparse.ArgumentParser, *, features: bool = True, s
     if overrides:
         g.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="overrides",
                        help="override profile fields, e.g. --set epochs=2 n_folds=3 lr_milestones=1,2")
-
-
-def resolve(args: argparse.Namespace) -> tuple[config.Profile, config.Paths]:
-    """The profile and folders the user asked for, defaults filled in. Own data (a
-    --data-dir that is not the profile's) keeps its models and submissions beside it, one
-    folder per profile, so it never overwrites the demo's or the competition's."""
-    profile = config.get_profile(args.profile or default_profile(args.data_dir))
-    if getattr(args, "frontend", None) is not None:   # before --set, which may change its crop length again
-        from fat2019.tune import space   # here: it reads and checks the file (numpy)
-        profile = space.apply_frontend_file(profile, args.frontend)
-    profile = override(profile, getattr(args, "overrides", []))
-    paths = profile.paths()
-    data = Path(args.data_dir) if args.data_dir else paths.data
-    if not same_folder(data, paths.data):
-        paths = profile.own_data_paths(data)
-    return profile, config.Paths(
-        data=data,
-        features=Path(getattr(args, "features_dir", None) or paths.features),
-        models=Path(args.models_dir or paths.models),
-        submissions=Path(getattr(args, "submissions_dir", None) or paths.submissions),
-    )
-
-
-# profile fields --set cannot change: the front end comes whole from a file (--frontend)
-NOT_SET = ("name", "demo_sizes", "frontend")
-
-
-def override(profile: config.Profile, assignments: list[str]) -> config.Profile:
-    """The profile with FIELD=VALUE assignments applied, each parsed as the field's type."""
-    fields = {f.name: f for f in dataclasses.fields(profile)}
-    changes = {}
-    for item in assignments:
-        name, sep, text = item.partition("=")
-        if not sep or name not in fields or name in NOT_SET:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
-                             f"{sorted(set(fields) - set(NOT_SET))}")
-        current = getattr(profile, name)
-        try:
-            if isinstance(current, tuple):
-                changes[name] = tuple(int(v) for v in text.split(",") if v.strip())
-            else:
-                changes[name] = type(current)(text)
-        except ValueError:
-            raise SystemExit(f"--set {item!r}: {text!r} is not a valid {type(current).__name__}") from None
-    return dataclasses.replace(profile, **changes)
 
 
 def default_workers() -> int:

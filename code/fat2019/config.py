@@ -17,7 +17,8 @@ GLOBAL_PERCENTILES = (0, 1, 25, 30, 50, 60, 75, 99, 100)
 LENGTH_NORMALISER = 441_000   # length feature = len(trimmed) / 441000 (10 s)
 TRIM_TOP_DB = 60              # librosa.effects.trim default
 
-# Where the stages read and write when no flag says otherwise (relative to the repo root).
+# Where the stages read and write when no flag says otherwise (relative to the repo root;
+# settings.py makes the folders of them).
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FEATURES_DIR = "features"     # the feature cache, inside the data folder
 
@@ -121,27 +122,6 @@ class Profile:
         return dataclasses.replace(model, duration=self.duration, width=self.width,
                                    lr=model.lr * self.lr_multiplier, frontend=self.frontend)
 
-    def paths(self, root: Path = REPO_ROOT) -> "Paths":
-        data = root / self.data_dir
-        return Paths(data=data, features=data / FEATURES_DIR,
-                     models=root / self.models_dir, submissions=root / self.submissions_dir)
-
-    def own_data_paths(self, data: Path) -> "Paths":
-        """The folders for data other than the profile's own (your own data): everything
-        beside it, models and submissions one folder per profile, so a demo-sized and a
-        full run on the same data never mix, and neither touches models/ or models/demo/."""
-        data = Path(data)
-        return Paths(data=data, features=data / FEATURES_DIR, models=data / "models" / self.name,
-                     submissions=data / "submissions" / self.name)
-
-
-@dataclass(frozen=True)
-class Paths:
-    data: Path          # train_curated.csv, train_noisy.csv, sample_submission.csv, audio_*/
-    features: Path      # the features stage's cache
-    models: Path        # folds.csv, one folder per model
-    submissions: Path   # average.csv, submission.csv, reports
-
 
 PROFILES = {
     "full": Profile(name="full"),
@@ -159,13 +139,6 @@ PROFILES = {
         demo_sizes={"n_classes": 20, "curated": 300, "noisy": 300, "test": 150},
     ),
 }
-
-
-def get_profile(name: str) -> Profile:
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise SystemExit(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
 
 
 def select_models(names: list[str] | None) -> list[ModelConfig]:

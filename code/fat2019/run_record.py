@@ -1,28 +1,31 @@
-"""The record of a run: models/<...>/run.json, saved by the first stage that works on a
-models folder, so the folder knows how it was trained.
+"""The record of a run: models/<...>/run.json, saved by the first training stage (pretrain,
+train, tune) that works on a models folder, so the folder knows how it was trained.
 
 It holds the resolved profile (every field, --set overrides applied), the zoo members'
 configs at that profile's scale, the class list, the fold seed, the log-mel front end
 (`frontend`, on its own: a record without one was made with the original's) and the
 package versions.
-Later stages and tag.py take their settings from it: without --profile or --set they use
-the recorded profile; with them, every recorded setting must match, or the stage refuses
-(exit 2) naming each differing field with both values. This is also what keeps the crop
-length of a resumed run the one its checkpoint was built with.
+Later stages and tag.py take their settings from it (settings.resolve): without
+--profile or --set they use the recorded profile; with them, every recorded setting must
+match, or the stage refuses (exit 2) naming each differing field with both values. This
+is also what keeps the crop length of a resumed run the one its checkpoint was built with.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.metadata
 import json
 import platform
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fat2019 import config, layout
 from fat2019.cli import BadInput
 from fat2019.util.atomic import atomic_write_text
+
+if TYPE_CHECKING:
+    from fat2019.settings import Settings
 
 PACKAGES = ("keras", "tensorflow", "jax", "numpy", "pandas", "scikit-learn", "librosa")
 REQUIRED = ("profile", "models", "classes", "fold_seed")
@@ -53,12 +56,13 @@ def as_json(value):
     return json.loads(json.dumps(value))
 
 
-def without_frontend(settings) -> dict:
+def without_frontend(profile_or_model) -> dict:
     """A profile's or model's fields less the front end, which the record keeps once, apart."""
-    return {k: v for k, v in as_json(dataclasses.asdict(settings)).items() if k != "frontend"}
+    return {k: v for k, v in as_json(dataclasses.asdict(profile_or_model)).items() if k != "frontend"}
 
 
-def make(profile: config.Profile, classes: list[str], precision: str = "float32") -> dict:
+def fields(profile: config.Profile, classes: list[str], precision: str) -> dict:
+    """What a record holds of a run's settings: all of it but the package versions."""
     from fat2019.data.folds import FOLD_SEED   # folds imports pandas; --help needs neither
     return {
         "profile": without_frontend(profile),
@@ -67,19 +71,12 @@ def make(profile: config.Profile, classes: list[str], precision: str = "float32"
         "fold_seed": FOLD_SEED,
         PRECISION: precision,
         "frontend": as_json(dataclasses.asdict(profile.frontend)),
-        "versions": versions(),
     }
 
 
-def precision_given(args: argparse.Namespace) -> str | None:
-    """The Keras dtype policy --mixed-precision asks for; None when the stage was given none."""
-    mixed = getattr(args, "mixed_precision", None)
-    return f"mixed_{mixed}" if mixed else None
-
-
-def precision(args: argparse.Namespace, record: dict | None) -> str:
-    """The policy to run with: the one given, else the recorded one, else float32."""
-    return precision_given(args) or (record or {}).get(PRECISION) or "float32"
+def make(settings: Settings, classes: list[str]) -> dict:
+    """The record of a run of these settings on data of these classes."""
+    return {**fields(settings.profile, classes, settings.precision), "versions": versions()}
 
 
 def read(models_dir: Path) -> dict | None:
@@ -130,43 +127,52 @@ def differences(recorded: dict, given: dict) -> list[str]:
             for name in dict.fromkeys([*a, *b]) if a.get(name) != b.get(name)]
 
 
-def explicit(args: argparse.Namespace) -> bool:
-    """Whether the user chose the settings (--profile, --set or --frontend) rather than the defaults."""
-    return (args.profile is not None or bool(getattr(args, "overrides", []))
-            or getattr(args, "frontend", None) is not None)
+def contradictions(record: dict, profile: config.Profile | None = None, precision: str | None = None,
+                   classes: list[str] | None = None) -> list[str]:
+    """'field: recorded X, given Y' for each recorded setting that a given one contradicts:
+    every field of a given `profile` (chosen by options) and its models, the given
+    `precision` (a record made before precision was recorded is not checked), the data's
+    `classes`."""
+    given = dict(record)
+    if profile is not None:
+        given.update(fields(profile, record["classes"], record.get(PRECISION)))
+    if classes is not None:
+        given["classes"] = classes
+    problems = differences(record, given)
+    if precision and record.get(PRECISION) and precision != record[PRECISION]:
+        problems.append(f"{PRECISION} (--mixed-precision): recorded {record[PRECISION]!r}, given {precision!r}")
+    return problems
 
 
-def settle(args: argparse.Namespace, profile: config.Profile, models_dir: Path,
-           classes: list[str] | None, write: bool) -> tuple[config.Profile, dict | None]:
-    """(the profile to run with, the record). With a record: the recorded profile, after
-    checking that explicit options and the data's `classes` agree with it. Without one:
-    `profile`, and (when `write`) the record saved from it and `classes`. A folder that
-    already holds trained models but no record (trained before records existed) gets one
-    from the current options, with a note saying so."""
-    record = read(models_dir)
-    if record is not None:
-        # without --profile/--set only the data must agree; tag.py (no classes) takes the record's
-        given = make(profile, record["classes"]) if explicit(args) else dict(record)
-        problems = differences(record, {**given, "classes": record["classes"] if classes is None else classes})
-        wanted = precision_given(args)
-        if wanted and record.get(PRECISION) and wanted != record[PRECISION]:
-            problems.append(f"{PRECISION} (--mixed-precision): recorded {record[PRECISION]!r}, given {wanted!r}")
-        if problems:
-            if getattr(args, "frontend", None) is not None:
-                problems.append(f"(given: the front end and crop length of --frontend {args.frontend})")
-            raise RunRecordError(
-                f"the options contradict {layout.run_json(models_dir)}, the record of the run in that folder:\n  "
-                + "\n  ".join(problems) + "\nrun without --profile/--set to use the recorded settings, or use "
-                "another --models-dir for a run with other settings")
-        return profile_of(record), record
-    if not write:
-        return profile, None
-    record = make(profile, classes or [], precision(args, None))
+def refuse(models_dir: Path, problems: list[str], frontend_file: Path | None = None) -> None:
+    """Raise RunRecordError (exit 2) listing `problems`, if any: the options contradict the
+    folder's record."""
+    if not problems:
+        return
+    if frontend_file is not None:
+        problems = [*problems, f"(given: the front end and crop length of --frontend {frontend_file})"]
+    raise RunRecordError(
+        f"the options contradict {layout.run_json(models_dir)}, the record of the run in that folder:\n  "
+        + "\n  ".join(problems) + "\nrun without --profile/--set to use the recorded settings, or use "
+        "another --models-dir for a run with other settings")
+
+
+def check_classes(settings: Settings, classes: list[str]) -> None:
+    """Refuse (exit 2) data whose class list is not the one the run was recorded with."""
+    if settings.record is not None:
+        refuse(settings.paths.models, contradictions(settings.record, classes=classes), settings.frontend_file)
+
+
+def save(settings: Settings, classes: list[str]) -> None:
+    """Write the run's record, atomically: the training stages, into a models folder that
+    has none (settings.record is None). A folder that already holds trained models (trained
+    before records existed) gets one from the current options, with a note saying so."""
+    models_dir = settings.paths.models
     path = layout.run_json(models_dir)
     if any(Path(models_dir).glob(f"*/*{layout.WEIGHTS_SUFFIX}")):
+        given = f", --set {' '.join(settings.overrides)}" if settings.overrides else ""
         print(f"note: {models_dir} has trained models but no {layout.RUN_JSON} (made before runs were recorded); "
-              f"recorded the current options (profile {profile.name}{', --set ' + ' '.join(args.overrides) if getattr(args, 'overrides', []) else ''}). "
+              f"recorded the current options (profile {settings.profile.name}{given}). "
               f"If it was trained with others, delete {path} and rerun with those", file=sys.stderr)
     Path(models_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
-    return profile, record
+    atomic_write_text(path, json.dumps(make(settings, classes), indent=1) + "\n")

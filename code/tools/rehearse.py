@@ -209,13 +209,13 @@ def probe(kind: str, target: str, results_path: str) -> int:
     else:
         import numpy as np
         import pandas as pd
-        from fat2019.config import get_profile
+        from fat2019.config import PROFILES
         from fat2019.data.dataset import load_dataset
         from fat2019.data.folds import assign_folds
         from fat2019.tools.rehearsal import stacker_probe
         ds = load_dataset(Path(target), check_files=False)
         labels = ds.curated.labels.astype(np.float32)
-        profile = get_profile("full")
+        profile = PROFILES["full"]
         folds = assign_folds(labels, profile.n_folds, ds.classes)
         results["stacker"] = stacker_probe.run(labels, folds, len(ds.test.fnames), profile)
         print(results["stacker"])

@@ -49,7 +49,7 @@ def main(argv=None):
     parser.add_argument("--n-classes", type=int, default=None,
                         help="output classes (default: 80, or the demo data's class count)")
     args = parser.parse_args(argv)
-    profile = config.get_profile(args.profile)
+    profile = config.PROFILES[args.profile]
     n_classes = args.n_classes or profile.demo_sizes.get("n_classes", 80)
     print(zoo_table(profile, n_classes))
     return 0

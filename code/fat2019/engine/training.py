@@ -344,7 +344,7 @@ def ends_after(schedule: Schedule, epoch: int, best_epoch: int | None, label: st
 
 
 class CropMismatch(RunRecordError):
-    """A checkpoint built for other crops than the run's (exit 2; run_record.settle refuses
+    """A checkpoint built for other crops than the run's (exit 2; settings.resolve refuses
     such options before any stage starts, this guards a folder whose record was removed)."""
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from fat2019 import cli
 from fat2019 import config
-from fat2019 import run_record
+from fat2019 import run_record, settings
 from fat2019.engine import distribute
 from fat2019.data import folds as folds_lib
 from fat2019.data.batches import ClipData
@@ -78,35 +78,48 @@ def profile_warning(stage: str, n_curated: int, on_gpu: bool, seconds: float | N
             f"with --profile demo{demo}; to keep full, let this run go on (Ctrl-C stops it; finished work is kept).")
 
 
-def set_precision(mixed: str | None) -> None:
-    """The Keras dtype policy of every model built afterwards: float32, or mixed_<mixed>."""
-    keras.mixed_precision.set_global_policy(f"mixed_{mixed}" if mixed else "float32")
-
-
 class Workspace:
     def __init__(self, args: argparse.Namespace, stage: str | None = None, ray_plan=None):
-        """`stage` (its name): print the stage's first line, where it computes, and refuse
-        `full` on the CPU of a machine with a GPU, before any work (machine.stage_line);
-        `ray_plan`: this process is a Ray driver, its units compute."""
+        """The run's settings (settings.resolve), checked against the data; no side
+        effects beyond the strategy: the stages that need them set the dtype policy
+        (use_precision) and write run.json (record_run). `stage` (its name): print the
+        stage's first line, where it computes, and refuse `full` on the CPU of a machine
+        with a GPU, before any work (machine.stage_line); `ray_plan`: this process is a Ray
+        driver, its units compute."""
         self.args = args
-        profile, self.paths = cli.resolve(args)
+        self.settings = settings.resolve(args)
         if stage is not None:
-            print(machine.stage_line(stage, profile.name, ray_plan=ray_plan), flush=True)
+            print(machine.stage_line(stage, self.profile.name, ray_plan=ray_plan), flush=True)
         self.models = config.select_models(args.models)
         if getattr(args, "tensorboard", False):
             distribute.require_tensorflow("--tensorboard (tf.summary)")
         # made first, before anything starts TensorFlow's runtime (--logical-cpus needs that)
         self.strategy = distribute.make_strategy(getattr(args, "strategy", "default"),
                                                  getattr(args, "logical_cpus", None))
-        # the models folder's record decides the settings (and refuses contradicting ones)
-        self.profile, self.record = run_record.settle(args, profile, self.paths.models, self.dataset.classes,
-                                                      write=True)
-        # the given --mixed-precision, else the recorded one: sharded runs keep one precision
-        # (a stage without the option, ensemble.py, computes in float32)
-        keras.mixed_precision.set_global_policy(run_record.precision(args, self.record)
-                                                if hasattr(args, "mixed_precision") else "float32")
+        run_record.check_classes(self.settings, self.dataset.classes)
         if self.strategy.num_replicas_in_sync > 1:
             self.announce_replicas()
+
+    @property
+    def profile(self) -> config.Profile:
+        return self.settings.profile
+
+    @property
+    def paths(self) -> settings.Paths:
+        return self.settings.paths
+
+    def use_precision(self) -> None:
+        """Build every model from here on in the run's dtype policy: the given
+        --mixed-precision, else the recorded one (sharded runs keep one precision), else
+        float32. The stages that build the run's models call it (train, pretrain, predict,
+        a tune trial); ensemble.py computes in float32, Keras' default."""
+        keras.mixed_precision.set_global_policy(self.settings.precision)
+
+    def record_run(self) -> None:
+        """The training stages (pretrain, train, tune): record the run in its models folder
+        (run.json) when the folder has no record yet."""
+        if self.settings.record is None:
+            run_record.save(self.settings, self.classes)
 
     def warn_if_profile_too_big(self, stage: str, models: list[config.ModelConfig], clips_per_epoch: int,
                                 epochs: int, runs: int) -> None:

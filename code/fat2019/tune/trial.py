@@ -92,6 +92,7 @@ def train_folds(trial: dict, context: Context, args: argparse.Namespace, folder:
     from fat2019.engine.workspace import Workspace
 
     ws = Workspace(args)
+    ws.use_precision()
     frontend, duration = space.frontend_of(trial)
     profile = dataclasses.replace(ws.profile, frontend=frontend, duration=duration)
     model_cfg = profile.scale(config.ZOO_BY_NAME[context.model])
