@@ -500,16 +500,19 @@ def main(argv, built=None):
     return 0
 """
 # A warm worker's RSS after its 6th unit against its 4th (MiB), once each model was built
-# and reused once. Measured on this 2-core CPU (tiny models, TensorFlow): a model's first
-# reuse adds 30-60 MiB once (the throwaway build of its start state, arenas); from then on
-# a unit adds 0-3 MiB. Building a second model added 140 MiB: a unit that kept its model,
-# or its traced functions, would pass the margin at once.
+# and reused once. Measured on this 2-core CPU (tiny models, TensorFlow), units of folds of
+# one size: a model's first reuse adds 30-60 MiB once (its start state is built beside it:
+# the allocator's high-water mark); from then on a unit adds 0-3 MiB. Building a model
+# adds about 140 MiB, so a unit that left its model, or its traced functions, behind
+# would pass the margin. (Folds of other sizes add a trace per new batch shape, bounded:
+# Keras relaxes the shapes after the second; the old rebuild-per-unit grew as much.)
 RSS_MARGIN_MB = 25
 
 
 def test_one_warm_worker_builds_each_model_once_same_weights_flat_memory_and_serves_after_an_error(
         data, tmp_path, no_backend_hiding):
-    """Folds 0, 1, 2 of two models (alternating), then a unit that raises, then one more,
+    """Folds 0, 1, 2 (of 5 alike: 8 training clips, 2 validation clips each) of two models
+    (alternating), then a unit that raises, then one more,
     all on ONE warm worker (a local Ray with one pretend GPU), in that order. Each model is
     built by its fold 0 and reused by its folds 1 and 2 (their logs say so; the worker
     reports 2 models built); every fold equals the same fold trained in one process, and
@@ -521,7 +524,7 @@ def test_one_warm_worker_builds_each_model_once_same_weights_flat_memory_and_ser
     models.mkdir()
 
     def args_of(models: Path) -> list[str]:
-        return [arg.replace("n_folds=2", "n_folds=3") for arg in stage_args(data, models, epochs)] + ["--from-scratch"]
+        return [arg.replace("n_folds=2", "n_folds=5") for arg in stage_args(data, models, epochs)] + ["--from-scratch"]
     options = args_of(models)
     units = [ray_scheduler.stage_unit(f"{name} fold {k}", str(CODE / "train.py"), options, name, k,
                                       layout.log_path(models / name, f"fold{k}"),
@@ -549,7 +552,7 @@ def test_one_warm_worker_builds_each_model_once_same_weights_flat_memory_and_ser
     assert runs[5]["rss_mb"] <= runs[3]["rss_mb"] + RSS_MARGIN_MB
 
     one, fresh = tmp_path / "one_process", tmp_path / "fresh"
-    assert train.main([*args_of(one), "--models", *names]) == 0
+    assert train.main([*args_of(one), "--models", *names, "--folds", *map(str, folds)]) == 0
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     run = subprocess.run([sys.executable, str(CODE / "train.py"), *args_of(fresh), "--models", *names, "--folds", "2"],
                          env=env, cwd=CODE.parent, capture_output=True, text=True, timeout=LIMIT_S)
