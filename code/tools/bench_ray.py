@@ -11,7 +11,7 @@ its epochs. Prints a Markdown section for BENCHMARKS.md.
     .venv/bin/python code/tools/bench_ray.py                     # makes the demo data if needed
     .venv/bin/python code/tools/bench_ray.py --work /tmp/bench_ray --epochs 2 --folds 4
 
-Takes about 15 minutes on an idle 2-core CPU (three demo trainings of 3 folds).
+Takes about 10 minutes on 2 shared cores with `--epochs 2 --folds 4` (BENCHMARKS.md, "Ray").
 """
 from __future__ import annotations
 

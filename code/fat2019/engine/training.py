@@ -325,14 +325,16 @@ def check_crop(model: keras.Model, crop_samples: int, path: Path) -> None:
                            f"with another duration; resume it with that one, or --force to restart it")
 
 
-def start_state(build, seed: int, pretrained: Path | None = None) -> tuple[keras.Model, tuple[list, list]]:
+def start_state(build, seed: int, pretrained: Path | None = None, *,
+                tensorflow_seed: bool = True) -> tuple[keras.Model, tuple[list, list]]:
     """A unit's starting point, from its own seed: a model built by `build()` after
     reseeding the global generators (so its initial weights depend on the unit alone),
     with `pretrained` weights loaded when given, and its optimizer freshly built.
     Returns the model and its (weights, optimizer state) snapshot, for `restore` into an
     already-traced model of the same architecture: reusing one model across folds saves
-    tracing its functions again (seconds per fold on a CPU; most of a demo fold)."""
-    seeds.reset_global_generators(seed)
+    tracing its functions again (seconds per fold on a CPU; most of a demo fold); for such
+    a unit `tensorflow_seed=False` (seeds.reset_global_generators)."""
+    seeds.reset_global_generators(seed, tensorflow=tensorflow_seed)
     model = build()
     if pretrained is not None:
         load_weights(model, pretrained)
@@ -366,9 +368,11 @@ class BuiltModels:
               pretrained: Path | None = None, *, label: str) -> keras.Model:
         """The unit `label`'s model in its start state, exactly as a fresh process makes it
         (`start_state`); says so when it is one built for an earlier unit."""
+        key = architecture(model_cfg, n_classes, strategy)
         with strategy.scope():  # its variables, the optimizer's too, on every replica
-            fresh, state = start_state(lambda: build_model(model_cfg, n_classes), seed, pretrained)
-        model = self.models.setdefault(architecture(model_cfg, n_classes, strategy), fresh)
+            fresh, state = start_state(lambda: build_model(model_cfg, n_classes), seed, pretrained,
+                                       tensorflow_seed=key not in self.models)
+        model = self.models.setdefault(key, fresh)
         if model is not fresh:
             restore(model, state)
             print(f"{label}: {REUSED}", flush=True)
