@@ -20,7 +20,6 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the library, fat2019, is in code/
 
 from fat2019 import cli, config
-from fat2019.engine.training import REUSED
 from fat2019.util import machine
 import argparse
 import os
@@ -68,6 +67,7 @@ def seconds_of(clock: str) -> int:
 def units(folder: Path, folds: int) -> list[tuple]:
     """Per fold of a --gpus run: (fold, worker's unit number or None, whether it reused a
     built model, submission -> task start, submission -> training, task, its epochs' seconds)."""
+    from fat2019.engine.training import REUSED   # here: --help stays free of Keras
     rows = []
     for k in range(folds):
         text = (folder / "v1mix" / f"fold{k}.log").read_text()
