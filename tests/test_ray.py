@@ -494,7 +494,7 @@ def test_warm_workers_serve_unit_after_unit_bit_exact_and_a_crashed_worker_resum
 BOOM_STAGE = """def main(argv, built=None):
     raise ValueError("an ordinary error in a unit")
 """
-AFTER_STAGE = """import pathlib, sys
+AFTER_STAGE = """import pathlib
 def main(argv, built=None):
     pathlib.Path(argv[0]).write_text(str(len(built.models)))
     return 0
@@ -511,14 +511,14 @@ RSS_MARGIN_MB = 25
 
 def test_one_warm_worker_builds_each_model_once_same_weights_flat_memory_and_serves_after_an_error(
         data, tmp_path, no_backend_hiding):
-    """Folds 0, 1, 2 (of 5 alike: 8 training clips, 2 validation clips each) of two models
-    (alternating), then a unit that raises, then one more,
-    all on ONE warm worker (a local Ray with one pretend GPU), in that order. Each model is
-    built by its fold 0 and reused by its folds 1 and 2 (their logs say so; the worker
-    reports 2 models built); every fold equals the same fold trained in one process, and
-    the reused ones equal the same fold trained first in a fresh process; the worker's
-    memory after its 6th unit is within RSS_MARGIN_MB of its 4th; the error fails its unit
-    only, and the worker then forgets its models and serves the next unit."""
+    """Folds 0, 1, 2 (of 5 alike: 8 training clips, 2 validation clips each) of two models,
+    alternating, then a unit that raises, then one more, all on ONE warm worker (a local
+    Ray with one pretend GPU), in that order. Each model is built by its fold 0 and reused
+    by its folds 1 and 2 (their logs say so; the worker reports 2 models built); every fold
+    equals the same fold trained in one process, and the reused ones equal the same fold
+    trained first in a fresh process; the worker's memory after its 6th unit is within
+    RSS_MARGIN_MB of its 4th; the error fails its unit only, and the worker then forgets
+    its models and serves the next unit."""
     epochs, names, folds = 2, ["v1mix", "se"], (0, 1, 2)
     models = tmp_path / "warm"
     models.mkdir()
