@@ -510,7 +510,7 @@ RSS_MARGIN_MB = 25
 
 
 def test_one_warm_worker_builds_each_model_once_same_weights_flat_memory_and_serves_after_an_error(
-        data, tmp_path, no_backend_hiding):
+        data, tmp_path, capsys, no_backend_hiding):
     """Folds 0, 1, 2 (of 5 alike: 8 training clips, 2 validation clips each) of two models,
     alternating, then a unit that raises, then one more, all on ONE warm worker (a local
     Ray with one pretend GPU), in that order. Each model is built by its fold 0 and reused
@@ -540,16 +540,20 @@ def test_one_warm_worker_builds_each_model_once_same_weights_flat_memory_and_ser
                           script=str(script)))
     outcome = ray_scheduler.run(units, Plan(gpus=1, pretend=True), "train")
     assert outcome.failed == ["boom"] and len(outcome.done) == 7, outcome
-    runs = [outcome.runs[unit.label] for unit in units]
-    print("warm worker RSS after each unit (MiB):", [f"{run['rss_mb']:.0f}" for run in runs])
-    assert len({run["worker_pid"] for run in runs}) == 1 and [run["served"] for run in runs] == list(range(1, 9))
-    assert [run["built"] for run in runs] == [1, 2, 2, 2, 2, 2, 0, 0] and (tmp_path / "after.out").read_text() == "0"
+    # the driver's line per finished unit: its worker, the worker's count of units, memory and built models
+    done = {m["label"]: m for m in re.finditer(
+        r"\] (?P<label>[\w ]+): done in \d+ s \(warm worker pid (?P<pid>\d+), its unit (?P<unit>\d+), "
+        r"(?P<rss>\d+) MiB, (?P<built>\d+) model\(s\) built\)", capsys.readouterr().out)}
+    runs = [done[unit.label] for unit in units if unit.label != "boom"]
+    print("warm worker RSS after each unit (MiB):", [run["rss"] for run in runs])
+    assert len({run["pid"] for run in runs}) == 1 and [int(run["unit"]) for run in runs] == [1, 2, 3, 4, 5, 6, 8]
+    assert [int(run["built"]) for run in runs] == [1, 2, 2, 2, 2, 2, 0] and (tmp_path / "after.out").read_text() == "0"
     assert "ValueError: an ordinary error in a unit" in (tmp_path / "boom.log").read_text()
     for name in names:
         logs = [layout.log_path(models / name, f"fold{k}").read_text() for k in folds]
         assert training.REUSED not in logs[0]
         assert all(f"{name} fold {k}: {training.REUSED}" in logs[k] for k in folds[1:])
-    assert runs[5]["rss_mb"] <= runs[3]["rss_mb"] + RSS_MARGIN_MB
+    assert int(runs[5]["rss"]) <= int(runs[3]["rss"]) + RSS_MARGIN_MB
 
     one, fresh = tmp_path / "one_process", tmp_path / "fresh"
     assert train.main([*args_of(one), "--models", *names, "--folds", *map(str, folds)]) == 0
