@@ -32,15 +32,13 @@ if TYPE_CHECKING:   # the stage imports these when it runs: --help stays free of
 
     from fat2019.data.batches import ClipData
     from fat2019.ensemble.predictor import Member
+    from fat2019.engine.training import BuiltModels
     from fat2019.engine.workspace import Workspace
 
 
-def predict_fold(ws: Workspace, member: Member, k: int, test: ClipData, model: keras.Model | None = None
-                 ) -> keras.Model:
-    """One unit: fold k's weights on its own validation clips and on the test clips, written
-    to fold<k>.oof.csv and fold<k>.test.csv. Returns the model (built when not given), to
-    reuse for the member's next fold."""
-    model = model or member.build(len(ws.classes))
+def predict_fold(ws: Workspace, member: Member, k: int, test: ClipData, model: keras.Model) -> None:
+    """One unit: fold k's weights, loaded into `model` (of the member's architecture), on its
+    own validation clips and on the test clips, written to fold<k>.oof.csv and fold<k>.test.csv."""
     _, val = ws.split(k)
     weights = file_sha256(layout.weights_path(member.folder, layout.fold_prefix(k)))
     for path, data in zip(layout.fold_predictions(member.folder, k), (val, test)):
@@ -48,7 +46,6 @@ def predict_fold(ws: Workspace, member: Member, k: int, test: ClipData, model: k
         write_predictions(path, data.fnames, ws.classes, scores)
     provenance.record_predictions(member.folder, k, weights)   # last: the fold is predicted
     print(f"{member.config.name} fold {k}: predicted {len(val)} out-of-fold and {len(test)} test clips")
-    return model
 
 
 def gather(ws: Workspace, folder, test: ClipData) -> None:
@@ -105,7 +102,9 @@ def refuse_stale(ws: Workspace) -> None:
                        + "\ntrain them again with train.py (it retrains stale folds), then rerun predict.py")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, built: BuiltModels | None = None) -> int:
+    """`built`: the models built by earlier units in this process (a warm Ray worker's),
+    to reuse; by default the ones this run builds."""
     parser = stage_parser(__doc__, seed=False)
     ray_scheduler.add_args(parser)
     argv = sys.argv[1:] if argv is None else argv
@@ -113,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     chosen = ray_scheduler.plan(parser, args)
     # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
     from fat2019.ensemble.predictor import Member, trained_folds
+    from fat2019.engine.training import BuiltModels
     from fat2019.engine.workspace import Workspace
 
+    built = built or BuiltModels()   # each architecture built once, its folds' weights loaded into it
     ws = Workspace(args, "predict", chosen)
     ws.use_precision()   # the models predict in the policy they were trained in
     refuse_stale(ws)
@@ -128,10 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     for model_cfg in ws.models:
         folder = ws.model_dir(model_cfg.name)
         member = Member(ws.profile.scale(model_cfg), folder, trained_folds(folder), model_cfg.weight)
-        model = None
         for k in ws.fold_numbers():
             if k in member.folds and (args.force or not layout.is_predicted(folder, k)):
-                model = predict_fold(ws, member, k, test, model)
+                predict_fold(ws, member, k, test, built.model(member.config, len(ws.classes), ws.strategy))
         missing = layout.missing_folds(folder, ws.profile.n_folds)
         if missing:
             incomplete.append(f"{model_cfg.name} folds {missing}")

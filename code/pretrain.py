@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import functools
 import sys
+from typing import TYPE_CHECKING
 
 from fat2019.cli import run_stage, stage_parser  # first: it quiets TensorFlow's C++ log lines before anything imports TensorFlow
 from fat2019 import config
 from fat2019.engine import ray_scheduler
 from fat2019 import layout
 from fat2019.util.progress import UnitProgress
+
+if TYPE_CHECKING:
+    from fat2019.engine import training
 
 
 def report_stale(models_dir: Path, weights: Path, before: str) -> None:
@@ -38,7 +42,9 @@ def report_stale(models_dir: Path, weights: Path, before: str) -> None:
               + "\n  ".join(stale))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, built: training.BuiltModels | None = None) -> int:
+    """`built`: the models built by earlier units in this process (a warm Ray worker's),
+    to reuse; by default the ones this run builds."""
     parser = stage_parser(__doc__, folds=False, trains=True)
     ray_scheduler.add_args(parser)
     argv = sys.argv[1:] if argv is None else argv
@@ -46,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     chosen = ray_scheduler.plan(parser, args)
     # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
     from fat2019 import provenance
-    from fat2019.nn.models import build_model
     from fat2019.engine import seeds, training
     from fat2019.engine.workspace import Workspace, unit_sizes
     from fat2019.util.digest import file_sha256
 
+    built = built or training.BuiltModels()
     ws = Workspace(args, "pretrain", chosen)
     ws.record_run()
     ws.use_precision()
@@ -91,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             progress.starting(f"{name} pretrain")
             seed = seeds.unit_seed(args.seed, name, layout.PRETRAIN)
-            with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
-                model, _ = training.start_state(lambda: build_model(model_cfg, len(ws.classes)), seed)
+            model = built.start(model_cfg, len(ws.classes), ws.strategy, seed, label=f"{name} pretrain")
             start = provenance.scratch("a noisy pretraining starts from the model's initial weights")
             summary = training.fit(model, noisy, curated, training.Schedule.pretrain(ws.profile, model_cfg),
                                    model_cfg.crop_samples, folder, layout.PRETRAIN, seed=seed,

@@ -28,6 +28,7 @@ from fat2019 import layout
 
 if TYPE_CHECKING:
     from fat2019 import config
+    from fat2019.engine import training
     from fat2019.engine.workspace import Workspace
 
 
@@ -96,7 +97,9 @@ def pending_units(ws: Workspace, folds: list[int]) -> dict[str, config.ModelConf
             if ws.args.force or not layout.is_finished(ws.model_dir(m.name), layout.fold_prefix(k))}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, built: training.BuiltModels | None = None) -> int:
+    """`built`: the models built by earlier units in this process (a warm Ray worker's),
+    to reuse; by default the ones this run builds."""
     parser = stage_parser(__doc__, trains=True)
     parser.add_argument("--from-scratch", action="store_true",
                         help="do not start from the noisy pretraining (the default when there is no noisy set)")
@@ -107,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     # imported once the options are parsed: --help stays free of TensorFlow/Keras (cli.py)
     from fat2019 import provenance
     from fat2019.data.dataset import NOISY_CSV
-    from fat2019.nn.models import build_model
     from fat2019.engine import seeds, training
     from fat2019.engine.workspace import Workspace, unit_sizes
 
+    built = built or training.BuiltModels()   # each architecture built once, restored per fold
     ws = Workspace(args, "train", chosen)
     ws.record_run()
     ws.use_precision()
@@ -131,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
         folder = ws.model_dir(model_cfg.name)
         pretrained = pretrained_start(ws, model_cfg, use_pretrained)
         started_from = provenance.pretraining(ws.paths.models, pretrained) if use_pretrained else provenance.scratch(why)
-        model = None  # built once per model and reused across folds (training.start_state)
         for k in folds:
             prefix = layout.fold_prefix(k)
             label = f"{model_cfg.name} fold {k}"
@@ -147,13 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 progress.starting(label)
                 seed = seeds.unit_seed(args.seed, model_cfg.name, prefix)
-                with ws.strategy.scope():  # its variables, the optimizer's too, on every replica
-                    fresh, start = training.start_state(lambda: build_model(model_cfg, len(ws.classes)), seed,
-                                                        pretrained if use_pretrained else None)
-                if model is None:
-                    model = fresh
-                else:
-                    training.restore(model, start)
+                model = built.start(model_cfg, len(ws.classes), ws.strategy, seed,
+                                    pretrained if use_pretrained else None, label=label)
                 train, val = ws.split(k)
                 summary = training.fit(model, train, val, training.Schedule.curated(ws.profile, model_cfg),
                                        model_cfg.crop_samples, folder, prefix, seed=seed,

@@ -29,7 +29,7 @@ import features
 import pretrain
 import train
 from fat2019 import layout
-from fat2019.engine import ray_scheduler
+from fat2019.engine import ray_scheduler, training
 from fat2019.engine.ray_scheduler import Plan, Unit
 from fat2019.cli import stage_parser
 from fat2019.util import locks
@@ -223,7 +223,7 @@ def test_a_node_without_the_shared_folders_fails_at_once_naming_itself(cluster, 
 # a driver of fake units on the cluster, killed by the test
 DRIVER = """import sys, pathlib
 sys.path.insert(0, {code!r})
-from fat2019.engine import ray_scheduler
+from fat2019.engine import ray_scheduler, training
 out = pathlib.Path(sys.argv[1])
 units = [ray_scheduler.Unit(f"fold {{k}}", [sys.executable, str(out / "fake_unit.py"), str(out), f"fold{{k}}"],
                             out / f"fold{{k}}.log", (out / f"fold{{k}}.done").exists) for k in range(3)]
@@ -491,3 +491,83 @@ def test_warm_workers_serve_unit_after_unit_bit_exact_and_a_crashed_worker_resum
             assert mine.keys() == theirs.keys() and all(np.array_equal(mine[n], theirs[n]) for n in mine), (name, k)
     print(f"warm workers: killed worker pid {pid} during {crashed[0]} fold {crashed[1]};",
           "\n".join(line for line in console.splitlines() if "done in" in line or "started" in line))
+
+
+# stage scripts for a warm worker: an ordinary Python error, then a unit that says what the worker kept
+BOOM_STAGE = """def main(argv, built=None):
+    raise ValueError("an ordinary error in a unit")
+"""
+AFTER_STAGE = """import pathlib
+def main(argv, built=None):
+    pathlib.Path(argv[0]).write_text(str(len(built.models)))
+    return 0
+"""
+# A warm worker's RSS after its 6th unit against its 4th (MiB), once each model was built
+# and reused once. Measured on this 2-core CPU (tiny models, TensorFlow), units of folds of
+# one size: a model's first reuse adds 30-60 MiB once (its start state is built beside it:
+# the allocator's high-water mark); from then on a unit adds 0-3 MiB. Building a model
+# adds about 140 MiB, so a unit that left its model, or its traced functions, behind
+# would pass the margin. (Folds of other sizes add a trace per new batch shape, bounded:
+# Keras relaxes the shapes after the second; the old rebuild-per-unit grew as much.)
+RSS_MARGIN_MB = 25
+
+
+def test_one_warm_worker_builds_each_model_once_same_weights_flat_memory_and_serves_after_an_error(
+        data, tmp_path, capsys, no_backend_hiding):
+    """Folds 0, 1, 2 (of 5 alike: 8 training clips, 2 validation clips each) of two models,
+    alternating, then a unit that raises, then one more, all on ONE warm worker (a local
+    Ray with one pretend GPU), in that order. Each model is built by its fold 0 and reused
+    by its folds 1 and 2 (their logs say so; the worker reports 2 models built); every fold
+    equals the same fold trained in one process, and the reused ones equal the same fold
+    trained first in a fresh process; the worker's memory after its 6th unit is within
+    RSS_MARGIN_MB of its 4th; the error fails its unit only, and the worker then forgets
+    its models and serves the next unit."""
+    epochs, names, folds = 2, ["v1mix", "se"], (0, 1, 2)
+    models = tmp_path / "warm"
+    models.mkdir()
+
+    def args_of(models: Path) -> list[str]:
+        return [arg.replace("n_folds=2", "n_folds=5") for arg in stage_args(data, models, epochs)] + ["--from-scratch"]
+    options = args_of(models)
+    units = [ray_scheduler.stage_unit(f"{name} fold {k}", str(CODE / "train.py"), options, name, k,
+                                      layout.log_path(models / name, f"fold{k}"),
+                                      lambda name=name, k=k: layout.is_finished(models / name, f"fold{k}"),
+                                      needs=(models,), lock=layout.lock_path(models / name, f"fold{k}"),
+                                      record=layout.run_json(models))
+             for k in folds for name in names]
+    for stage, text in (("boom", BOOM_STAGE), ("after", AFTER_STAGE)):
+        script = tmp_path / f"{stage}_stage.py"
+        script.write_text(text)
+        done = tmp_path / f"{stage}.out"
+        units.append(Unit(stage, [sys.executable, str(script), str(done)], tmp_path / f"{stage}.log", done.is_file,
+                          script=str(script)))
+    outcome = ray_scheduler.run(units, Plan(gpus=1, pretend=True), "train")
+    assert outcome.failed == ["boom"] and len(outcome.done) == 7, outcome
+    # the driver's line per finished unit: its worker, the worker's count of units, memory and built models
+    done = {m["label"]: m for m in re.finditer(
+        r"\] (?P<label>[\w ]+): done in \d+ s \(warm worker pid (?P<pid>\d+), its unit (?P<unit>\d+), "
+        r"(?P<rss>\d+) MiB, (?P<built>\d+) model\(s\) built\)", capsys.readouterr().out)}
+    runs = [done[unit.label] for unit in units if unit.label != "boom"]
+    print("warm worker RSS after each unit (MiB):", [run["rss"] for run in runs])
+    assert len({run["pid"] for run in runs}) == 1 and [int(run["unit"]) for run in runs] == [1, 2, 3, 4, 5, 6, 8]
+    assert [int(run["built"]) for run in runs] == [1, 2, 2, 2, 2, 2, 0] and (tmp_path / "after.out").read_text() == "0"
+    assert "ValueError: an ordinary error in a unit" in (tmp_path / "boom.log").read_text()
+    for name in names:
+        logs = [layout.log_path(models / name, f"fold{k}").read_text() for k in folds]
+        assert training.REUSED not in logs[0]
+        assert all(f"{name} fold {k}: {training.REUSED}" in logs[k] for k in folds[1:])
+    assert int(runs[5]["rss"]) <= int(runs[3]["rss"]) + RSS_MARGIN_MB
+
+    one, fresh = tmp_path / "one_process", tmp_path / "fresh"
+    assert train.main([*args_of(one), "--models", *names, "--folds", *map(str, folds)]) == 0
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, str(CODE / "train.py"), *args_of(fresh), "--models", *names, "--folds", "2"],
+                         env=env, cwd=CODE.parent, capture_output=True, text=True, timeout=LIMIT_S)
+    assert run.returncode == 0 and training.REUSED not in run.stdout, run.stdout + run.stderr
+    for name in names:
+        for k, references in ((0, (one,)), (1, (one,)), (2, (one, fresh))):
+            mine = weight_arrays(layout.weights_path(models / name, f"fold{k}"))
+            for reference in references:
+                theirs = weight_arrays(layout.weights_path(reference / name, f"fold{k}"))
+                assert mine.keys() == theirs.keys() and all(np.array_equal(mine[n], theirs[n]) for n in mine), \
+                    (name, k, reference.name)

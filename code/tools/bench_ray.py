@@ -1,15 +1,17 @@
 """What Ray's scheduling costs: the demo's train.py on one model (v1mix, from scratch, its
-3 folds) run three times on the same data: in one process, with `--gpus 2 --ray-workers
+folds) run three times on the same data: in one process, with `--gpus 2 --ray-workers
 fresh` (each unit a new process) and with `--gpus 2` (warm workers: one long-lived
-process per GPU running unit after unit), both on pretend GPUs on a machine without one.
-Per unit: the seconds from submission until its task started, and until the fold started
-training (Python, the backend's import, the data, the model), against its epochs' time.
-Prints a Markdown section for BENCHMARKS.md.
+process per GPU running unit after unit, reusing the model it built), both on pretend
+GPUs on a machine without one. Per unit: the seconds from submission until its task
+started, and until the fold started training (Python, the backend's import, the data),
+its first epoch's excess over its last (building and tracing the model's functions), and
+the overhead in all (the task's time less its epochs at the last epoch's pace) against
+its epochs. Prints a Markdown section for BENCHMARKS.md.
 
     .venv/bin/python code/tools/bench_ray.py                     # makes the demo data if needed
-    .venv/bin/python code/tools/bench_ray.py --work /tmp/bench_ray --epochs 3
+    .venv/bin/python code/tools/bench_ray.py --work /tmp/bench_ray --epochs 2 --folds 4
 
-Takes about 15 minutes on an idle 2-core CPU (three demo trainings of 3 folds).
+Takes about 10 minutes on 2 shared cores with `--epochs 2 --folds 4` (BENCHMARKS.md, "Ray").
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the library, fat2019, is in code/
 
-from fat2019 import cli
+from fat2019 import cli, config
+from fat2019.util import machine
 import argparse
 import os
 import re
@@ -45,14 +48,14 @@ def run(command: list[str], log: Path) -> float:
     return time.perf_counter() - began
 
 
-def epoch_seconds(text: str) -> dict[str, int]:
-    """unit -> the sum of its epochs' seconds, from a training log."""
-    sums: dict[str, int] = {}
+def epoch_seconds(text: str) -> dict[str, list[int]]:
+    """unit -> its epochs' seconds (whole seconds, as the epoch lines print them), from a training log."""
+    epochs: dict[str, list[int]] = {}
     for line in text.splitlines():
         m = EPOCH_LINE.match(line.strip())
         if m:
-            sums[m["unit"]] = sums.get(m["unit"], 0) + int(m["seconds"])
-    return sums
+            epochs.setdefault(m["unit"], []).append(int(m["seconds"]))
+    return epochs
 
 
 def seconds_of(clock: str) -> int:
@@ -61,18 +64,20 @@ def seconds_of(clock: str) -> int:
     return 3600 * h + 60 * m + sec
 
 
-def units(folder: Path) -> list[tuple]:
-    """Per fold of a --gpus run: (fold, worker's unit number or None, submission -> task
-    start, submission -> training, task, its epochs)."""
+def units(folder: Path, folds: int) -> list[tuple]:
+    """Per fold of a --gpus run: (fold, worker's unit number or None, whether it reused a
+    built model, submission -> task start, submission -> training, task, its epochs' seconds)."""
+    from fat2019.engine.training import REUSED   # here: --help stays free of Keras
     rows = []
-    for k in range(3):
+    for k in range(folds):
         text = (folder / "v1mix" / f"fold{k}.log").read_text()
         header = next(m for m in map(HEADER.match, text.splitlines()) if m)
         training = next(m for m in map(TRAINING.match, text.splitlines()) if m)
         after = float(header["after"])
         to_training = after + seconds_of(training["clock"]) - seconds_of(header["clock"])
         took = next(float(m["seconds"]) for m in map(EXIT.match, text.splitlines()) if m)
-        rows.append((k, header["served"], after, to_training, took, epoch_seconds(text)[f"v1mix fold {k}"]))
+        rows.append((k, header["served"], REUSED in text, after, to_training, took,
+                     epoch_seconds(text)[f"v1mix fold {k}"]))
     return rows
 
 
@@ -81,6 +86,8 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_ray"), help="scratch folder (default %(default)s)")
     parser.add_argument("--data-dir", type=Path, help="demo data with its feature cache (default: made in --work)")
     parser.add_argument("--epochs", type=int, help="epochs per fold (default: the demo profile's)")
+    parser.add_argument("--folds", type=int, default=3, help="folds (default %(default)s, the demo profile's): "
+                                                              "with 2 workers, all but 2 are a worker's later unit")
     args = parser.parse_args()
     py = sys.executable
     data = args.data_dir or args.work / "demo"
@@ -91,7 +98,7 @@ def main() -> int:
         run([py, str(CODE / "features.py"), "--data-dir", str(data), "--profile", "demo", "--sets", "curated"],
             args.work / "features.log")
     common = [py, str(CODE / "train.py"), "--profile", "demo", "--data-dir", str(data), "--models", "v1mix",
-              "--from-scratch", *(["--set", f"epochs={args.epochs}"] if args.epochs else [])]
+              "--from-scratch", "--set", f"n_folds={args.folds}", *([f"epochs={args.epochs}"] if args.epochs else [])]
     load = os.getloadavg()
     one = run([*common, "--models-dir", str(args.work / "one")], args.work / "one.log")
     fresh = run([*common, "--models-dir", str(args.work / "fresh"), "--gpus", "2", "--ray-workers", "fresh"],
@@ -100,16 +107,23 @@ def main() -> int:
     load = [max(a, b) for a, b in zip(load, os.getloadavg())]
 
     in_process = epoch_seconds((args.work / "one.log").read_text())
-    print("| workers | fold | worker's unit | submission -> task start (s) | submission -> training (s) | task (s) "
-          "| its epochs (s) | overhead / epochs | epochs in one process (s) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    demo_epochs = config.PROFILES["demo"].epochs
+    print("| workers | fold | worker's unit | reused a built model | submission -> task start (s) "
+          "| submission -> training (s) | first epoch - last epoch (s) | task (s) | its epochs (s) "
+          "| overhead (s) | overhead / its epochs | overhead / a demo fold's epochs | epochs in one process (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in ("fresh", "warm"):
-        for k, served, after, to_training, took, epochs in units(args.work / name):
-            print(f"| {name} | {k} | {served or '-'} | {after:.2f} | {to_training:.0f} | {took:.0f} | {epochs} "
-                  f"| {(took - epochs) / epochs:.0%} | {in_process[f'v1mix fold {k}']} |")
-    print("\n" + f"train.py --models v1mix --from-scratch (demo, 3 folds): one process {one:.0f} s, --gpus 2 fresh "
-          f"{fresh:.0f} s ({one / fresh:.2f}x), --gpus 2 warm {warm:.0f} s ({one / warm:.2f}x); load average during "
-          f"the runs up to {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores")
+        for k, served, reused, after, to_training, took, epochs in units(args.work / name, args.folds):
+            # everything but its epochs at the pace of the last one, which traces nothing
+            overhead = took - len(epochs) * epochs[-1]
+            print(f"| {name} | {k} | {served or '-'} | {'yes' if reused else 'no'} | {after:.2f} | {to_training:.0f} "
+                  f"| {epochs[0] - epochs[-1]} | {took:.1f} | {sum(epochs)} | {overhead:.1f} "
+                  f"| {overhead / sum(epochs):.0%} | {overhead / (demo_epochs * epochs[-1]):.0%} "
+                  f"| {sum(in_process[f'v1mix fold {k}'])} |")
+    print("\n" + f"train.py --models v1mix --from-scratch (demo, {args.folds} folds): one process {one:.0f} s, "
+          f"--gpus 2 fresh {fresh:.0f} s ({one / fresh:.2f}x), --gpus 2 warm {warm:.0f} s ({one / warm:.2f}x); "
+          f"load average during the runs up to {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} "
+          f"cores; {machine.summary()}")
     return 0
 
 

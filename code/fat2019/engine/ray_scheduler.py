@@ -359,11 +359,14 @@ class UnitWorker:
     """A warm worker (a Ray actor holding one GPU): runs unit after unit in its own
     process, so Python, the backend and its compiled kernels are loaded once per GPU, not
     once per unit. It takes the driver's RESULT_VARIABLES before any backend is imported,
-    runs each unit as the stage's `main` on that unit (output to the unit's log, at the
-    file descriptors too), and frees what the unit held afterwards (Keras' session, the
-    garbage). A unit's Python error fails that unit only; a crash of the process (a
-    segfault, an OOM kill) or of its node makes Ray start a fresh worker and run the
-    unit again, which resumes at its next epoch."""
+    and runs each unit as the stage's `main(argv, built=...)` on that unit (output to the
+    unit's log, at the file descriptors too). `built` (training.BuiltModels) keeps the
+    models its units built, so a later unit of the same architecture only restores its
+    start state into one, as the one-process stages do; everything else a unit held is
+    garbage afterwards. A unit's Python error fails that unit only, and the worker then
+    forgets its models and clears Keras' session, so nothing a failed unit left behind
+    reaches the next; a crash of the process (a segfault, an OOM kill) or of its node makes
+    Ray start a fresh worker and run the unit again, which resumes at its next epoch."""
 
     def __init__(self, code: str, result_env: dict, pretend: bool, niceness: int):
         import ray
@@ -379,6 +382,7 @@ class UnitWorker:
         except PermissionError:
             pass
         self.served = 0
+        self.built = None   # training.BuiltModels, made by the first unit (it imports the backend)
 
     def run(self, spec: dict) -> dict:
         import ray
@@ -407,19 +411,23 @@ class UnitWorker:
                 # compiled programs kept beside the run: a restarted worker, or another node, loads them
                 import jax
                 jax.config.update("jax_compilation_cache_dir", spec["jax_cache"])
-            rc = self.call_stage(spec["script"], spec["command"][2:], out)
+            if self.built is None:
+                from fat2019.engine.training import BuiltModels
+                self.built = BuiltModels()
+            rc = self.call_stage(spec["script"], spec["command"][2:], out, self.built)
             self.served += 1
             ended = time.time()
             out.write(f"=== {stamp()} {label}: exit code {rc} after {ended - started:.1f} s\n")
         return {"rc": rc, "node": node, "node_id": self.node_id, "attempt": attempt,
                 "gpu": os.environ["CUDA_VISIBLE_DEVICES"], "ray_gpu": ray.get_gpu_ids(), "notes": notes,
                 "submitted": spec["submitted"], "started": started, "ended": ended, "worker_pid": os.getpid(),
-                "served": self.served, "rss_mb": resident_mb()}
+                "served": self.served, "rss_mb": resident_mb(), "built": len(self.built.models)}
 
     @staticmethod
-    def call_stage(script: str, argv: list[str], out) -> int:
-        """The stage's main(argv) in this process, its output (Python's and the C++
-        libraries') in `out`; its exit code. Frees the unit's Keras state afterwards."""
+    def call_stage(script: str, argv: list[str], out, built) -> int:
+        """The stage's main(argv, built=built) in this process, its output (Python's and
+        the C++ libraries') in `out`; its exit code. Afterwards the unit's garbage is
+        collected; after a failed unit, `built` is emptied and Keras' session cleared."""
         import gc
         import importlib
         import traceback
@@ -435,8 +443,9 @@ class UnitWorker:
         os.dup2(out.fileno(), 1)
         os.dup2(out.fileno(), 2)
         sys.stdout = sys.stderr = out
+        rc = 1
         try:
-            rc = cli.call(module.main, argv)
+            rc = cli.call(functools.partial(module.main, built=built), argv)
         except SystemExit as e:
             rc = e.code if isinstance(e.code, int) else 1
         except Exception:   # an ordinary error fails this unit; the worker serves the next one
@@ -449,8 +458,10 @@ class UnitWorker:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+            # kept models keep their traced functions: clear_session would drop JAX's (jax.clear_caches)
             keras = sys.modules.get("keras")
-            if keras is not None:
+            if rc != 0 and keras is not None:
+                built.models.clear()
                 keras.backend.clear_session()
             gc.collect()
         return rc
@@ -624,8 +635,8 @@ def report(job: Submitted, record: dict | None, error: BaseException | None) -> 
               + "\n".join("    " + line for line in tail.splitlines()), file=sys.stderr, flush=True)
         return "failed"
     if job.unit.is_done():
-        warm = (f" (warm worker pid {record['worker_pid']}, its unit {record['served']}, {record['rss_mb']:.0f} MiB)"
-                if "worker_pid" in record else "")
+        warm = (f" (warm worker pid {record['worker_pid']}, its unit {record['served']}, {record['rss_mb']:.0f} MiB, "
+                f"{record['built']} model(s) built)" if "worker_pid" in record else "")
         print(f"{at}: done in {took:.0f} s{again}{warm}", flush=True)
         return "done"
     # exited cleanly without finishing: another run holds the unit (its log says who)

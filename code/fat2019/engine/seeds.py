@@ -28,10 +28,27 @@ def epoch_seed(unit: int, epoch: int) -> int:
     return unit_seed(unit, "epoch", str(epoch))
 
 
-def reset_global_generators(seed: int) -> None:
+def reset_global_generators(seed: int, *, tensorflow: bool = True) -> None:
     """Python's `random`, numpy's global generator, the backend's and Keras' global
-    SeedGenerator, all from `seed`: at the start of a unit, before its model is built."""
-    keras.utils.set_random_seed(seed)
+    SeedGenerator, all from `seed`: at the start of a unit, before its model is built.
+
+    `tensorflow=False` leaves TensorFlow's global seed as it is, for a unit whose model
+    the process has already built (training.BuiltModels): setting it clears TF's kernel
+    caches, so that model's train and predict functions would be instantiated again
+    (seconds per unit, the cost reuse saves). The unit's results are the same: initial
+    weights draw from Keras' SeedGenerator, and nothing in an epoch draws from TF's seed
+    (reset_epoch_generators); tests/test_ray.py compares such units with fresh processes."""
+    if tensorflow:
+        keras.utils.set_random_seed(seed)
+        return
+    # keras.utils.set_random_seed without tf.random.set_seed (Keras 3's own global state)
+    from keras.src.backend.common import global_state
+    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+    from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def reset_epoch_generators(seed: int) -> None:

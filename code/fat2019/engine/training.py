@@ -46,7 +46,7 @@ from fat2019.data.batches import ClipData, TrainBatches, predict_tta
 from fat2019.config import ModelConfig, Profile
 from fat2019.run_record import RunRecordError
 from fat2019.eval.metrics import lrap, lwlrap
-from fat2019.nn.models import load_weights
+from fat2019.nn.models import build_model, load_weights
 from fat2019.util.digest import file_sha256
 from fat2019.util.progress import Progress
 
@@ -356,14 +356,16 @@ def check_crop(model: keras.Model, crop_samples: int, path: Path) -> None:
                            f"with another duration; resume it with that one, or --force to restart it")
 
 
-def start_state(build, seed: int, pretrained: Path | None = None) -> tuple[keras.Model, tuple[list, list]]:
+def start_state(build, seed: int, pretrained: Path | None = None, *,
+                tensorflow_seed: bool = True) -> tuple[keras.Model, tuple[list, list]]:
     """A unit's starting point, from its own seed: a model built by `build()` after
     reseeding the global generators (so its initial weights depend on the unit alone),
     with `pretrained` weights loaded when given, and its optimizer freshly built.
     Returns the model and its (weights, optimizer state) snapshot, for `restore` into an
     already-traced model of the same architecture: reusing one model across folds saves
-    tracing its functions again (seconds per fold on a CPU; most of a demo fold)."""
-    seeds.reset_global_generators(seed)
+    tracing its functions again (seconds per fold on a CPU; most of a demo fold); for such
+    a unit `tensorflow_seed=False` (seeds.reset_global_generators)."""
+    seeds.reset_global_generators(seed, tensorflow=tensorflow_seed)
     model = build()
     if pretrained is not None:
         load_weights(model, pretrained)
@@ -376,3 +378,51 @@ def restore(model: keras.Model, state: tuple[list, list]) -> None:
     model.set_weights(weights)
     for variable, value in zip(model.optimizer.variables, optimizer_state):
         variable.assign(value)
+
+
+REUSED = "reusing the model built for an earlier unit in this process: its start state restored, nothing traced again"
+
+
+class BuiltModels:
+    """The models a process has built, one per architecture (`architecture`), kept for the
+    units that follow: a unit whose architecture is already built restores its own start
+    state into that model (`restore`) instead of training a new one, whose train and predict
+    functions would be traced (compiled, on a GPU) again: seconds per unit. A stage's main
+    keeps one for its run; a warm Ray worker keeps one for every unit it serves
+    (ray_scheduler.UnitWorker) and passes it to the stage. A stage has a few architectures
+    (the zoo's six at most), so all are kept."""
+
+    def __init__(self):
+        self.models: dict[tuple, keras.Model] = {}
+
+    def start(self, model_cfg: ModelConfig, n_classes: int, strategy, seed: int,
+              pretrained: Path | None = None, *, label: str) -> keras.Model:
+        """The unit `label`'s model in its start state, exactly as a fresh process makes it
+        (`start_state`); says so when it is one built for an earlier unit."""
+        key = architecture(model_cfg, n_classes, strategy)
+        with strategy.scope():  # its variables, the optimizer's too, on every replica
+            fresh, state = start_state(lambda: build_model(model_cfg, n_classes), seed, pretrained,
+                                       tensorflow_seed=key not in self.models)
+        model = self.models.setdefault(key, fresh)
+        if model is not fresh:
+            restore(model, state)
+            print(f"{label}: {REUSED}", flush=True)
+        return model
+
+    def model(self, model_cfg: ModelConfig, n_classes: int, strategy) -> keras.Model:
+        """A model of the architecture, in whatever state its last unit left it (for
+        predictions, which load their weights)."""
+        key = architecture(model_cfg, n_classes, strategy)
+        if key not in self.models:
+            with strategy.scope():
+                self.models[key] = build_model(model_cfg, n_classes)
+        return self.models[key]
+
+
+def architecture(model_cfg: ModelConfig, n_classes: int, strategy) -> tuple:
+    """What decides a built model and its traced functions: the model's config as the
+    profile scaled it (widths, crop length, front end, lr), the number of classes, the
+    backend, the dtype policy (--mixed-precision) and the strategy whose devices hold its
+    variables (on TensorFlow the strategy itself: the default one is one per process)."""
+    where = strategy if distribute.backend() == "tensorflow" else type(strategy).__name__
+    return (model_cfg, n_classes, keras.backend.backend(), keras.mixed_precision.global_policy().name, where)
