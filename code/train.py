@@ -92,9 +92,15 @@ def train_on_ray(ws: Workspace, options: list[str], chosen: ray_scheduler.Plan, 
 
 
 def pending_units(ws: Workspace, folds: list[int]) -> dict[str, config.ModelConfig]:
-    """The folds this run will train, each label with its scaled model (for the overall progress)."""
+    """The folds this run will train, each label with its scaled model (for the overall
+    progress): unfinished, stale (started from a pretraining since replaced) or --force."""
+    from fat2019 import provenance
+
+    def pending(folder, prefix):
+        return (ws.args.force or not layout.is_finished(folder, prefix)
+                or bool(provenance.stale_start(ws.paths.models, folder, prefix)))
     return {f"{m.name} fold {k}": ws.profile.scale(m) for m in ws.models for k in folds
-            if ws.args.force or not layout.is_finished(ws.model_dir(m.name), layout.fold_prefix(k))}
+            if pending(ws.model_dir(m.name), layout.fold_prefix(k))}
 
 
 def main(argv: list[str] | None = None, built: training.BuiltModels | None = None) -> int:

@@ -97,6 +97,7 @@ def test_a_pretraining_redone_with_force_makes_its_folds_stale(pipeline, capsys)
         assert f"v1mix fold {k}: {w} was trained from {pretrained}" in out and "training it again" in out
         summary = json.loads((folder / f"fold{k}.json").read_text())
         assert summary["started_from"]["sha256"] == file_sha256(pretrained)
+    assert "train: 2/2 units done" in out   # the stale folds are counted in the progress from the start
     assert predict.main(common) == 0   # the retrained folds' predictions are redone
     out = capsys.readouterr().out
     assert "v1mix fold 0: predicted" in out and "v1mix fold 1: predicted" in out

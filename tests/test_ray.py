@@ -9,6 +9,7 @@ TensorFlow unimportable (issue 18), and a fold that another run holds."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -529,11 +530,12 @@ def test_one_warm_worker_builds_each_model_once_same_weights_flat_memory_and_ser
     def args_of(models: Path) -> list[str]:
         return [arg.replace("n_folds=2", "n_folds=5") for arg in stage_args(data, models, epochs)] + ["--from-scratch"]
     options = args_of(models)
-    units = [ray_scheduler.stage_unit(f"{name} fold {k}", str(CODE / "train.py"), options, name, k,
-                                      layout.log_path(models / name, f"fold{k}"),
-                                      lambda name=name, k=k: layout.is_finished(models / name, f"fold{k}"),
-                                      needs=(models,), lock=layout.lock_path(models / name, f"fold{k}"),
-                                      record=layout.run_json(models))
+    # model=None: no placement by model (next_for), so the worker takes them in this order, the two
+    # models alternating: each reuse follows the other model's unit (which set TF's seed)
+    units = [dataclasses.replace(ray_scheduler.stage_unit(
+                 f"{name} fold {k}", str(CODE / "train.py"), options, name, k, layout.log_path(models / name, f"fold{k}"),
+                 lambda name=name, k=k: layout.is_finished(models / name, f"fold{k}"), needs=(models,),
+                 lock=layout.lock_path(models / name, f"fold{k}"), record=layout.run_json(models)), model=None)
              for k in folds for name in names]
     for stage, text in (("boom", BOOM_STAGE), ("after", AFTER_STAGE)):
         script = tmp_path / f"{stage}_stage.py"
@@ -571,3 +573,17 @@ def test_one_warm_worker_builds_each_model_once_same_weights_flat_memory_and_ser
                 theirs = weight_arrays(layout.weights_path(reference / name, f"fold{k}"))
                 assert mine.keys() == theirs.keys() and all(np.array_equal(mine[n], theirs[n]) for n in mine), \
                     (name, k, reference.name)
+
+
+def test_a_free_warm_worker_gets_the_next_unit_of_a_model_it_has_built(tmp_path):
+    """next_for: the first queued unit of a model the worker has built, else the head of
+    the queue (units without a model, such as fake units, keep the queue's order)."""
+    def unit(model, k):
+        return (ray_scheduler.stage_unit(f"{model} fold {k}", __file__, [], model, k, tmp_path / "log",
+                                         lambda: False), {})
+    queue = [unit("v1mix", 2), unit("se", 0), unit("max3exam", 0), unit("se", 1)]
+    assert ray_scheduler.next_for(queue, {"se"}) == 1
+    assert ray_scheduler.next_for(queue, {"max3exam", "v1mix"}) == 0
+    assert ray_scheduler.next_for(queue, {"max3exam"}) == 2
+    assert ray_scheduler.next_for(queue, set()) == 0
+    assert ray_scheduler.next_for([(Unit("fake", [], tmp_path / "log", lambda: False), {})], {None}) == 0

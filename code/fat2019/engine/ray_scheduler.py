@@ -198,6 +198,7 @@ class Unit:
     record: Path | None = None      # the run's record (models/run.json), checked by the task
     clear: Callable[[], None] | None = None   # forgets the unit's finished work (the driver's --force)
     script: str | None = None       # the stage script and its arguments, for a warm worker (command[1:])
+    model: str | None = None        # the zoo model it trains or predicts (a warm worker keeps it built)
 
 
 def stage_unit(label: str, script: str, options: list[str], model: str, fold: int | None, log: Path,
@@ -206,7 +207,7 @@ def stage_unit(label: str, script: str, options: list[str], model: str, fold: in
     own = ["--models", model, *(["--folds", str(fold)] if fold is not None else [])]
     script = str(Path(script).resolve())
     return Unit(label, [sys.executable, script, *options, *own], log, is_done, tuple(needs), lock, record, clear,
-                script)
+                script, model)
 
 
 @dataclass
@@ -739,11 +740,15 @@ def submit_units(ray, chosen: Plan, gpus: int, queue: list[tuple[Unit, dict]], r
     """Submit the queued (unit, spec)s, adding each to `jobs`: with warm workers, one
     worker per GPU (at most one per unit) given its first unit; else every unit as a task
     of its own. Returns `submit(worker)`, which gives a warm worker that is free the next
-    queued unit (None when the queue is empty)."""
+    queued unit of a model it has built, else the next (None when the queue is empty)."""
+    built: dict[int, set] = {}   # per warm worker, the models of the units it was given
+
     def submit(worker=None) -> Submitted | None:
         if not queue:
             return None
-        unit, spec = queue.pop(0)
+        unit, spec = queue.pop(0 if worker is None else next_for(queue, built.setdefault(id(worker), set())))
+        if worker is not None:
+            built[id(worker)].add(unit.model)
         spec["submitted"] = time.time()
         ref = worker.run.remote(spec) if worker is not None else task.remote(spec)
         return Submitted(unit, ref, log_size(unit.log), spec["submitted"], worker=worker)
@@ -761,6 +766,12 @@ def submit_units(ray, chosen: Plan, gpus: int, queue: list[tuple[Unit, dict]], r
         while queue:
             jobs.append(submit())
     return submit
+
+
+def next_for(queue: list[tuple[Unit, dict]], built: set) -> int:
+    """The queue position of the unit a free warm worker gets: the first of a model it has
+    already built (it restores that model, with nothing to build or trace), else the first."""
+    return next((i for i, (unit, _) in enumerate(queue) if unit.model is not None and unit.model in built), 0)
 
 
 def stop_units(ray, jobs: list[Submitted]) -> None:
