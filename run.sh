@@ -73,6 +73,6 @@ echo "=== all stages done in $((took / 60)) min $((took % 60)) s (profile $PROFI
 if [ "$PROFILE" = demo ]; then   # ensemble.py printed the machine: line; its level picks the reference row
     (cd code && "$PY" -m fat2019.eval.reference_digits --data-dir "../$3" --submissions-dir "../$1" --options "$OPTIONS")
 fi
-echo "results: $1/submission.csv (stacker), $1/average.csv (weighted average), $1/report.png"
+echo "results: $1/submission.csv (the --combine choice, stacker by default); every combination: $1/stacker.csv, average.csv, fitted.csv; $1/report.png"
 echo "         per model: $2/<model>/oof.csv, test.csv, report.png"
 echo "         where the out-of-fold predictions lose: $PY code/inspect_oof.py --profile $PROFILE"
