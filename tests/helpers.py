@@ -202,3 +202,13 @@ def weight_arrays(path: Path) -> dict:
     with h5py.File(path, "r") as f:
         f.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
     return arrays
+
+
+def assert_same_weights(a: Path, b: Path) -> int:
+    """Two weights files hold the same arrays, bit for bit (a real model's: more than 10);
+    returns how many."""
+    x, y = weight_arrays(a), weight_arrays(b)
+    assert x.keys() == y.keys() and len(x) > 10, (a, b)
+    different = [n for n in x if not np.array_equal(x[n], y[n])]
+    assert different == [], f"{a} and {b}: {len(different)} weight arrays differ, e.g. {different[:3]}"
+    return len(x)

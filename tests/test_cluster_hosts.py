@@ -18,12 +18,10 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -32,7 +30,7 @@ from cluster_hosts import Hosts, why_no_namespaces
 from fat2019 import layout
 from fat2019.engine import ray_scheduler
 from fat2019.util import locks
-from helpers import make_dataset, weight_arrays
+from helpers import assert_same_weights, make_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "clusters.md"
@@ -246,14 +244,13 @@ def test_a_host_killed_mid_fold_costs_one_epoch_and_changes_nothing(workers, dat
     done = c.hosts.run("head", f"exec .venv/bin/python code/train.py {' '.join(stage(data, reference, epochs))}",
                        DRIVER_ENV, timeout=LIMIT_S)
     assert done.returncode == 0, done.stdout + done.stderr
-    for k in (0, 1):
-        mine, theirs = (weight_arrays(layout.weights_path(m / "v1mix", f"fold{k}")) for m in (models, reference))
-        assert mine.keys() == theirs.keys() and all(np.array_equal(mine[n], theirs[n]) for n in mine), k
+    arrays = [assert_same_weights(*(layout.weights_path(m / "v1mix", f"fold{k}") for m in (models, reference)))
+              for k in (0, 1)]
     pd.testing.assert_frame_equal(pd.read_csv(folder / layout.HISTORY_CSV),
                                   pd.read_csv(reference / "v1mix" / layout.HISTORY_CSV))
     print(f"host {host} killed ({len(killed)} processes) after fold {lost}'s epoch {checkpointed}; "
           f"{resumed[0].strip()}\n" + "\n".join(line for line in console.splitlines() if "fold" in line or "lock" in line)
-          + f"\nweights of folds 0 and 1 equal the one-process JAX run's ({len(mine)} arrays each); history.csv equal")
+          + f"\nweights of folds 0 and 1 equal the one-process JAX run's ({arrays[0]} arrays each); history.csv equal")
 
     # the record says jax: a driver on another backend is refused before anything runs
     out = tmp_path / "tf.out"

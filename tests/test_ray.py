@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import re
-import textwrap
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from fat2019.engine import ray_scheduler, training
 from fat2019.engine.ray_scheduler import Plan, Unit
 from fat2019.cli import stage_parser
 from fat2019.util import locks
-from helpers import make_dataset, weight_arrays
+from helpers import assert_same_weights, make_dataset
 
 CODE = Path(__file__).resolve().parent.parent / "code"
 TINY = ["n_folds=2", "width=0.0625", "duration=0.5", "lr_milestones=1", "batch_size=8", "predict_batch_size=8",
@@ -375,14 +374,13 @@ def test_a_node_lost_mid_fold_costs_one_epoch_and_changes_nothing(cluster, data,
 
     reference = tmp_path / "one_process"
     assert train.main([*stage_args(data, reference, epochs), "--from-scratch"]) == 0
-    for k in (0, 1):
-        mine, theirs = (weight_arrays(layout.weights_path(m / "v1mix", f"fold{k}")) for m in (models, reference))
-        assert mine.keys() == theirs.keys() and all(np.array_equal(mine[n], theirs[n]) for n in mine), k
+    arrays = [assert_same_weights(*(layout.weights_path(m / "v1mix", f"fold{k}") for m in (models, reference)))
+              for k in (0, 1)]
     pd.testing.assert_frame_equal(pd.read_csv(folder / layout.HISTORY_CSV),
                                   pd.read_csv(reference / "v1mix" / layout.HISTORY_CSV))
     print(f"node loss: fold {lost} ran on node {name} ({node_id}), removed after epoch {checkpointed}; "
           f"{resumed[0].strip()}; ", "\n".join(line for line in console.splitlines() if "fold" in line),
-          f"\nweights of folds 0 and 1 equal the one-process run's ({len(mine)} arrays each); history.csv equal")
+          f"\nweights of folds 0 and 1 equal the one-process run's ({arrays[0]} arrays each); history.csv equal")
 
 
 # TensorFlow made unimportable in every process of the run (driver, Ray's workers, the units)
@@ -488,8 +486,7 @@ def test_warm_workers_serve_unit_after_unit_bit_exact_and_a_crashed_worker_resum
     assert run.returncode == 0, run.stdout + run.stderr
     for name in names:
         for k in (0, 1):
-            mine, theirs = (weight_arrays(layout.weights_path(m / name, f"fold{k}")) for m in (models, reference))
-            assert mine.keys() == theirs.keys() and all(np.array_equal(mine[n], theirs[n]) for n in mine), (name, k)
+            assert_same_weights(*(layout.weights_path(m / name, f"fold{k}") for m in (models, reference)))
     print(f"warm workers: killed worker pid {pid} during {crashed[0]} fold {crashed[1]};",
           "\n".join(line for line in console.splitlines() if "done in" in line or "started" in line))
 
@@ -568,11 +565,9 @@ def test_one_warm_worker_builds_each_model_once_same_weights_flat_memory_and_ser
     assert run.returncode == 0 and training.REUSED not in run.stdout, run.stdout + run.stderr
     for name in names:
         for k, references in ((0, (one,)), (1, (one,)), (2, (one, fresh))):
-            mine = weight_arrays(layout.weights_path(models / name, f"fold{k}"))
             for reference in references:
-                theirs = weight_arrays(layout.weights_path(reference / name, f"fold{k}"))
-                assert mine.keys() == theirs.keys() and all(np.array_equal(mine[n], theirs[n]) for n in mine), \
-                    (name, k, reference.name)
+                assert_same_weights(layout.weights_path(models / name, f"fold{k}"),
+                                    layout.weights_path(reference / name, f"fold{k}"))
 
 
 def test_a_free_warm_worker_gets_the_next_unit_of_a_model_it_has_built(tmp_path):

@@ -22,18 +22,12 @@ from fat2019.ensemble import stacking
 from fat2019.ensemble.predictor import StackerNet
 import train
 from fat2019.engine import training
-from helpers import make_dataset, weight_arrays
+from helpers import assert_same_weights, make_dataset
 
 TINY = ["epochs=2", "pretrain_epochs=1", "n_folds=2", "width=0.0625", "duration=0.5", "lr_milestones=1",
         "pretrain_lr_milestones=1", "pretrain_keep_from_epoch=0", "batch_size=4", "predict_batch_size=8",
         "early_stop_min_epoch=0", "early_stop_patience=10", "lr_multiplier=1"]
 
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    x, y = weight_arrays(a), weight_arrays(b)
-    assert x.keys() == y.keys() and len(x) > 10
-    assert [n for n in x if not np.array_equal(x[n], y[n])] == [], f"{a} and {b} differ"
 
 
 @pytest.fixture(scope="module")
