@@ -24,6 +24,7 @@ The driver itself trains nothing and imports Ray only here, lazily: without --gp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import functools
@@ -313,47 +314,77 @@ def wait_for_lock(path: str | None, limit_s: float, say) -> bool:
     return True
 
 
+@dataclass
+class UnitRun:
+    """One attempt at a unit, on the node that runs it (unit_run): its log, open for
+    appending, and what the driver's report needs."""
+    out: object
+    label: str
+    node: str
+    node_id: str
+    attempt: int
+    started: float
+    notes: list = field(default_factory=list)
+    rc: int | None = None   # the unit's exit code, set by the caller
+    ended: float = 0.0
+
+    def say(self, line: str) -> None:
+        """A note for the log and, through the record, the driver's console."""
+        self.notes.append(line)
+        self.out.write(f"=== {stamp()} {self.label}: {line}\n")
+
+    def record(self, spec: dict, gpu: str, **more) -> dict:
+        return {"rc": self.rc, "node": self.node, "node_id": self.node_id, "attempt": self.attempt, "gpu": gpu,
+                "notes": self.notes, "submitted": spec["submitted"], "started": self.started, "ended": self.ended,
+                **more}
+
+
+@contextlib.contextmanager
+def unit_run(ray, spec: dict, node_id: str, paths: list[str], backend: str | None, gpu: str, worker: str = ""):
+    """The steps every attempt at a unit takes, on a fresh or a warm worker: check that
+    this node sees `paths` (Storage) and that the run's record allows `backend`; then, in
+    the driver's folder and the unit's log, the header line, a stale lock taken over (or a retry's waited
+    for), and at the end the exit code line (`run.rc`, set by the caller)."""
+    started = time.time()
+    attempt = ray._private.worker.global_worker.core_worker.get_current_task_attempt_number() + 1
+    node = f"{ray.util.get_node_ip_address()} {node_id[:8]}"
+    label = spec["label"]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise Storage(f"node {node} ({socket.gethostname()}): {missing[0]} does not exist there; every node must "
+                      f"see the repository, the virtualenv, the feature cache and models/ at the same paths "
+                      f"(docs/clusters.md)")
+    check_record(label, spec["record"], backend)
+    os.chdir(spec["cwd"])   # the driver's: relative paths in the unit's options mean the same here
+    with open(spec["log"], "a", buffering=1) as out:   # line-buffered: a subprocess appends to it too
+        run = UnitRun(out, label, node, node_id, attempt, started)
+        out.write(f"{HEADER}{stamp()} {label}: submission {spec['submission']} attempt {attempt}: started on node "
+                  f"{node}, GPU {gpu}, {started - spec['submitted']:.2f} s after submission{worker}: "
+                  f"{' '.join(spec['command'])}\n")
+        free_unit_lock(ray, spec["lock"], attempt, run.say)
+        yield run
+        run.ended = time.time()
+        out.write(f"=== {stamp()} {label}: exit code {run.rc} after {run.ended - started:.1f} s\n")
+
+
 def run_unit(spec: dict) -> dict:
     """The Ray task: check the shared paths and the run's record, take over a stale lock,
     then run the unit's command with its output appended to its log. Returns a record of
     where and when it ran (Ray's attempt number, node), and its exit code."""
     import ray
 
-    started = time.time()
-    context = ray.get_runtime_context()
-    node_id = context.get_node_id()
-    attempt = ray._private.worker.global_worker.core_worker.get_current_task_attempt_number() + 1
-    node = f"{ray.util.get_node_ip_address()} {node_id[:8]}"
-    command, label, log = spec["command"], spec["label"], spec["log"]
-    missing = [p for p in [*spec["needs"], spec["cwd"], spec["code"], command[0], command[1]] if not os.path.exists(p)]
-    if missing:
-        raise Storage(f"node {node} ({socket.gethostname()}): {missing[0]} does not exist there; every node must "
-                      f"see the repository, the virtualenv, the feature cache and models/ at the same paths "
-                      f"(docs/clusters.md)")
+    node_id = ray.get_runtime_context().get_node_id()
+    command = spec["command"]
     if spec["code"] not in sys.path:   # fat2019, at the same path on every node (this task was pickled by value)
         sys.path.insert(0, spec["code"])
     env = unit_env(os.environ.get("CUDA_VISIBLE_DEVICES", ""), spec["pretend"], spec["env"], node_id)
-    check_record(label, spec["record"], env.get("KERAS_BACKEND"))
-    notes = []
-    with open(log, "a") as out:
-        def say(line: str) -> None:
-            notes.append(line)
-            out.write(f"=== {stamp()} {label}: {line}\n")
-            out.flush()
-        out.write(f"{HEADER}{stamp()} {label}: submission {spec['submission']} attempt {attempt}: started on node "
-                  f"{node}, GPU {env['CUDA_VISIBLE_DEVICES']}, {started - spec['submitted']:.2f} s after "
-                  f"submission: {' '.join(command)}\n")
-        out.flush()
-        free_unit_lock(ray, spec["lock"], attempt, say)
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    paths = [*spec["needs"], spec["cwd"], spec["code"], command[0], command[1]]
+    with unit_run(ray, spec, node_id, paths, env.get("KERAS_BACKEND"), env["CUDA_VISIBLE_DEVICES"]) as run:
+        process = subprocess.Popen(command, stdout=run.out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env=env, cwd=spec["cwd"],
                                    preexec_fn=functools.partial(prepare_unit_process, spec["niceness"]))
-        rc = process.wait()
-        ended = time.time()
-        out.write(f"=== {stamp()} {label}: exit code {rc} after {ended - started:.1f} s\n")
-    return {"rc": rc, "node": node, "node_id": node_id, "attempt": attempt, "gpu": env["CUDA_VISIBLE_DEVICES"],
-            "ray_gpu": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "notes": notes,
-            "submitted": spec["submitted"], "started": started, "ended": ended}
+        run.rc = process.wait()
+    return run.record(spec, env["CUDA_VISIBLE_DEVICES"], ray_gpu=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
 
 
 class UnitWorker:
@@ -387,27 +418,10 @@ class UnitWorker:
 
     def run(self, spec: dict) -> dict:
         import ray
-        started = time.time()
-        attempt = ray._private.worker.global_worker.core_worker.get_current_task_attempt_number() + 1
-        node = f"{ray.util.get_node_ip_address()} {self.node_id[:8]}"
-        label, log = spec["label"], spec["log"]
-        missing = [p for p in [*spec["needs"], spec["cwd"], spec["script"]] if not os.path.exists(p)]
-        if missing:
-            raise Storage(f"node {node} ({socket.gethostname()}): {missing[0]} does not exist there; every node "
-                          f"must see the repository, the virtualenv, the feature cache and models/ at the same "
-                          f"paths (docs/clusters.md)")
-        check_record(label, spec["record"], os.environ.get("KERAS_BACKEND"))
-        os.chdir(spec["cwd"])
-        notes = []
-        with open(log, "a", buffering=1) as out:
-            def say(line: str) -> None:
-                notes.append(line)
-                out.write(f"=== {stamp()} {label}: {line}\n")
-            out.write(f"{HEADER}{stamp()} {label}: submission {spec['submission']} attempt {attempt}: started on node "
-                      f"{node}, GPU {os.environ['CUDA_VISIBLE_DEVICES']}, {started - spec['submitted']:.2f} s after "
-                      f"submission, warm worker pid {os.getpid()} unit {self.served + 1}: "
-                      f"{' '.join(spec['command'])}\n")
-            free_unit_lock(ray, spec["lock"], attempt, say)
+        gpu = os.environ["CUDA_VISIBLE_DEVICES"]
+        paths = [*spec["needs"], spec["cwd"], spec["script"]]
+        worker = f", warm worker pid {os.getpid()} unit {self.served + 1}"
+        with unit_run(ray, spec, self.node_id, paths, os.environ.get("KERAS_BACKEND"), gpu, worker) as run:
             if spec["jax_cache"] and os.environ.get("KERAS_BACKEND") == "jax":
                 # compiled programs kept beside the run: a restarted worker, or another node, loads them
                 import jax
@@ -415,14 +429,10 @@ class UnitWorker:
             if self.built is None:
                 from fat2019.engine.training import BuiltModels
                 self.built = BuiltModels()
-            rc = self.call_stage(spec["script"], spec["command"][2:], out, self.built)
+            run.rc = self.call_stage(spec["script"], spec["command"][2:], run.out, self.built)
             self.served += 1
-            ended = time.time()
-            out.write(f"=== {stamp()} {label}: exit code {rc} after {ended - started:.1f} s\n")
-        return {"rc": rc, "node": node, "node_id": self.node_id, "attempt": attempt,
-                "gpu": os.environ["CUDA_VISIBLE_DEVICES"], "ray_gpu": ray.get_gpu_ids(), "notes": notes,
-                "submitted": spec["submitted"], "started": started, "ended": ended, "worker_pid": os.getpid(),
-                "served": self.served, "rss_mb": resident_mb(), "built": len(self.built.models)}
+        return run.record(spec, gpu, ray_gpu=ray.get_gpu_ids(), worker_pid=os.getpid(), served=self.served,
+                          rss_mb=resident_mb(), built=len(self.built.models))
 
     @staticmethod
     def call_stage(script: str, argv: list[str], out, built) -> int:
