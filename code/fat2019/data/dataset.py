@@ -21,6 +21,7 @@ user fixes a broken CSV in one pass instead of one error per run.
 """
 from __future__ import annotations
 
+import collections
 import csv
 import functools
 from dataclasses import dataclass
@@ -151,7 +152,7 @@ def read_classes(path: Path) -> list[str]:
         raise DatasetError("bad sample submission",
                            [f"{path}: header must be 'fname' followed by the class names, got {header!r}"])
     classes = header[1:]
-    problems = [f"{path}: repeated class column {c!r}" for c in sorted({c for c in classes if classes.count(c) > 1})]
+    problems = [f"{path}: repeated class column {c!r}" for c in repeated_names(classes)]
     problems += [f"{path}: column {i + 2} has an empty class name" for i, c in enumerate(classes) if not c.strip()]
     problems += [f"{path}: column {i + 2}: {why}" for i, c in enumerate(classes) if c.strip()
                  for why in [class_name_problem(c)] if why]
@@ -207,6 +208,11 @@ def audio_files_in(folder: Path) -> list[str]:
                   if p.suffix.lower() in audio_extensions() and not p.name.startswith(".") and is_file(p))
 
 
+def repeated_names(names: list[str]) -> dict[str, int]:
+    """Each name that appears more than once, with its count, in name order."""
+    return {name: n for name, n in sorted(collections.Counter(names).items()) if n > 1}
+
+
 def _read_csv(path: Path, columns: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """The CSV as strings, indexed by line number, plus one problem per row whose field count
     differs from the header's (such rows are left out). Parsed strictly with the csv module:
@@ -215,8 +221,7 @@ def _read_csv(path: Path, columns: list[str]) -> tuple[pd.DataFrame, list[str]]:
     problems = []
     missing = [c for c in columns if c not in header]
     problems += [f"{path}: missing column {c!r} (has {header})" for c in missing]
-    repeated = sorted({c for c in columns if header.count(c) > 1})
-    problems += [f"{path}: column {c!r} appears {header.count(c)} times" for c in repeated]
+    problems += [f"{path}: column {c!r} appears {n} times" for c, n in repeated_names(header).items() if c in columns]
     if problems:
         raise DatasetError(f"bad columns in {path}", problems)
     lines, kept = [], []

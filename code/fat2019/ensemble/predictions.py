@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fat2019.data.dataset import DatasetError, read_classes, read_rows
+from fat2019.data.dataset import DatasetError, read_classes, read_rows, repeated_names
 from fat2019.util.atomic import atomic_write_text
 
 FLOAT_FORMAT = "%.6g"   # the scores' digits on disk; every reader of these files sees these
@@ -45,8 +45,7 @@ def read_table(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     problems = []
     if not header or header[0] != "fname" or len(header) < 2:
         problems.append(f"{path}: header must be 'fname' followed by the class names, got {header[:4]!r}...")
-    repeated = sorted({c for c in header[1:] if header.count(c) > 1})
-    problems += [f"{path}: class column {c!r} appears {header.count(c)} times" for c in repeated]
+    problems += [f"{path}: class column {c!r} appears {n} times" for c, n in repeated_names(header).items()]
     if problems:
         raise DatasetError(f"bad columns in {path}", problems)
     classes = header[1:]
@@ -81,8 +80,3 @@ def read_predictions(path: Path, fnames: list[str], classes: list[str]) -> np.nd
         raise DatasetError("predictions do not match the dataset", problems)
     return scores[[row[fname] for fname in fnames]].astype(np.float32)
 
-
-def repeated_names(names: list[str]) -> dict[str, int]:
-    """Each name that appears more than once, with its count."""
-    counts = pd.Series(names, dtype=object).value_counts()
-    return {str(f): int(n) for f, n in counts[counts > 1].items()}

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fat2019.data.dataset import DatasetError, read_labelled_csv
+from fat2019.data.dataset import DatasetError, read_labelled_csv, repeated_names
 from fat2019.data.folds import read_folds_csv
-from fat2019.ensemble.predictions import repeated_names
 from fat2019.eval.oof_analysis import NO_FOLD
 
 
